@@ -1,0 +1,56 @@
+# embedlab — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch and torchvision must be a matching pair (see README, "Installing").
+TORCH_PACKAGES ?= torch==2.14.1 torchvision==0.29.1
+CONFIG ?= experiments/digits.yaml
+PYTEST_ARGS ?=
+
+-include .env
+export
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test lint bench sweep notebooks clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install $(TORCH_PACKAGES)
+	$(BIN)/python -m pip install -e '.[dev,bench]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv (if missing) and install embedlab with dev extras
+
+train: install ## train the default experiment (CONFIG=experiments/digits.yaml) on the CPU
+	$(BIN)/embedlab fit --config $(CONFIG)
+
+test: install ## run the whole test suite (slow tests included)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests — treating as a failure" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: install ## ruff + mypy
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+bench: install ## benchmarks against pytorch-metric-learning (tables, not pass/fail)
+	$(BIN)/python benchmarks/losses.py
+	$(BIN)/python benchmarks/retrieval.py
+
+sweep: install ## run a sweep: SWEEP=experiments/sweeps/losses.yaml (wandb agent when online, local otherwise)
+	$(BIN)/embedlab sweep $(SWEEP)
+
+notebooks: install ## execute the notebooks
+	$(BIN)/python -m pytest tests/test_notebooks.py
+
+clean: ## remove caches and outputs (keeps .venv)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info runs lightning_logs wandb
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

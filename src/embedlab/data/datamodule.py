@@ -1,0 +1,208 @@
+"""RetrievalDataModule: files → DataFrame → Dataset → P×K batches (train) / query+gallery (eval)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from embedlab.data.digits import DigitsDataset, Protocol, digits_frame
+from embedlab.data.sampler import PKBatchSampler
+
+Item = tuple[Tensor, int, int, int]
+
+
+class EvalDataset(Dataset[Item]):
+    """Query items followed by gallery items, with their roles.
+
+    Without a gallery (leave-one-out datasets such as CUB, Cars196, SOP), every item is
+    both a query and a gallery item.
+    """
+
+    def __init__(self, query: Any, gallery: Any | None = None) -> None:
+        self.parts = [query] if gallery is None else [query, gallery]
+        self.offset = len(query)
+        n = len(query) + (len(gallery) if gallery is not None else 0)
+        self.labels = np.concatenate([np.asarray(p.labels) for p in self.parts])
+        self.cameras = np.concatenate([np.asarray(p.cameras) for p in self.parts])
+        self.is_query = np.arange(n) < self.offset if gallery is not None else np.ones(n, bool)
+        self.is_gallery = ~self.is_query if gallery is not None else np.ones(n, bool)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> Item:
+        part = 0 if index < self.offset else 1
+        image, label, camera, _ = self.parts[part][index - part * self.offset]
+        return image, label, camera, index
+
+    def raw_pixels(self) -> Tensor | None:
+        if not all(hasattr(p, "raw_pixels") for p in self.parts):
+            return None
+        return torch.cat([p.raw_pixels() for p in self.parts])
+
+
+class RetrievalDataModule(pl.LightningDataModule):
+    """P×K training batches and a query/gallery evaluation set for any supported dataset.
+
+    Args:
+        dataset: ``digits`` (bundled, no download) or an on-disk format name
+            (``market1501``, ``dukemtmc``, ``msmt17``, ``cuhk03np``, ``cub200``, ``cars196``,
+            ``sop``, ``inshop``, ``table``).
+        root: dataset folder; defaults to ``$EMBEDLAB_DATA_ROOT/<dataset>``.
+        protocol: digits only, ``image_disjoint`` or ``class_disjoint``.
+        p, k: identities per batch and images per identity (per rank under DDP).
+        batches_per_epoch: fixed epoch length; default ``len(train) // (world_size·P·K)``.
+        transforms: torchvision recipe for image datasets (``reid``, ``dml`` or ``none``).
+        bad_data: ``error`` stops on an unreadable image naming it; ``skip`` warns and goes on.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        root: str | None = None,
+        protocol: Protocol = "image_disjoint",
+        p: int = 8,
+        k: int = 4,
+        batches_per_epoch: int | None = None,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        seed: int = 0,
+        transforms: Literal["reid", "dml", "none"] = "reid",
+        height: int = 256,
+        width: int = 128,
+        bad_data: Literal["error", "skip"] = "error",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.dataset_name = dataset
+        self.root = root
+        self.protocol: Protocol = protocol
+        self.p, self.k = p, k
+        self.batches_per_epoch = batches_per_epoch
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.transforms = transforms
+        self.height, self.width = height, width
+        self.bad_data = bad_data
+        self._frame: pd.DataFrame | None = None
+        self.train_set: Any = None
+        self.eval_set: EvalDataset | None = None
+        self.train_sampler: PKBatchSampler | None = None
+
+    # -- the DataFrame ---------------------------------------------------------------------
+    @property
+    def data_root(self) -> Path:
+        if self.root:
+            return Path(self.root)
+        return Path(os.environ.get("EMBEDLAB_DATA_ROOT", "data")) / self.dataset_name
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The dataset description; train labels are remapped to ``0..num_classes-1``."""
+        if self._frame is None:
+            if self.dataset_name == "digits":
+                frame = digits_frame(self.protocol, self.seed)
+            else:
+                from embedlab.data.formats import read_dataset
+
+                frame = read_dataset(self.dataset_name, self.data_root)
+            train = frame["split"] == "train"
+            frame["label"] = frame["label"].astype(np.int64)
+            codes = pd.factorize(frame.loc[train, "label"], sort=True)[0]
+            frame.loc[train, "label"] = codes
+            self._frame = frame
+        return self._frame
+
+    @property
+    def num_classes(self) -> int:
+        """Number of training identities (size of an identity classifier)."""
+        return int(self.frame.loc[self.frame["split"] == "train", "label"].nunique())
+
+    # -- datasets --------------------------------------------------------------------------
+    def _dataset(self, rows: pd.DataFrame, train: bool) -> Any:
+        if self.dataset_name == "digits":
+            return DigitsDataset(rows.reset_index(drop=True), augment=train)
+        from embedlab.data.image_dataset import ImageDataset
+        from embedlab.data.transforms import build_transforms
+
+        transform = build_transforms(self.transforms, train, height=self.height, width=self.width)
+        return ImageDataset(rows.reset_index(drop=True), self.data_root, transform, self.bad_data)
+
+    def setup(self, stage: str | None = None) -> None:
+        frame = self.frame
+        splits = set(frame["split"])
+        train_rows = frame[frame["split"] == "train"]
+        if len(train_rows) == 0 and stage in (None, "fit"):
+            raise ValueError(f"dataset {self.dataset_name!r} at {self.data_root} has no train split")
+        if self.train_set is None and len(train_rows):
+            self.train_set = self._dataset(train_rows, train=True)
+        if self.eval_set is None:
+            if "query" in splits:
+                query = self._dataset(frame[frame["split"] == "query"], train=False)
+                gallery = self._dataset(frame[frame["split"] == "gallery"], train=False)
+                self.eval_set = EvalDataset(query, gallery)
+            elif "test" in splits:
+                self.eval_set = EvalDataset(self._dataset(frame[frame["split"] == "test"], False))
+            else:
+                raise ValueError(
+                    f"dataset {self.dataset_name!r} has no query/gallery or test split (found {sorted(splits)})"
+                )
+        if self.trainer is not None:
+            # The P×K sampler shards by identity itself; Lightning must not replace it.
+            self.trainer._accelerator_connector.use_distributed_sampler = False
+
+    # -- loaders ---------------------------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        if self.trainer is not None:
+            return self.trainer.world_size, self.trainer.global_rank
+        return 1, 0
+
+    def train_dataloader(self) -> DataLoader:
+        world_size, rank = self._world()
+        self.train_sampler = PKBatchSampler(
+            self.train_set.labels,
+            self.p,
+            self.k,
+            seed=self.seed,
+            batches_per_epoch=self.batches_per_epoch,
+            num_replicas=world_size,
+            rank=rank,
+        )
+        return DataLoader(
+            self.train_set,
+            batch_sampler=self.train_sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def eval_dataloader(self) -> DataLoader:
+        assert self.eval_set is not None, "call setup() first"
+        world_size, rank = self._world()
+        sampler = None
+        if world_size > 1:
+            # Pads with duplicates to equal length; the metric drops them by index.
+            sampler = DistributedSampler(self.eval_set, world_size, rank, shuffle=False)
+        return DataLoader(
+            self.eval_set,
+            batch_size=self.eval_batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.eval_dataloader()

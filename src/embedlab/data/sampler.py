@@ -1,0 +1,104 @@
+"""P×K batch sampling: every batch holds P identities × K images of each.
+
+The sampler is deterministic from ``(seed, epoch)``. With ``num_replicas = W`` ranks, every
+optimisation step draws ``W·P`` distinct identities and rank ``r`` keeps the r-th block of P,
+so no identity appears on two ranks in the same step and every rank yields the same number of
+batches. An epoch has ``len(dataset) // (W·P·K)`` batches unless ``batches_per_epoch`` is set.
+
+Identities are visited in shuffled rounds (each identity once per round), and the images of an
+identity in shuffled rounds too, so every image is seen about equally often. An identity with
+fewer than K images contributes all of them plus random repeats (sampling with replacement).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class PKBatchSampler(Sampler[list[int]]):
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        p: int,
+        k: int,
+        seed: int = 0,
+        batches_per_epoch: int | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        labels = np.asarray(labels)
+        if p < 1 or k < 1:
+            raise ValueError(f"P×K sampling needs p >= 1 and k >= 1, got p={p}, k={k}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside [0, num_replicas={num_replicas})")
+        self.identities = np.unique(labels)
+        if p * num_replicas > len(self.identities):
+            raise ValueError(
+                f"data.p={p} × {num_replicas} rank(s) needs {p * num_replicas} identities per step, "
+                f"but the training set has only {len(self.identities)}"
+            )
+        self.members = {int(i): np.flatnonzero(labels == i) for i in self.identities}
+        self.p, self.k, self.seed = p, k, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        global_batch = p * k * num_replicas
+        self.num_batches = (
+            batches_per_epoch if batches_per_epoch is not None else max(1, len(labels) // global_batch)
+        )
+        self.epoch = 0
+        self.start_batch = 0  # batches to skip when resuming mid-epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def global_batches(self) -> Iterator[list[list[int]]]:
+        """Yield, for each step, the list of W per-rank batches (all ranks compute the same)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order: deque[int] = deque()
+        pools: dict[int, deque[int]] = {i: deque() for i in self.members}
+        needed = self.p * self.num_replicas
+        for _ in range(self.num_batches):
+            chosen: list[int] = []
+            skipped: list[int] = []
+            while len(chosen) < needed:
+                if not order:
+                    order.extend(int(i) for i in rng.permutation(self.identities))
+                pid = order.popleft()
+                (skipped if pid in chosen else chosen).append(pid)
+            order.extendleft(reversed(skipped))
+            flat = [idx for pid in chosen for idx in self._draw(pid, pools[pid], rng)]
+            size = self.p * self.k
+            yield [flat[r * size : (r + 1) * size] for r in range(self.num_replicas)]
+
+    def _draw(self, pid: int, pool: deque[int], rng: np.random.Generator) -> list[int]:
+        members = self.members[pid]
+        if len(members) < self.k:
+            extra = rng.choice(members, self.k - len(members), replace=True)
+            return [int(i) for i in np.concatenate([rng.permutation(members), extra])]
+        taken = [pool.popleft() for _ in range(min(self.k, len(pool)))]
+        if len(taken) < self.k:
+            fresh = [int(i) for i in rng.permutation(members)]
+            fill = [i for i in fresh if i not in taken][: self.k - len(taken)]
+            taken += fill
+            pool.extend(i for i in fresh if i not in fill)
+        return taken
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step, batches in enumerate(self.global_batches()):
+            if step >= self.start_batch:
+                yield batches[self.rank]
+        self.start_batch = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.seed = int(state["seed"])

@@ -1,0 +1,7 @@
+"""Embedding models: backbones, pooling, BNNeck."""
+
+from embedlab.models.backbones import ResNet, SmallCNN, TimmBackbone
+from embedlab.models.embedding import EmbeddingModel, EmbeddingOutput
+from embedlab.models.pooling import AvgPool, GeM
+
+__all__ = ["AvgPool", "EmbeddingModel", "EmbeddingOutput", "GeM", "ResNet", "SmallCNN", "TimmBackbone"]

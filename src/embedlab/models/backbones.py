@@ -1,0 +1,107 @@
+"""Backbones: torchvision ResNets, timm models when installed, and a small CNN for tiny inputs.
+
+Every backbone is an ``nn.Module`` returning a feature map ``[B, C, H, W]`` and exposing
+``out_channels``. Pretrained weights are opt-in: ``pretrained=True`` asks torchvision's hub,
+``pretrained="/path/to/weights.pth"`` loads a local state dict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+
+def _load_local_weights(module: nn.Module, path: str | Path) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    ignored = [k for k in missing if not k.startswith("fc.")]
+    if ignored:
+        raise ValueError(f"{path}: weights lack {len(ignored)} backbone keys, e.g. {ignored[:3]}")
+
+
+class ResNet(nn.Module):
+    """torchvision ResNet-18/34/50/101 trunk without its classifier.
+
+    ``last_stride=1`` removes the down-sampling of the last stage (the ReID
+    "last stride" trick, doubling the final feature map resolution).
+    """
+
+    def __init__(
+        self,
+        depth: Literal[18, 34, 50, 101] = 50,
+        last_stride: Literal[1, 2] = 2,
+        pretrained: bool | str = False,
+    ) -> None:
+        super().__init__()
+        builders = {
+            18: (torchvision.models.resnet18, "IMAGENET1K_V1"),
+            34: (torchvision.models.resnet34, "IMAGENET1K_V1"),
+            50: (torchvision.models.resnet50, "IMAGENET1K_V2"),
+            101: (torchvision.models.resnet101, "IMAGENET1K_V2"),
+        }
+        if depth not in builders:
+            raise ValueError(f"ResNet depth must be one of {sorted(builders)}, got {depth}")
+        build, hub_weights = builders[depth]
+        net = build(weights=hub_weights if pretrained is True else None)
+        if isinstance(pretrained, str) and pretrained:
+            _load_local_weights(net, pretrained)
+        if last_stride == 1:
+            block = net.layer4[0]
+            conv = block.conv2 if depth >= 50 else block.conv1
+            conv.stride = (1, 1)
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)
+        self.out_channels = net.fc.in_features
+        self.trunk = nn.Sequential(*list(net.children())[:-2])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.trunk(x)
+
+
+class TimmBackbone(nn.Module):
+    """Any ``timm`` model as a feature-map backbone (requires ``pip install timm``)."""
+
+    def __init__(self, name: str, pretrained: bool = False) -> None:
+        super().__init__()
+        try:
+            import timm
+        except ImportError as err:
+            raise ImportError("TimmBackbone needs timm: pip install timm") from err
+        self.net = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
+        self.out_channels = int(self.net.num_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.forward_features(x)
+
+
+class SmallCNN(nn.Module):
+    """A small convolutional network for tiny images (8×8 digits up to 64×64)."""
+
+    def __init__(self, in_channels: int = 1, width: int = 32, depth: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for i in range(depth):
+            out = width * 2**i
+            layers += [
+                nn.Conv2d(channels, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
+            if i < depth - 1:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            channels = out
+        self.out_channels = channels
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)

@@ -1,0 +1,78 @@
+"""EmbeddingModel: backbone → pooling → optional projection → optional BNNeck → optional L2."""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from embedlab.models.backbones import SmallCNN
+from embedlab.models.pooling import build_pooling
+
+
+class EmbeddingOutput(NamedTuple):
+    """``features`` feed the metric losses (before BNNeck, as in Bag of Tricks);
+    ``embedding`` is the retrieval embedding (after BNNeck and normalisation)."""
+
+    features: Tensor
+    embedding: Tensor
+
+
+class EmbeddingModel(nn.Module):
+    """Maps images to embeddings.
+
+    Args:
+        backbone: any module returning ``[B, C, H, W]`` and exposing ``out_channels``
+            (e.g. ``embedlab.models.ResNet``, ``TimmBackbone``, ``SmallCNN``).
+        pooling: ``"avg"`` or ``"gem"``.
+        embedding_dim: size of a linear projection after pooling; ``None`` keeps ``C``.
+        bnneck: batch-norm neck (Luo et al. 2019); metric losses use the features before it,
+            retrieval and the identity classifier use the features after it.
+        normalize: L2-normalise the retrieval embedding (and the features when there is no BNNeck).
+        sync_bn: convert batch norms to ``SyncBatchNorm`` (for DDP).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module | None = None,
+        pooling: Literal["avg", "gem"] = "avg",
+        embedding_dim: int | None = None,
+        bnneck: bool = False,
+        normalize: bool = False,
+        dropout: float = 0.0,
+        sync_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone if backbone is not None else SmallCNN()
+        channels = getattr(self.backbone, "out_channels", None)
+        if not isinstance(channels, int):
+            raise ValueError("backbone must expose an integer attribute `out_channels`")
+        self.pool = build_pooling(pooling)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.projection: nn.Module = (
+            nn.Linear(channels, embedding_dim) if embedding_dim is not None else nn.Identity()
+        )
+        self.embedding_dim = embedding_dim if embedding_dim is not None else channels
+        self.neck: nn.Module = nn.Identity()
+        if bnneck:
+            neck = nn.BatchNorm1d(self.embedding_dim)
+            neck.bias.requires_grad_(False)  # BNNeck: no shift
+            self.neck = neck
+        self.bnneck = bnneck
+        self.normalize = normalize
+        if sync_bn:
+            nn.SyncBatchNorm.convert_sync_batchnorm(self)
+
+    def forward_train(self, images: Tensor) -> EmbeddingOutput:
+        pooled = self.pool(self.backbone(images))
+        features = self.projection(self.dropout(pooled))
+        embedding = self.neck(features)
+        if self.normalize:
+            embedding = F.normalize(embedding, dim=-1)
+            if not self.bnneck:
+                features = embedding
+        return EmbeddingOutput(features=features, embedding=embedding)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.forward_train(images).embedding

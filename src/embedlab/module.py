@@ -1,0 +1,227 @@
+"""MetricLearningModule: embedding model + weighted loss terms + optimiser; validation → metrics."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from pytorch_lightning.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from embedlab.metrics import RetrievalMetric
+from embedlab.models import EmbeddingModel
+
+LossInput = Literal["features", "embedding", "logits"]
+
+
+class LossTerm(nn.Module):
+    """One weighted term of the training objective.
+
+    Args:
+        loss: called as ``loss(x, labels)``.
+        weight: multiplier of this term.
+        input: what ``x`` is: ``features`` (before BNNeck, for metric losses), ``embedding``
+            (the retrieval embedding) or ``logits`` (identity classifier output, for
+            ``CrossEntropyLoss``).
+        name: key used in the logs; defaults to the loss class name.
+    """
+
+    def __init__(
+        self,
+        loss: nn.Module,
+        weight: float = 1.0,
+        input: LossInput = "features",
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.loss = loss
+        self.weight = weight
+        self.input: LossInput = input
+        self.name = name or type(loss).__name__
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss term or gradient is NaN or infinite."""
+
+
+class MetricLearningModule(pl.LightningModule):
+    """Trains an ``EmbeddingModel`` with a metric loss plus optional auxiliary terms.
+
+    Args:
+        model: the embedding network.
+        loss: main metric loss, called on the features as ``loss(features, labels)``.
+        loss_weight: weight of ``loss``.
+        aux_losses: further ``LossTerm``s, e.g. identity cross-entropy on ``logits`` and
+            ``CenterLoss`` on ``features`` (the Bag-of-Tricks recipe).
+        num_classes: number of training identities; creates a bias-free identity classifier
+            when a term reads ``logits`` (linked from the data module by the CLI).
+        optimizer: optimiser factory, e.g. ``torch.optim.Adam`` with ``init_args``.
+        scheduler: ``constant``, ``multistep`` (``milestones``, ``gamma``) or ``cosine``,
+            each after ``warmup_epochs`` of linear warm-up from ``warmup_start_factor``.
+        eval_metric: ``cosine`` or ``euclidean`` distance for retrieval metrics.
+        gather_embeddings: under DDP, mine over the embeddings of all ranks (see README).
+        nonfinite: ``error`` stops on a NaN/inf loss naming the term; ``skip`` skips the step.
+    """
+
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        loss: nn.Module | None = None,
+        loss_weight: float = 1.0,
+        aux_losses: Sequence[LossTerm] = (),
+        num_classes: int | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: Literal["constant", "multistep", "cosine"] = "constant",
+        warmup_epochs: int = 0,
+        warmup_start_factor: float = 0.1,
+        milestones: Sequence[int] = (),
+        gamma: float = 0.1,
+        eval_metric: Literal["cosine", "euclidean"] = "cosine",
+        ks: Sequence[int] = (1, 5, 10),
+        gather_embeddings: bool = False,
+        nonfinite: Literal["error", "skip"] = "error",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "loss", "aux_losses", "optimizer"])
+        self.model = model
+        terms = [LossTerm(loss, loss_weight)] if loss is not None else []
+        self.losses = nn.ModuleList([*terms, *aux_losses])
+        if len(self.losses) == 0:
+            raise ValueError("model.loss: give a loss or at least one entry in model.aux_losses")
+        self.classifier: nn.Module | None = None
+        if any(t.input == "logits" for t in self.losses):
+            if num_classes is None:
+                raise ValueError("model.num_classes is required by a loss term reading logits")
+            self.classifier = nn.Linear(model.embedding_dim, num_classes, bias=False)
+        self.optimizer_factory = optimizer
+        self.val_metric = RetrievalMetric(metric=eval_metric, ks=tuple(ks))
+        self.test_metric = RetrievalMetric(metric=eval_metric, ks=tuple(ks))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    # -- training --------------------------------------------------------------------------
+    def _gather(self, x: Tensor) -> Tensor:
+        """All-gather along the batch; the local block keeps its gradient."""
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.detach().contiguous())
+        parts[dist.get_rank()] = x
+        return torch.cat(parts)
+
+    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor | None:
+        images, labels = batch[0], batch[1]
+        out = self.model.forward_train(images)
+        inputs = {"features": out.features, "embedding": out.embedding}
+        if self.classifier is not None:
+            inputs["logits"] = self.classifier(out.embedding)
+        distributed = self.hparams["gather_embeddings"] and dist.is_available() and dist.is_initialized()
+        total = images.new_zeros(())
+        logs: dict[str, float | Tensor] = {}
+        for term in self.losses:
+            x, y, scale = inputs[term.input], labels, 1.0
+            if distributed and term.input != "logits":
+                # Gradients of the global loss reach each rank only through its own block;
+                # DDP averages over W ranks, so scale by W to match one process.
+                x, y, scale = self._gather(x), self._gather(labels), float(dist.get_world_size())
+            value = term.loss(x, y)
+            if not torch.isfinite(value):
+                return self._nonfinite(f"loss term {term.name!r}", labels)
+            total = total + term.weight * scale * value
+            logs[f"train/{term.name}"] = value.detach()
+            for key, stat in getattr(term.loss, "stats", {}).items():
+                logs[f"train/{term.name}/{key}"] = float(stat)
+        logs["train/loss"] = total.detach()
+        self.log_dict(logs, prog_bar=False, batch_size=len(labels))
+        self.log("loss", total.detach(), prog_bar=True, logger=False, batch_size=len(labels))
+        return total
+
+    def _nonfinite(self, what: str, labels: Tensor) -> None:
+        message = (
+            f"non-finite value in {what} at global step {self.global_step} "
+            f"(epoch {self.current_epoch}); batch labels: {labels.tolist()}"
+        )
+        if self.hparams["nonfinite"] == "error":
+            raise NonFiniteLossError(message)
+        self.print(f"skipping step: {message}")
+        return None
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        for name, param in self.named_parameters():
+            if param.grad is not None and not torch.isfinite(param.grad).all():
+                if self.hparams["nonfinite"] == "error":
+                    raise NonFiniteLossError(
+                        f"non-finite gradient of {name} at global step {self.global_step}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                self.print(f"skipping step {self.global_step}: non-finite gradient of {name}")
+                return
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _eval_roles(self, stage: str) -> tuple[Tensor, Tensor]:
+        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        dataset = loader.dataset
+        if not hasattr(dataset, "is_query"):
+            n = len(dataset)
+            return torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
+        return torch.as_tensor(dataset.is_query), torch.as_tensor(dataset.is_gallery)
+
+    def _eval_step(self, batch: Sequence[Tensor], metric: RetrievalMetric, stage: str) -> None:
+        images, labels, cameras, indices = batch
+        if not hasattr(self, f"_{stage}_roles"):
+            setattr(self, f"_{stage}_roles", self._eval_roles(stage))
+        is_query, is_gallery = getattr(self, f"_{stage}_roles")
+        idx = indices.cpu()
+        embeddings = self.model(images).float()
+        metric.update(embeddings, labels, cameras, indices, is_query[idx], is_gallery[idx])
+
+    def _eval_end(self, metric: RetrievalMetric, stage: str) -> dict[str, float]:
+        results = metric.compute()
+        metric.reset()
+        if hasattr(self, f"_{stage}_roles"):
+            delattr(self, f"_{stage}_roles")
+        logged = {f"{stage}/{k}": float(v) for k, v in results.items() if isinstance(v, (int, float))}
+        self.log_dict(logged, prog_bar=False, sync_dist=False)
+        self.log(f"{stage}_map@r", logged.get(f"{stage}/map@r", 0.0), prog_bar=True, logger=False)
+        return logged
+
+    def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metric, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end(self.val_metric, "val")
+
+    def test_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metric, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end(self.test_metric, "test")
+
+    def predict_step(self, batch: Sequence[Tensor], batch_idx: int) -> dict[str, Tensor]:
+        images, labels, cameras, indices = batch
+        return {"embeddings": self.model(images), "labels": labels, "cameras": cameras, "indices": indices}
+
+    # -- optimisation ----------------------------------------------------------------------
+    def lr_factor(self, epoch: int) -> float:
+        """Learning-rate multiplier at ``epoch``: linear warm-up, then the chosen schedule."""
+        hp = self.hparams
+        warmup = hp["warmup_epochs"]
+        if epoch < warmup:
+            start = hp["warmup_start_factor"]
+            return start + (1.0 - start) * epoch / warmup
+        if hp["scheduler"] == "multistep":
+            return float(hp["gamma"] ** bisect_right(list(hp["milestones"]), epoch))
+        if hp["scheduler"] == "cosine":
+            total = max(1, (self.trainer.max_epochs or 1) - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (epoch - warmup) / total)))
+        return 1.0
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

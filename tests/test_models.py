@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from embedlab.models import EmbeddingModel, GeM, ResNet, SmallCNN
+
+
+@pytest.mark.parametrize("depth,channels", [(18, 512), (50, 2048)])
+@pytest.mark.parametrize("last_stride,grid", [(1, (8, 4)), (2, (4, 2))])
+def test_resnet_feature_map(depth: int, channels: int, last_stride: int, grid: tuple[int, int]) -> None:
+    net = ResNet(depth, last_stride=last_stride).eval()
+    out = net(torch.randn(1, 3, 128, 64))
+    assert out.shape == (1, channels, *grid)
+    assert net.out_channels == channels
+
+
+def test_embedding_model_shapes_bnneck_and_normalisation() -> None:
+    model = EmbeddingModel(ResNet(18), pooling="gem", embedding_dim=32, bnneck=True, normalize=True)
+    out = model.forward_train(torch.randn(4, 3, 64, 32))
+    assert out.features.shape == out.embedding.shape == (4, 32)
+    assert torch.allclose(out.embedding.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert not torch.allclose(out.features.norm(dim=1), torch.ones(4), atol=1e-3)
+    assert model.embedding_dim == 32
+
+
+def test_small_cnn_on_digits_sized_input() -> None:
+    model = EmbeddingModel(SmallCNN(in_channels=1), normalize=False)
+    assert model(torch.randn(5, 1, 8, 8)).shape == (5, 128)
+    assert model.embedding_dim == 128
+
+
+def test_gem_with_p_one_is_average_pooling() -> None:
+    x = torch.rand(2, 3, 4, 4) + 0.1
+    assert torch.allclose(GeM(p=1.0)(x), x.mean(dim=(-2, -1)), atol=1e-6)
+
+
+def test_missing_pretrained_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        ResNet(18, pretrained=str(missing))
+
+
+def test_local_pretrained_weights_are_loaded(tmp_path: Path) -> None:
+    reference = torchvision.models.resnet18()
+    path = tmp_path / "r18.pth"
+    torch.save(reference.state_dict(), path)
+    loaded = ResNet(18, pretrained=str(path))
+    assert torch.equal(loaded.trunk[0].weight, reference.conv1.weight)
+    assert torch.equal(loaded.trunk[-1][-1].bn2.running_var, reference.layer4[-1].bn2.running_var)

@@ -6,7 +6,8 @@ All losses and miners compute the N×N distance matrix of a batch once, with
 Numerics
 --------
 * The squared euclidean distance is computed with one matrix product,
-  ``‖x‖² + ‖y‖² − 2·x·yᵀ``, clamped at 0.
+  ``‖x‖² + ‖y‖² − 2·x·yᵀ``, clamped at 0, with a hand-written backward pass
+  (one matmul, or none when only a few pairs per row carry a gradient).
 * The euclidean distance is its square root, made safe at zero: wherever the squared
   distance is below the rounding noise of the matrix-product form (a relative
   ``4·eps·(‖x‖² + ‖y‖²)``), or on the diagonal of a self-distance matrix, the
@@ -19,20 +20,67 @@ Numerics
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 Metric = Literal["euclidean", "squared_euclidean", "cosine"]
 
-__all__ = ["Metric", "label_masks", "pairwise_distance", "upcast"]
+__all__ = ["Metric", "label_masks", "pairwise_distance", "same_label", "upcast"]
 
 
 def upcast(x: Tensor) -> Tensor:
     """Return ``x`` in float32 if it is a half/bfloat16 tensor (losses compute in float32)."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+class _EuclideanDistance(torch.autograd.Function):
+    """‖x_i − y_j‖ or ‖x_i − y_j‖² with one matmul forward and at most one matmul backward.
+
+    Forward: sq = ‖x‖² + ‖y‖² − 2·x·yᵀ (norms of a self-distance read off the Gram
+    diagonal, so the diagonal cancels exactly); entries below the rounding noise are 0.
+    Backward, with A = ∂L/∂sq (= ∂L/∂d / (2d) for the euclidean distance, 0 where d = 0):
+    ∂L/∂x = 2·(rowsum(A)·x − A·y) and ∂L/∂y = 2·(colsum(A)·y − Aᵀ·x). When A is sparse
+    (hard mining selects a few pairs per row) the product is a sparse one, which avoids
+    the dense N×N×D matmul.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, y: Tensor | None, squared: bool) -> Tensor:
+        other = x if y is None else y
+        sq = x @ other.T
+        if y is None:
+            x_sq = y_sq = sq.diagonal().clone()
+        else:
+            x_sq, y_sq = x.pow(2).sum(1), y.pow(2).sum(1)
+        noise = x_sq[:, None] + y_sq[None, :]
+        sq.mul_(-2.0).add_(noise)
+        nonzero = sq > noise.mul_(4.0 * torch.finfo(sq.dtype).eps)
+        if y is None:
+            nonzero.fill_diagonal_(False)
+        out = sq.mul_(nonzero) if squared else sq.mul_(nonzero).sqrt_()
+        ctx.squared = squared
+        ctx.save_for_backward(x, y, out, nonzero)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        x, y, out, nonzero = ctx.saved_tensors
+        a = grad if ctx.squared else torch.where(nonzero, grad / out, 0.0).mul_(0.5)
+        if y is None:
+            sym = a + a.T
+            if int(torch.count_nonzero(sym)) * 16 <= sym.numel():  # sparse: a few pairs per row
+                product = torch.sparse.mm(sym.to_sparse(), x)
+                return (x * sym.sum(1, keepdim=True)).sub_(product).mul_(2.0), None, None
+            grad_x = torch.addmm(x * sym.sum(1, keepdim=True), sym, x, alpha=-1.0).mul_(2.0)
+            return grad_x, None, None
+        grad_x = torch.addmm(x * a.sum(1, keepdim=True), a, y, alpha=-1.0).mul_(2.0)
+        grad_y = torch.addmm(y * a.sum(0)[:, None], a.T, x, alpha=-1.0).mul_(2.0)
+        return grad_x, grad_y, None
 
 
 def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: Metric = "euclidean") -> Tensor:
@@ -49,7 +97,6 @@ def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: Metric = "eucl
         The [N, M] distance matrix, float32 for low-precision inputs, else x's dtype.
         Gradients are finite everywhere, including where two embeddings coincide.
     """
-    self_distance = y is None
     ctx = (
         torch.autocast(device_type=x.device.type, enabled=False)
         if torch.is_autocast_enabled(x.device.type)
@@ -57,29 +104,23 @@ def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: Metric = "eucl
     )
     with ctx:
         x = upcast(x)
-        y = x if y is None else upcast(y).to(x.dtype)
+        y = None if y is None else upcast(y).to(x.dtype)
         if metric == "cosine":
             xn = F.normalize(x, dim=1)
-            yn = xn if self_distance else F.normalize(y, dim=1)
+            yn = xn if y is None else F.normalize(y, dim=1)
             dist = (1.0 - xn @ yn.T).clamp(0.0, 2.0)
-            if self_distance:
+            if y is None:
                 dist = dist - torch.diag_embed(dist.diagonal())  # exact zeros, graph kept
             return dist
-        x_sq = x.pow(2).sum(1)
-        y_sq = x_sq if self_distance else y.pow(2).sum(1)
-        scale = x_sq[:, None] + y_sq[None, :]
-        sq = (scale - 2.0 * (x @ y.T)).clamp_min(0.0)
-        # Below this the matmul form only holds rounding noise: treat as coincident points.
-        nonzero = sq > (4.0 * torch.finfo(sq.dtype).eps) * scale
-        if self_distance:
-            nonzero.fill_diagonal_(False)
-        if metric == "squared_euclidean":
-            return torch.where(nonzero, sq, torch.zeros_like(sq))
-        if metric != "euclidean":
+        if metric not in ("euclidean", "squared_euclidean"):
             raise ValueError(f"unknown metric {metric!r}")
-        # Double `where`: sqrt never sees a zero, so no inf·0 = NaN in the backward pass.
-        safe = torch.where(nonzero, sq, torch.ones_like(sq))
-        return torch.where(nonzero, safe.sqrt(), torch.zeros_like(sq))
+        out: Tensor = _EuclideanDistance.apply(x, y, metric == "squared_euclidean")
+        return out
+
+
+def same_label(labels: Tensor) -> Tensor:
+    """Boolean [N, N] mask, True where labels match (the diagonal included)."""
+    return labels[:, None] == labels[None, :]
 
 
 def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -89,7 +130,7 @@ def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
         ``(positive, negative)``: ``positive[i, j]`` is True when i ≠ j share a label
         (the diagonal is excluded), ``negative[i, j]`` when their labels differ.
     """
-    same = labels[:, None] == labels[None, :]
+    same = same_label(labels)
     positive = same.clone()
     positive.fill_diagonal_(False)
     return positive, ~same

@@ -2,6 +2,42 @@
 
 from embedlab.data.datamodule import EvalDataset, RetrievalDataModule
 from embedlab.data.digits import DigitsDataset, digits_frame
+from embedlab.data.formats import (
+    READERS,
+    read_cars196,
+    read_cub200,
+    read_cuhk03np,
+    read_dataset,
+    read_dukemtmc,
+    read_imagefolder,
+    read_inshop,
+    read_market1501,
+    read_msmt17,
+    read_sop,
+    read_table,
+)
+from embedlab.data.image_dataset import ImageDataset
 from embedlab.data.sampler import PKBatchSampler
+from embedlab.data.transforms import build_transforms
 
-__all__ = ["DigitsDataset", "EvalDataset", "PKBatchSampler", "RetrievalDataModule", "digits_frame"]
+__all__ = [
+    "READERS",
+    "DigitsDataset",
+    "EvalDataset",
+    "ImageDataset",
+    "PKBatchSampler",
+    "RetrievalDataModule",
+    "build_transforms",
+    "digits_frame",
+    "read_cars196",
+    "read_cub200",
+    "read_cuhk03np",
+    "read_dataset",
+    "read_dukemtmc",
+    "read_imagefolder",
+    "read_inshop",
+    "read_market1501",
+    "read_msmt17",
+    "read_sop",
+    "read_table",
+]

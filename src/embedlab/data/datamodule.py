@@ -62,6 +62,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         batches_per_epoch: fixed epoch length; default ``len(train) // (world_size·P·K)``.
         transforms: torchvision recipe for image datasets (``reid``, ``dml`` or ``none``).
         bad_data: ``error`` stops on an unreadable image naming it; ``skip`` warns and goes on.
+        options: reader options, e.g. ``{variant: labeled}`` (CUHK03-NP) or
+            ``{include_val: true}`` (MSMT17).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         height: int = 256,
         width: int = 128,
         bad_data: Literal["error", "skip"] = "error",
+        options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -93,6 +96,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.transforms = transforms
         self.height, self.width = height, width
         self.bad_data = bad_data
+        self.options = dict(options or {})
         self._frame: pd.DataFrame | None = None
         self.train_set: Any = None
         self.eval_set: EvalDataset | None = None
@@ -114,7 +118,7 @@ class RetrievalDataModule(pl.LightningDataModule):
             else:
                 from embedlab.data.formats import read_dataset
 
-                frame = read_dataset(self.dataset_name, self.data_root)
+                frame = read_dataset(self.dataset_name, self.data_root, **self.options)
             train = frame["split"] == "train"
             frame["label"] = frame["label"].astype(np.int64)
             codes = pd.factorize(frame.loc[train, "label"], sort=True)[0]

@@ -5,23 +5,19 @@ Degenerate batches
 When a batch holds no term of a loss's formula (a single identity: no negative; all
 labels distinct: no positive pair), the loss returns a zero that is still connected
 to the embeddings (its gradient is 0, never NaN) and emits a ``UserWarning``.
+
+Statistics are gathered with a single host transfer per call.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MetricLoss", "masked_mean"]
-
-
-def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` (broadcast to ``mask``) over the True entries of ``mask``; 0 if none."""
-    values, mask = torch.broadcast_tensors(values, mask)
-    total = torch.where(mask, values, values.new_zeros(())).sum()
-    return total / mask.sum().clamp_min(1)
+__all__ = ["MetricLoss"]
 
 
 class MetricLoss(nn.Module):
@@ -33,15 +29,41 @@ class MetricLoss(nn.Module):
         super().__init__()
         self.stats = {}
 
-    def _finish(self, loss: Tensor, num_terms: Tensor, **stats: Tensor) -> Tensor:
-        """Fill ``stats`` with one host transfer and warn when the batch had no term."""
-        values = torch.stack([num_terms.detach().float()] + [s.detach().float() for s in stats.values()])
-        count, *rest = values.tolist()
-        self.stats = dict(zip(stats, rest, strict=True))
-        if count == 0:
-            warnings.warn(
-                f"{type(self).__name__}: the batch has no valid term (a single identity, or no "
-                "positive pair); returning a zero loss.",
-                stacklevel=3,
-            )
-        return loss
+    def extra_repr(self) -> str:
+        names = list(inspect.signature(type(self).__init__).parameters)[1:]
+        values = {n: getattr(self, n) for n in names if hasattr(self, n)}
+        shown = {n: v for n, v in values.items() if not isinstance(v, nn.Module | Tensor)}
+        return ", ".join(f"{n}={v!r}" for n, v in shown.items())
+
+    def _record(self, **values: Tensor) -> list[float]:
+        """Host copies of some scalar tensors, fetched together."""
+        with torch.no_grad():
+            return torch.stack([v.detach().float().reshape(()) for v in values.values()]).tolist()
+
+    def _masked_stats(self, valid: Tensor, **values: Tensor) -> float:
+        """Set ``stats[name]`` to the mean of each value over the ``valid`` entries.
+
+        Values broadcast to ``valid``'s shape. Returns the number of valid entries.
+        """
+        with torch.no_grad():
+            w = valid.to(torch.float32).reshape(-1)
+            rows = [v.detach().float().expand(valid.shape).reshape(-1) for v in values.values()]
+            sums = torch.cat([w.sum()[None], torch.stack(rows) @ w]).tolist()
+        count = sums[0]
+        self.stats = {k: s / max(count, 1.0) for k, s in zip(values, sums[1:], strict=True)}
+        return count
+
+    @staticmethod
+    def _mean_over(terms: Tensor, mask: Tensor, count: float) -> Tensor:
+        """Mean of ``terms`` over the True entries of ``mask``, given their number."""
+        weights = mask.to(terms.dtype).reshape(-1) / max(count, 1.0)
+        return torch.dot(terms.reshape(-1), weights)
+
+    def _degenerate(self, embeddings: Tensor) -> Tensor:
+        """Zero loss kept in the graph, with a warning: the batch holds no term."""
+        warnings.warn(
+            f"{type(self).__name__}: the batch has no valid term (a single identity, or no "
+            "positive pair); returning a zero loss.",
+            stacklevel=2,
+        )
+        return embeddings.sum().float() * 0.0

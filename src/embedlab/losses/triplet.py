@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from embedlab.distances import pairwise_distance
-from embedlab.losses.base import MetricLoss, masked_mean
+from embedlab.losses.base import MetricLoss
 from embedlab.miners import BatchHardMiner, TripletMiner
 
 
@@ -51,17 +51,14 @@ class TripletLoss(MetricLoss):
         d_ap, d_an = sel.pos_dist, sel.neg_dist
         if self.squared:
             d_ap, d_an = d_ap.pow(2), d_an.pow(2)
-        if self.soft_margin:
-            terms = F.softplus(d_ap - d_an)
-        else:
-            terms = F.relu(self.margin + d_ap - d_an)
-        active = sel.valid & (terms > 0)
-        loss = masked_mean(terms, active if self.nonzero_mean else sel.valid)
-        n_valid = sel.valid.sum()
-        return self._finish(
-            loss,
-            n_valid,
-            active_fraction=active.sum() / n_valid.clamp_min(1),
-            pos_dist=masked_mean(sel.pos_dist, sel.valid),
-            neg_dist=masked_mean(sel.neg_dist, sel.valid),
+        hinge = self.margin + d_ap - d_an
+        terms = F.softplus(d_ap - d_an) if self.soft_margin else F.relu(hinge)
+        active = terms > 0
+        count = self._masked_stats(
+            sel.valid, active_fraction=active, pos_dist=sel.pos_dist, neg_dist=sel.neg_dist
         )
+        if count == 0:
+            return self._degenerate(embeddings)
+        if self.nonzero_mean:
+            return self._mean_over(terms, sel.valid & active, self.stats["active_fraction"] * count)
+        return self._mean_over(terms, sel.valid, count)

@@ -33,7 +33,7 @@ class TripletSelection:
         pos_dist: d(a, p) of each row, shape [R] or [R, 1].
         neg_dist: d(a, n), shape [R] (one negative per row) or [R, C] (several).
         valid: bool, the broadcast shape of ``pos_dist`` and ``neg_dist``: True where
-            the term is a real triplet. Invalid entries hold a finite dummy distance 0.
+            the term is a real triplet. Invalid entries hold finite dummy distances.
     """
 
     anchor: Tensor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from embedlab.distances import label_masks
+from embedlab.distances import same_label
 from embedlab.miners.base import TripletMiner, TripletSelection
 
 
@@ -19,12 +19,12 @@ class BatchHardMiner(TripletMiner):
     def __call__(
         self, dist: Tensor, labels: Tensor, embedding_dim: int | None = None
     ) -> TripletSelection:
-        positive, negative = label_masks(labels)
-        valid = positive.any(1) & negative.any(1)
-        zero = dist.new_zeros(())
-        hardest_pos = torch.where(positive, dist, zero).max(1).values  # distances are >= 0
-        hardest_neg = torch.where(negative, dist, torch.inf).min(1).values
-        anchor = torch.arange(dist.shape[0], device=dist.device)
-        return TripletSelection(
-            anchor, hardest_pos, torch.where(valid, hardest_neg, zero), valid
-        )
+        same = same_label(labels)
+        count = same.sum(1)
+        valid = (count > 1) & (count < len(labels))
+        # d(a, a) = 0 never exceeds a positive distance, so the diagonal can stay in.
+        hardest_pos = torch.where(same, dist, 0.0).max(1).values
+        hardest_neg = torch.where(same, torch.inf, dist).min(1).values
+        hardest_neg = torch.where(valid, hardest_neg, 0.0)
+        anchor = torch.arange(len(labels), device=dist.device)
+        return TripletSelection(anchor, hardest_pos, hardest_neg, valid)

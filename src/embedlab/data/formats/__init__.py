@@ -1,0 +1,108 @@
+"""Readers for datasets as they lie on disk.
+
+Each ``read_<name>(root, ...)`` returns a :class:`pandas.DataFrame` with the
+columns ``path, label, camera, split``:
+
+* ``path``: image path relative to ``root`` (POSIX separators);
+* ``label``: integer identity/class as the dataset numbers it, ``-1`` for junk
+  (kept in the gallery so the evaluation protocol can ignore it);
+* ``camera``: 0-based camera index, ``-1`` where the dataset has none;
+* ``split``: ``train``, ``query``, ``gallery``, or ``test`` for leave-one-out
+  datasets where every test image is both a query and a gallery item.
+
+:data:`READERS` maps the configuration names to the readers and
+:func:`read_dataset` dispatches on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import (
+    cars196,
+    cub200,
+    cuhk03np,
+    dukemtmc,
+    imagefolder,
+    inshop,
+    market1501,
+    msmt17,
+    sop,
+    table,
+)
+from ._common import COLUMNS, SPLITS, DatasetFormatError, DatasetLayoutError
+from .cars196 import read_cars196
+from .cub200 import read_cub200
+from .cuhk03np import read_cuhk03np
+from .dukemtmc import read_dukemtmc
+from .imagefolder import read_imagefolder
+from .inshop import read_inshop
+from .market1501 import read_market1501
+from .msmt17 import read_msmt17
+from .sop import read_sop
+from .table import read_table
+
+READERS: dict[str, Callable[..., pd.DataFrame]] = {
+    "market1501": read_market1501,
+    "dukemtmc": read_dukemtmc,
+    "msmt17": read_msmt17,
+    "cuhk03np": read_cuhk03np,
+    "cub200": read_cub200,
+    "cars196": read_cars196,
+    "sop": read_sop,
+    "inshop": read_inshop,
+    "table": read_table,
+    "imagefolder": read_imagefolder,
+}
+
+LAYOUTS: dict[str, str] = {
+    "market1501": market1501.LAYOUT,
+    "dukemtmc": dukemtmc.LAYOUT,
+    "msmt17": msmt17.LAYOUT,
+    "cuhk03np": cuhk03np.LAYOUT,
+    "cub200": cub200.LAYOUT,
+    "cars196": cars196.LAYOUT,
+    "sop": sop.LAYOUT,
+    "inshop": inshop.LAYOUT,
+    "table": table.LAYOUT,
+    "imagefolder": imagefolder.LAYOUT,
+}
+"""Expected on-disk layout of each format, as shown in error messages."""
+
+
+def read_dataset(name: str, root: str | Path, **options: Any) -> pd.DataFrame:
+    """Read dataset ``name`` (a key of :data:`READERS`) from ``root``.
+
+    ``options`` go to the reader (e.g. ``variant="labeled"`` for CUHK03-NP,
+    ``include_val=True`` for MSMT17, ``table="train.csv"`` for a table).
+    """
+    reader = READERS.get(name)
+    if reader is None:
+        known = ", ".join(sorted(READERS))
+        raise ValueError(f"unknown dataset format {name!r}; known formats: {known}")
+    return reader(root, **options)
+
+
+__all__ = [
+    "COLUMNS",
+    "LAYOUTS",
+    "READERS",
+    "SPLITS",
+    "DatasetFormatError",
+    "DatasetLayoutError",
+    "read_cars196",
+    "read_cub200",
+    "read_cuhk03np",
+    "read_dataset",
+    "read_dukemtmc",
+    "read_imagefolder",
+    "read_inshop",
+    "read_market1501",
+    "read_msmt17",
+    "read_sop",
+    "read_table",
+]

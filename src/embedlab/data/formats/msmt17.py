@@ -45,7 +45,9 @@ def _camera_of(name: str, file: Path, line: int) -> int:
     fields = Path(name).name.split("_")
     if len(fields) < 3:
         raise DatasetFormatError(
-            file, f"image name {name!r} has no camera field (expected e.g. 0000_000_01_...jpg)", line
+            file,
+            f"image name {name!r} has no camera field (expected e.g. 0000_000_01_...jpg)",
+            line,
         )
     camera = parse_int(fields[2], file, line, "camera field")
     if camera < 1:

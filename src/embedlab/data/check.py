@@ -1,0 +1,367 @@
+"""``embedlab data check``: read a dataset as the training run would and report problems.
+
+For each split it counts images, identities and cameras, then lists every
+problem found:
+
+errors (the run would fail or be meaningless)
+    missing folders or list files (with the expected layout), malformed list
+    lines, image files that are missing, empty, truncated or not images, a
+    query split without a gallery (or the reverse), and a ReID test set in
+    which no query has a valid match;
+warnings (the run works but some data is wasted)
+    identities with a single image in ``train`` (no positive pair) or ``test``
+    (nothing to retrieve), query identities absent from the gallery, and
+    identities whose query and gallery images all come from the same camera,
+    which the ReID protocol (same identity + same camera = ignored) leaves
+    without a valid match; the same file listed twice in a split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from .formats import READERS, SPLITS, DatasetFormatError, DatasetLayoutError, read_dataset
+from .image_dataset import BadImageError, load_image
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass
+class SplitStats:
+    """Counts for one split; ``identities`` and ``cameras`` leave out -1."""
+
+    images: int
+    identities: int
+    cameras: int
+    junk: int
+
+
+@dataclass
+class Problem:
+    """One kind of problem, with every offending item (file, identity, ...)."""
+
+    severity: Severity
+    kind: str
+    message: str
+    items: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    dataset: str
+    root: Path
+    splits: dict[str, SplitStats] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error (warnings allowed)."""
+        return not self.errors
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    """``'1 image'`` / ``'3 images'``."""
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def split_stats(frame: pd.DataFrame) -> dict[str, SplitStats]:
+    """Images / identities / cameras / junk per split, in the order of :data:`SPLITS`."""
+    stats: dict[str, SplitStats] = {}
+    for split in SPLITS:
+        part = frame[frame["split"] == split]
+        if part.empty:
+            continue
+        labels = part["label"]
+        cameras = part["camera"]
+        stats[split] = SplitStats(
+            images=len(part),
+            identities=int(labels[labels != -1].nunique()),
+            cameras=int(cameras[cameras != -1].nunique()),
+            junk=int((labels == -1).sum()),
+        )
+    return stats
+
+
+def _image_problems(frame: pd.DataFrame, root: Path, verify_images: bool) -> list[Problem]:
+    missing: list[str] = []
+    unreadable: list[str] = []
+    for path in dict.fromkeys(frame["path"]):  # each file once, in order
+        file = root / path
+        if not file.is_file():
+            missing.append(str(path))
+        elif verify_images:
+            try:
+                load_image(file)
+            except BadImageError as exc:
+                unreadable.append(f"{path}: {exc.reason}")
+    problems = []
+    if missing:
+        problems.append(
+            Problem(
+                "error",
+                "missing-image",
+                f"{_count(len(missing), 'listed image')} not found",
+                missing,
+            )
+        )
+    if unreadable:
+        problems.append(
+            Problem(
+                "error",
+                "unreadable-image",
+                f"{_count(len(unreadable), 'image')} cannot be read (empty, truncated or not an image)",
+                unreadable,
+            )
+        )
+    return problems
+
+
+def _identity_problems(frame: pd.DataFrame) -> list[Problem]:
+    problems: list[Problem] = []
+    real = frame[frame["label"] != -1]
+
+    duplicated = frame[frame.duplicated(["split", "path"])]
+    if not duplicated.empty:
+        problems.append(
+            Problem(
+                "warning",
+                "duplicate-image",
+                f"{_count(len(duplicated), 'file')} listed more than once in the same split",
+                [f"{row.split}: {row.path}" for row in duplicated.itertuples()],
+            )
+        )
+
+    consequences = {
+        "train": "no positive pair can be drawn for them",
+        "test": "as queries they have nothing to retrieve",
+    }
+    for split, consequence in consequences.items():
+        part = real[real["split"] == split]
+        counts = part["label"].value_counts()
+        single = sorted(int(label) for label in counts[counts == 1].index)
+        if single:
+            first_path = part.drop_duplicates("label").set_index("label")["path"]
+            problems.append(
+                Problem(
+                    "warning",
+                    "single-image-identity",
+                    f"{split}: {_count(len(single), 'identity', 'identities')} with a single image; "
+                    f"{consequence}",
+                    [f"label {label}: {first_path[label]}" for label in single],
+                )
+            )
+
+    query = real[real["split"] == "query"]
+    gallery = real[real["split"] == "gallery"]
+    has_query = (frame["split"] == "query").any()
+    has_gallery = (frame["split"] == "gallery").any()
+    if has_query != has_gallery:
+        present, absent = ("query", "gallery") if has_query else ("gallery", "query")
+        problems.append(
+            Problem("error", "unpaired-split", f"there is a {present} split but no {absent} split")
+        )
+    if not has_query and not (frame["split"] == "test").any():
+        problems.append(
+            Problem(
+                "warning", "no-evaluation-split", "no query/gallery or test split to evaluate on"
+            )
+        )
+    if query.empty or gallery.empty:
+        return problems
+
+    gallery_cams: dict[int, set[int]] = {
+        int(label): set(int(c) for c in cams) for label, cams in gallery.groupby("label")["camera"]
+    }
+    absent_items: list[str] = []
+    same_camera_items: list[str] = []
+    queries_without_match = 0
+    for label, part in query.groupby("label"):
+        label = int(label)
+        query_cams = {int(c) for c in part["camera"]}
+        cams = gallery_cams.get(label)
+        if not cams:
+            absent_items.append(f"label {label} ({_count(len(part), 'query image')})")
+            queries_without_match += len(part)
+        elif -1 not in cams and -1 not in query_cams and len(cams) == 1 and query_cams == cams:
+            (camera,) = cams
+            same_camera_items.append(
+                f"label {label}: query and gallery images all on camera {camera}"
+            )
+            queries_without_match += len(part)
+    if absent_items:
+        problems.append(
+            Problem(
+                "warning",
+                "query-not-in-gallery",
+                f"{_count(len(absent_items), 'query identity', 'query identities')} not in the gallery",
+                absent_items,
+            )
+        )
+    if same_camera_items:
+        problems.append(
+            Problem(
+                "warning",
+                "no-cross-camera-match",
+                f"{_count(len(same_camera_items), 'identity', 'identities')} with query and gallery "
+                "images from one and the same camera; the ReID protocol drops same-camera "
+                "matches, so these queries have no valid match",
+                same_camera_items,
+            )
+        )
+    if queries_without_match == len(query):
+        problems.append(
+            Problem(
+                "error",
+                "no-valid-query",
+                f"none of the {len(query)} queries has a valid gallery match; check the camera "
+                "ids (query and gallery must differ in camera for a match to count) and labels",
+            )
+        )
+    return problems
+
+
+def check_frame(frame: pd.DataFrame, root: str | Path, verify_images: bool = True) -> list[Problem]:
+    """Problems with an already-read dataset table (see the module docstring)."""
+    root_path = Path(root)
+    return _image_problems(frame, root_path, verify_images) + _identity_problems(frame)
+
+
+def check_dataset(
+    name: str, root: str | Path, *, verify_images: bool = True, **options: Any
+) -> CheckReport:
+    """Read dataset ``name`` from ``root`` and collect its statistics and problems.
+
+    Reading errors (unknown format, missing folders, malformed lines) become
+    error problems instead of exceptions. ``verify_images=False`` only checks
+    that files exist instead of decoding every image. ``options`` go to the
+    reader.
+    """
+    report = CheckReport(dataset=name, root=Path(root))
+    try:
+        frame = read_dataset(name, root, **options)
+    except DatasetLayoutError as exc:
+        report.problems.append(Problem("error", "missing-path", str(exc)))
+        return report
+    except DatasetFormatError as exc:
+        report.problems.append(Problem("error", "malformed", str(exc)))
+        return report
+    except (ValueError, TypeError, ImportError) as exc:
+        report.problems.append(Problem("error", "cannot-read", str(exc)))
+        return report
+    report.splits = split_stats(frame)
+    if frame.empty:
+        report.problems.append(Problem("error", "empty", "the dataset lists no images"))
+        return report
+    report.problems.extend(check_frame(frame, root, verify_images=verify_images))
+    return report
+
+
+def format_report(report: CheckReport, max_items: int = 10) -> str:
+    """Human-readable report: a per-split table, then each problem with up to ``max_items`` items."""
+    lines = [f"Dataset {report.dataset} at {report.root}"]
+    if report.splits:
+        header = f"{'split':<8} {'images':>8} {'identities':>10} {'cameras':>8} {'junk':>6}"
+        lines += ["", header, "-" * len(header)]
+        for split, stats in report.splits.items():
+            lines.append(
+                f"{split:<8} {stats.images:>8} {stats.identities:>10} "
+                f"{stats.cameras if stats.cameras else '-':>8} {stats.junk:>6}"
+            )
+    lines.append("")
+    if not report.problems:
+        lines.append("No problems found.")
+        return "\n".join(lines)
+    n_err, n_warn = len(report.errors), len(report.warnings)
+    lines.append(f"{_count(n_err, 'error')}, {_count(n_warn, 'warning')}:")
+    for problem in sorted(report.problems, key=lambda p: p.severity != "error"):
+        body = problem.message.splitlines() or [""]
+        lines.append(f"[{problem.severity}] {problem.kind}: {body[0]}")
+        lines += [f"    {text}" for text in body[1:]]
+        shown = problem.items if max_items < 0 else problem.items[:max_items]
+        lines += [f"    - {item}" for item in shown]
+        if len(shown) < len(problem.items):
+            lines.append(f"    ... and {len(problem.items) - len(shown)} more")
+    return "\n".join(lines)
+
+
+def _parse_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="embedlab data check",
+        description="Read a dataset as training would, print per-split counts and every problem.",
+    )
+    parser.add_argument("--dataset", required=True, choices=sorted(READERS), help="format name")
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="folder the dataset lies in (default: $EMBEDLAB_DATA_ROOT/<dataset>, "
+        "or data/<dataset> when the variable is unset)",
+    )
+    parser.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="reader option, e.g. variant=labeled (cuhk03np), include_val=true (msmt17), "
+        "table=train.csv (table); repeatable",
+    )
+    parser.add_argument(
+        "--no-images", action="store_true", help="only check that files exist, do not decode them"
+    )
+    parser.add_argument(
+        "--max-items", type=int, default=10, help="items listed per problem (-1: all; default 10)"
+    )
+    parser.add_argument("--strict", action="store_true", help="exit with 1 on warnings too")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the checker; return 0 when clean, 1 on errors (or warnings with --strict), 2 on bad usage."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help or a usage error
+        return exc.code if isinstance(exc.code, int) else 2
+    options: dict[str, Any] = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"embedlab data check: --option expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        options[key.strip()] = _parse_value(value.strip())
+    root = args.root or str(Path(os.environ.get("EMBEDLAB_DATA_ROOT", "data")) / args.dataset)
+    report = check_dataset(args.dataset, root, verify_images=not args.no_images, **options)
+    print(format_report(report, max_items=args.max_items))
+    if report.errors or (args.strict and report.warnings):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

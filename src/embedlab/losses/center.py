@@ -1,0 +1,37 @@
+"""Center loss (Wen, Zhang, Li, Qiao, ECCV 2016), as used in the Bag-of-Tricks ReID baseline."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from embedlab.distances import upcast
+from embedlab.losses.base import MetricLoss
+
+
+class CenterLoss(MetricLoss):
+    """L = (1/N)·Σ_i ‖f_i − c_{y_i}‖², with one learnt centre c_k per class.
+
+    Wen et al. write ½·Σ_i; embedlab follows the Bag-of-Tricks code (Luo et al. 2019),
+    a batch mean without the ½, so that its weight 5e-4 carries over. The centres are
+    parameters of this module (Bag of Tricks trains them with SGD, lr 0.5, in their own
+    optimiser group, undoing the loss weight).
+
+    Args:
+        num_classes: number of classes K; labels must lie in [0, K).
+        embedding_dim: dimension D of the embeddings.
+
+    ``stats``: ``center_dist`` (mean distance of the embeddings to their centre).
+    """
+
+    def __init__(self, num_classes: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.embedding_dim = embedding_dim
+        self.centers = nn.Parameter(torch.randn(num_classes, embedding_dim))
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        sq = (upcast(embeddings) - self.centers[labels]).pow(2).sum(1)
+        (center_dist,) = self._record(center_dist=sq.detach().sqrt().mean())
+        self.stats = {"center_dist": center_dist}
+        return sq.mean()

@@ -1,0 +1,451 @@
+"""Exact, memory-bounded retrieval evaluation (metric learning and person re-identification).
+
+Protocol
+--------
+Every query ranks the gallery by similarity (cosine similarity, or negative Euclidean distance),
+most similar first. Equal similarities are ordered by gallery index (smaller index first), so every
+rank below is well defined and reproducible.
+
+For a query ``q`` the gallery is first filtered:
+
+* gallery items whose label equals ``junk_label`` (``-1`` by default) are ignored;
+* with cameras (ReID protocol: Market-1501, DukeMTMC-reID, MSMT17), gallery items with the same
+  label **and** the same camera as ``q`` are ignored; label ``0`` (distractors) is an ordinary
+  negative;
+* in leave-one-out mode (``gallery=None``: CUB, Cars, SOP) the query itself is ignored (by index,
+  not by value); more generally, gallery items whose id equals the query's id are ignored.
+
+The positives of ``q`` are the remaining gallery items with the label of ``q``; let ``R`` be their
+number and ``r_1 < r_2 < ... < r_R`` their 1-based ranks among the remaining items. A query with
+``R = 0`` is skipped and counted in ``num_skipped_queries``. Per query:
+
+* ``cmc[k-1] = recall@k = [r_1 <= k]`` (hit rate at rank ``k``; ``precision@1 = [r_1 = 1]``);
+* ``AP = (1/R) * sum_j j / r_j`` (average precision over the whole ranking);
+* ``R-precision = |{j : r_j <= R}| / R`` and ``MAP@R = (1/R) * sum_{j : r_j <= R} j / r_j``
+  (Musgrave et al., "A Metric Learning Reality Check", ECCV 2020);
+* ``INP = R / r_R`` (inverse negative penalty, Ye et al., "Deep Learning for Person
+  Re-identification: A Survey and Outlook", TPAMI 2021: ``NP = (r_R - R) / r_R``, ``INP = 1 - NP``).
+
+Each reported metric is the mean over the valid (non-skipped) queries.
+
+Algorithm
+---------
+Every metric above is a function of the ranks of the positives only, so no ranking is ever sorted.
+Queries are processed in chunks: the chunk x gallery similarity block is computed with one matrix
+product, excluded items are set to ``-inf``, and only the items at least as similar as the hardest
+positive of their query (the "candidates", ``r_R`` of them per query) are extracted and ordered by
+(similarity descending, gallery index ascending). The position of each positive in that short list
+is its exact rank. Peak memory is a small multiple of ``chunk_size * |gallery| * 4`` bytes, and the
+similarity block is computed once, which is what a k-NN search (for instance with faiss) also has
+to do to produce its top-k lists.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from embedlab.metrics._inputs import ArrayLike, as_embeddings, as_ids, check_ks, check_metric
+
+__all__ = ["evaluate", "rank_positives", "ScoreFn", "DEFAULT_BLOCK_ELEMENTS", "auto_chunk_size"]
+
+#: A function returning the similarity block of queries ``[start, stop)`` against the whole
+#: gallery, as a float32 tensor of shape ``(stop - start, |gallery|)``; larger is more similar.
+ScoreFn = Callable[[int, int], Tensor]
+
+#: Default size (in elements) of one chunk x gallery similarity block when ``chunk_size=None``
+#: (2**25 float32 = 128 MiB).
+DEFAULT_BLOCK_ELEMENTS = 1 << 25
+
+_SCALAR_KEYS = ("map", "map@r", "r_precision", "precision@1", "minp")
+
+
+def auto_chunk_size(num_gallery: int, block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> int:
+    """Number of queries per chunk so that one similarity block holds ``block_elements`` floats."""
+    return max(1, block_elements // max(1, num_gallery))
+
+
+@dataclass
+class _PerQuery:
+    """Per-query results of :func:`rank_positives` (one entry per query)."""
+
+    num_positives: Tensor  # int64, R
+    first_rank: Tensor  # int64, r_1 (0 when R = 0)
+    last_rank: Tensor  # int64, r_R (0 when R = 0)
+    ap: Tensor  # float64
+    map_at_r: Tensor  # float64
+    r_precision: Tensor  # float64
+
+
+def _equal_pairs(q_keys: Tensor, g_sorted: Tensor, g_order: Tensor) -> tuple[Tensor, Tensor]:
+    """All (row, gallery index) pairs with ``q_keys[row] == gallery key``.
+
+    ``g_sorted`` holds the gallery keys sorted ascending and ``g_order`` the permutation that sorts
+    them; the pairs come out grouped by row, gallery indices ascending within a row.
+    """
+    lo = torch.searchsorted(g_sorted, q_keys, right=False)
+    hi = torch.searchsorted(g_sorted, q_keys, right=True)
+    counts = hi - lo
+    total = int(counts.sum())
+    device = q_keys.device
+    rows = torch.repeat_interleave(torch.arange(len(q_keys), device=device), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(total, device=device) - starts[rows] + lo[rows]
+    return rows, g_order[pos]
+
+
+def _float_order_key(v: Tensor) -> Tensor:
+    """Map float32 values to int64 in [0, 2**32) with the same order (-0.0 treated as +0.0)."""
+    bits = (v + 0.0).view(torch.int32).to(torch.int64)
+    unsigned = bits & 0xFFFFFFFF
+    return torch.where(bits < 0, (~unsigned) & 0xFFFFFFFF, unsigned | 0x80000000)
+
+
+def _rank_chunk(
+    scores: Tensor,
+    pos_rows: Tensor,
+    pos_cols: Tensor,
+    q_labels: Tensor,
+    g_labels: Tensor,
+) -> _PerQuery:
+    """Exact ranks of the positives in one chunk whose excluded items are already ``-inf``."""
+    c = scores.shape[0]
+    device = scores.device
+    pos_scores = scores[pos_rows, pos_cols]
+    threshold = torch.full((c,), float("inf"), device=device, dtype=scores.dtype)
+    threshold.scatter_reduce_(0, pos_rows, pos_scores, reduce="amin", include_self=True)
+    # Candidates: items at least as similar as the hardest positive of their query.
+    rows, cols = (scores >= threshold[:, None]).nonzero(as_tuple=True)
+    values = scores[rows, cols]
+    # nonzero() lists candidates by row then column; one stable sort by (row, -similarity) keeps
+    # equal similarities in column order, i.e. ties go to the smaller gallery index.
+    key = (rows << 32) | (0xFFFFFFFF - _float_order_key(values))
+    order = torch.sort(key, stable=True).indices
+    rows, cols = rows[order], cols[order]
+    cand_per_row = torch.bincount(rows, minlength=c)
+    cand_start = torch.cumsum(cand_per_row, 0) - cand_per_row
+    rank = torch.arange(len(rows), device=device) - cand_start[rows] + 1
+    is_pos = g_labels[cols] == q_labels[rows]
+    p_rows, p_rank = rows[is_pos], rank[is_pos]
+    num_pos = torch.bincount(p_rows, minlength=c)
+    p_start = torch.cumsum(num_pos, 0) - num_pos
+    j = (torch.arange(len(p_rows), device=device) - p_start[p_rows] + 1).to(torch.float64)
+    r = p_rank.to(torch.float64)
+    big_r = num_pos.to(torch.float64)
+    denom = big_r.clamp(min=1)
+    within_r = (p_rank <= num_pos[p_rows]).to(torch.float64)
+    zeros = torch.zeros(c, dtype=torch.float64, device=device)
+    ap = zeros.scatter_add(0, p_rows, j / r) / denom
+    map_r = zeros.scatter_add(0, p_rows, within_r * j / r) / denom
+    r_prec = zeros.scatter_add(0, p_rows, within_r) / denom
+    has = num_pos > 0
+    first = torch.zeros(c, dtype=torch.int64, device=device)
+    last = torch.zeros(c, dtype=torch.int64, device=device)
+    first[has] = p_rank[p_start[has]]
+    last[has] = p_rank[p_start[has] + num_pos[has] - 1]
+    return _PerQuery(num_pos, first, last, ap, map_r, r_prec)
+
+
+def rank_positives(
+    score_fn: ScoreFn,
+    num_queries: int,
+    q_labels: Tensor,
+    g_labels: Tensor,
+    q_cams: Tensor | None = None,
+    g_cams: Tensor | None = None,
+    q_ids: Tensor | None = None,
+    g_ids: Tensor | None = None,
+    junk_label: int | None = -1,
+    chunk_size: int | None = None,
+) -> _PerQuery:
+    """Rank the positives of every query exactly, one chunk of queries at a time.
+
+    ``score_fn(start, stop)`` returns the similarity block of queries ``[start, stop)`` against the
+    gallery. Gallery items are excluded as described in the module docstring; ``q_ids``/``g_ids``
+    (unique within the gallery) exclude gallery items with the id of the query.
+    """
+    device = g_labels.device
+    num_gallery = len(g_labels)
+    chunk = auto_chunk_size(num_gallery) if chunk_size is None else int(chunk_size)
+    g_sorted, g_order = torch.sort(g_labels, stable=True)
+    junk_cols = (g_labels == junk_label).nonzero().flatten() if junk_label is not None else None
+    if junk_cols is not None and len(junk_cols) == 0:
+        junk_cols = None
+    if g_ids is not None:
+        gid_sorted, gid_order = torch.sort(g_ids, stable=True)
+    parts: list[_PerQuery] = []
+    for start in range(0, num_queries, chunk):
+        stop = min(start + chunk, num_queries)
+        scores = score_fn(start, stop)
+        if scores.dtype != torch.float32:
+            scores = scores.to(torch.float32)
+        ql = q_labels[start:stop]
+        rows, cols = _equal_pairs(ql, g_sorted, g_order)
+        if junk_label is not None:
+            keep = ql[rows] != junk_label
+            rows, cols = rows[keep], cols[keep]
+        neg_inf = torch.tensor(float("-inf"), device=scores.device)
+        if junk_cols is not None:
+            scores.index_fill_(1, junk_cols, float("-inf"))
+        if q_cams is not None and g_cams is not None:
+            same_cam = g_cams[cols] == q_cams[start:stop][rows]
+            scores.index_put_((rows[same_cam], cols[same_cam]), neg_inf)
+            rows, cols = rows[~same_cam], cols[~same_cam]
+        if q_ids is not None and g_ids is not None:
+            qi = q_ids[start:stop]
+            loc = torch.searchsorted(gid_sorted, qi).clamp(max=num_gallery - 1)
+            hit = gid_sorted[loc] == qi
+            scores.index_put_(
+                (torch.arange(stop - start, device=device)[hit], gid_order[loc[hit]]), neg_inf
+            )
+            not_self = g_ids[cols] != qi[rows]
+            rows, cols = rows[not_self], cols[not_self]
+        parts.append(_rank_chunk(scores, rows, cols, ql, g_labels))
+        del scores
+    return _PerQuery(
+        *(torch.cat([getattr(p, f) for p in parts]) for f in _PerQuery.__dataclass_fields__)
+    )
+
+
+def _summarise(per_query: _PerQuery, ks: tuple[int, ...], max_rank: int) -> dict[str, Any]:
+    valid = (per_query.num_positives > 0).cpu().numpy()
+    n_valid = int(valid.sum())
+    n_skipped = int(len(valid) - n_valid)
+    first = per_query.first_rank.cpu().numpy()[valid]
+    out: dict[str, Any] = {}
+    if n_valid == 0:
+        warnings.warn(
+            "evaluate: no query has a valid positive in the gallery; all metrics are 0",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        for k in ks:
+            out[f"recall@{k}"] = 0.0
+        out["cmc"] = np.zeros(max_rank, dtype=np.float64)
+        for key in _SCALAR_KEYS:
+            out[key] = 0.0
+    else:
+        for k in ks:
+            out[f"recall@{k}"] = float(np.count_nonzero(first <= k) / n_valid)
+        hist = np.bincount(np.minimum(first, max_rank + 1), minlength=max_rank + 2)
+        out["cmc"] = np.cumsum(hist[1 : max_rank + 1]).astype(np.float64) / n_valid
+        num_pos = per_query.num_positives.cpu().numpy()[valid].astype(np.float64)
+        last = per_query.last_rank.cpu().numpy()[valid].astype(np.float64)
+        out["map"] = float(per_query.ap.cpu().numpy()[valid].mean())
+        out["map@r"] = float(per_query.map_at_r.cpu().numpy()[valid].mean())
+        out["r_precision"] = float(per_query.r_precision.cpu().numpy()[valid].mean())
+        out["precision@1"] = float(np.count_nonzero(first == 1) / n_valid)
+        out["minp"] = float((num_pos / last).mean())
+    out["num_valid_queries"] = n_valid
+    out["num_skipped_queries"] = n_skipped
+    return out
+
+
+def similarity_fn(query: Tensor, gallery: Tensor, metric: str) -> ScoreFn:
+    """Similarity blocks (larger is closer) for already prepared float32 embeddings.
+
+    Cosine: dot products of L2-normalised embeddings. Euclidean: ``2 q.g - |g|^2``, which orders
+    the gallery exactly as the squared Euclidean distance ``|q|^2 + |g|^2 - 2 q.g`` does (the
+    query's own norm is a per-row constant) without the cancellation of adding ``|q|^2``.
+    """
+    if metric == "cosine":
+        q = F.normalize(query, dim=1)
+        g = F.normalize(gallery, dim=1)
+        g_t = g.t()
+
+        def cosine_block(start: int, stop: int) -> Tensor:
+            return q[start:stop] @ g_t
+
+        return cosine_block
+    g_t = gallery.t()
+    g_sq = (gallery * gallery).sum(1)
+
+    def euclid_block(start: int, stop: int) -> Tensor:
+        return torch.addmm(g_sq, query[start:stop], g_t, beta=-1.0, alpha=2.0)
+
+    return euclid_block
+
+
+def evaluate(
+    query: ArrayLike,
+    query_labels: ArrayLike,
+    gallery: ArrayLike | None = None,
+    gallery_labels: ArrayLike | None = None,
+    query_cams: ArrayLike | None = None,
+    gallery_cams: ArrayLike | None = None,
+    metric: str = "cosine",
+    ks: Sequence[int] = (1, 5, 10),
+    max_rank: int = 50,
+    chunk_size: int | None = None,
+    *,
+    junk_label: int | None = -1,
+    query_ids: ArrayLike | None = None,
+    gallery_ids: ArrayLike | None = None,
+    rerank: bool = False,
+    rerank_k1: int = 20,
+    rerank_k2: int = 6,
+    rerank_lambda: float = 0.3,
+    query_expansion: int = 0,
+    compute_nmi: bool = False,
+    device: str | torch.device | None = None,
+    return_per_query: bool = False,
+) -> dict[str, Any]:
+    """Evaluate retrieval of ``query`` against ``gallery`` (or leave-one-out within ``query``).
+
+    Args:
+        query: ``(Q, D)`` query embeddings (tensor or numpy array).
+        query_labels: ``(Q,)`` integer labels of the queries.
+        gallery: ``(G, D)`` gallery embeddings, or ``None`` for leave-one-out retrieval within the
+            query set (each query is excluded from its own gallery by index).
+        gallery_labels: ``(G,)`` gallery labels (required with ``gallery``).
+        query_cams, gallery_cams: camera ids; when given, the ReID protocol applies (gallery items
+            with the query's label and camera are ignored). In leave-one-out mode only
+            ``query_cams`` is given.
+        metric: ``"cosine"`` or ``"euclidean"``.
+        ks: ranks ``k`` reported as ``recall@k`` (CMC at rank ``k``).
+        max_rank: length of the returned ``cmc`` curve.
+        chunk_size: queries per chunk; ``None`` picks it so a similarity block has about 2**25
+            elements (128 MiB). Results do not depend on it.
+        junk_label: gallery label ignored everywhere (``None`` disables it).
+        query_ids, gallery_ids: optional sample ids; a gallery item with the id of the query is
+            ignored (for query and gallery sets that share samples). Gallery ids must be unique.
+        rerank: apply k-reciprocal re-ranking (Zhong et al., CVPR 2017) with ``rerank_k1``,
+            ``rerank_k2`` and ``rerank_lambda`` before ranking.
+        query_expansion: if > 0, replace every query by the mean of itself and its
+            ``query_expansion`` nearest gallery items (average query expansion) first.
+        compute_nmi: also report ``nmi``, the normalised mutual information between the query
+            labels and a faiss k-means clustering of the queries (as many clusters as labels).
+        device: where to compute; defaults to the device of ``query``.
+        return_per_query: also return ``per_query``, a dict of per-query numpy arrays.
+
+    Returns:
+        A dict with ``recall@k`` for each ``k``, ``cmc`` (numpy array of length ``max_rank``),
+        ``map``, ``map@r``, ``r_precision``, ``precision@1``, ``minp`` (Python floats in [0, 1]),
+        ``num_valid_queries`` and ``num_skipped_queries`` (ints), and ``nmi`` if requested. The
+        definitions are in the module docstring.
+
+    Raises:
+        ValueError: naming the argument at fault for mismatched lengths or dimensions, empty
+            inputs, non-finite embeddings or invalid options.
+    """
+    metric = check_metric(metric)
+    ks_t = check_ks(ks, max_rank)
+    max_rank = int(max_rank)
+    if chunk_size is not None and (
+        not isinstance(chunk_size, int | np.integer)
+        or isinstance(chunk_size, bool)
+        or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
+    dev = torch.device(device) if device is not None else None
+    if dev is None and isinstance(query, Tensor):
+        dev = query.device
+    q = as_embeddings(query, "query", dev)
+    dev = q.device
+    num_q = q.shape[0]
+    ql = as_ids(query_labels, "query_labels", num_q, dev)
+    qc = as_ids(query_cams, "query_cams", num_q, dev) if query_cams is not None else None
+    qid = as_ids(query_ids, "query_ids", num_q, dev) if query_ids is not None else None
+    leave_one_out = gallery is None
+    gc: Tensor | None
+    gid: Tensor | None
+    if leave_one_out:
+        if gallery_labels is not None:
+            raise ValueError("gallery_labels: given without gallery")
+        if gallery_cams is not None:
+            raise ValueError("gallery_cams: given without gallery (leave-one-out uses query_cams)")
+        if gallery_ids is not None:
+            raise ValueError("gallery_ids: given without gallery")
+        g, gl, gc = q, ql, qc
+        qid = gid = torch.arange(num_q, device=dev)
+    else:
+        assert gallery is not None
+        g = as_embeddings(gallery, "gallery", dev)
+        if g.shape[1] != q.shape[1]:
+            raise ValueError(
+                f"gallery: has dimension {g.shape[1]} but query has dimension {q.shape[1]}"
+            )
+        if gallery_labels is None:
+            raise ValueError("gallery_labels: required when gallery is given")
+        gl = as_ids(gallery_labels, "gallery_labels", g.shape[0], dev)
+        if (query_cams is None) != (gallery_cams is None):
+            missing = "gallery_cams" if gallery_cams is None else "query_cams"
+            raise ValueError(f"{missing}: cameras must be given for both query and gallery")
+        gc = (
+            as_ids(gallery_cams, "gallery_cams", g.shape[0], dev)
+            if gallery_cams is not None
+            else None
+        )
+        if (query_ids is None) != (gallery_ids is None):
+            missing = "gallery_ids" if gallery_ids is None else "query_ids"
+            raise ValueError(f"{missing}: ids must be given for both query and gallery")
+        gid = (
+            as_ids(gallery_ids, "gallery_ids", g.shape[0], dev) if gallery_ids is not None else None
+        )
+        if gid is not None and len(torch.unique(gid)) != len(gid):
+            raise ValueError("gallery_ids: must be unique")
+    if not isinstance(query_expansion, int) or query_expansion < 0:
+        raise ValueError(
+            f"query_expansion: expected a non-negative integer, got {query_expansion!r}"
+        )
+
+    if query_expansion > 0:
+        from embedlab.metrics.rerank import average_query_expansion
+
+        q = average_query_expansion(
+            q, g, query_expansion, metric=metric, exclude_self=leave_one_out
+        )
+    score_fn: ScoreFn
+    if rerank:
+        from embedlab.metrics.rerank import k_reciprocal_scores
+
+        score_fn = k_reciprocal_scores(
+            q,
+            None if leave_one_out else g,
+            metric=metric,
+            k1=rerank_k1,
+            k2=rerank_k2,
+            lambda_value=rerank_lambda,
+        )
+    else:
+        score_fn = similarity_fn(q, g, metric)
+    per_query = rank_positives(
+        score_fn,
+        num_q,
+        ql,
+        gl,
+        qc,
+        gc,
+        qid,
+        gid,
+        junk_label=junk_label,
+        chunk_size=chunk_size,
+    )
+    out = _summarise(per_query, ks_t, max_rank)
+    if compute_nmi:
+        from embedlab.metrics.clustering import nmi_kmeans
+
+        keep = ql != junk_label if junk_label is not None else torch.ones_like(ql, dtype=torch.bool)
+        out["nmi"] = nmi_kmeans(q[keep], ql[keep], metric=metric)
+    if return_per_query:
+        npos = per_query.num_positives.cpu().numpy()
+        last = per_query.last_rank.cpu().numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inp = np.where(npos > 0, npos / np.maximum(last, 1), np.nan)
+        out["per_query"] = {
+            "num_positives": npos,
+            "first_rank": per_query.first_rank.cpu().numpy(),
+            "last_rank": last,
+            "ap": per_query.ap.cpu().numpy(),
+            "map@r": per_query.map_at_r.cpu().numpy(),
+            "r_precision": per_query.r_precision.cpu().numpy(),
+            "inp": inp,
+        }
+    return out

@@ -1,0 +1,216 @@
+"""``torchmetrics`` wrapper around :func:`embedlab.metrics.evaluate` for validation loops.
+
+Every rank accumulates the embeddings it sees together with their dataset indices; states are
+list states reduced by concatenation. Before computing, items are de-duplicated by dataset index
+(the first occurrence is kept: a ``DistributedSampler`` pads the last shard with repeats of the
+first samples) and sorted by index, so the evaluation sees exactly the single-process order and the
+result is identical on 1 or N ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+from embedlab.metrics.retrieval import evaluate
+
+__all__ = ["RetrievalMetric"]
+
+
+def _cat(state: Tensor | list[Tensor]) -> Tensor:
+    """Concatenate a list state (after a DDP sync it may already be a single tensor)."""
+    if isinstance(state, Tensor):
+        return state
+    if len(state) == 0:
+        return torch.empty(0)
+    return dim_zero_cat(state)
+
+
+class RetrievalMetric(Metric):
+    """Retrieval / ReID metrics over a whole validation set (see :func:`evaluate`).
+
+    Each item carries flags saying whether it is a query and/or a gallery item:
+
+    * if every item is both, retrieval is leave-one-out within the set (CUB, Cars, SOP);
+    * otherwise queries are ranked against gallery items, and a gallery item that is the query
+      itself (same dataset index) is ignored.
+
+    Cameras equal to ``-1`` mean "unknown"; if every camera is ``-1`` no camera filtering is done,
+    otherwise the ReID protocol applies.
+
+    ``compute()`` returns the scalar metrics as floats (for logging); ``compute_full()`` returns
+    the whole :func:`evaluate` dict, including the ``cmc`` curve.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    embeddings: list[Tensor] | Tensor
+    labels: list[Tensor] | Tensor
+    cameras: list[Tensor] | Tensor
+    indices: list[Tensor] | Tensor
+    flags: list[Tensor] | Tensor
+
+    def __init__(
+        self,
+        metric: str = "cosine",
+        ks: Sequence[int] = (1, 5, 10),
+        max_rank: int = 50,
+        chunk_size: int | None = 1024,
+        rerank: bool = False,
+        *,
+        junk_label: int | None = -1,
+        rerank_k1: int = 20,
+        rerank_k2: int = 6,
+        rerank_lambda: float = 0.3,
+        query_expansion: int = 0,
+        compute_nmi: bool = False,
+        prefix: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.metric = metric
+        self.ks = tuple(int(k) for k in ks)
+        self.max_rank = int(max_rank)
+        self.chunk_size = chunk_size
+        self.rerank = rerank
+        self.junk_label = junk_label
+        self.rerank_k1 = rerank_k1
+        self.rerank_k2 = rerank_k2
+        self.rerank_lambda = rerank_lambda
+        self.query_expansion = query_expansion
+        self.compute_nmi = compute_nmi
+        self.prefix = prefix
+        self._last_full: dict[str, Any] | None = None
+        for name in ("embeddings", "labels", "cameras", "indices", "flags"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(  # type: ignore[override]
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        cameras: Tensor | None = None,
+        indices: Tensor | None = None,
+        is_query: Tensor | None = None,
+        is_gallery: Tensor | None = None,
+    ) -> None:
+        """Add a batch: ``(B, D)`` embeddings and ``(B,)`` labels, cameras, dataset indices, flags.
+
+        ``cameras=None`` means unknown (``-1``); ``is_query``/``is_gallery=None`` mean ``True``.
+        ``indices`` are required for exact de-duplication under DDP; without them every item is
+        treated as distinct and numbered in arrival order (single process only).
+        """
+        if embeddings.ndim != 2:
+            raise ValueError(f"embeddings: expected shape (B, D), got {tuple(embeddings.shape)}")
+        n = embeddings.shape[0]
+        device = embeddings.device
+
+        def column(x: Tensor | None, name: str, fill: int) -> Tensor:
+            if x is None:
+                return torch.full((n,), fill, dtype=torch.int64, device=device)
+            x = torch.as_tensor(x, device=device)
+            if x.ndim != 1 or x.shape[0] != n:
+                raise ValueError(f"{name}: expected shape ({n},), got {tuple(x.shape)}")
+            return x.detach().to(torch.int64)
+
+        labels_t = column(labels, "labels", 0)
+        cameras_t = column(cameras, "cameras", -1)
+        if indices is None:
+            seen = (
+                sum(int(t.shape[0]) for t in self.indices) if isinstance(self.indices, list) else 0
+            )
+            indices_t = torch.arange(seen, seen + n, device=device, dtype=torch.int64)
+        else:
+            indices_t = column(indices, "indices", 0)
+        query_t = column(is_query, "is_query", 1) != 0
+        gallery_t = column(is_gallery, "is_gallery", 1) != 0
+        flags = query_t.to(torch.int64) | (gallery_t.to(torch.int64) << 1)
+        assert isinstance(self.embeddings, list)
+        self.embeddings.append(embeddings.detach().float())
+        assert isinstance(self.labels, list) and isinstance(self.cameras, list)
+        self.labels.append(labels_t)
+        self.cameras.append(cameras_t)
+        assert isinstance(self.indices, list) and isinstance(self.flags, list)
+        self.indices.append(indices_t)
+        self.flags.append(flags)
+
+    def _gathered(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        emb = _cat(self.embeddings)
+        labels = _cat(self.labels)
+        cams = _cat(self.cameras)
+        idx = _cat(self.indices)
+        flags = _cat(self.flags)
+        if idx.numel() == 0:
+            return emb, labels, cams, idx, flags
+        # Keep the first occurrence of every index, then order by index.
+        order = torch.sort(idx, stable=True).indices
+        sorted_idx = idx[order]
+        first = torch.ones_like(sorted_idx, dtype=torch.bool)
+        first[1:] = sorted_idx[1:] != sorted_idx[:-1]
+        keep = order[first]
+        return emb[keep], labels[keep], cams[keep], idx[keep], flags[keep]
+
+    def compute(self) -> dict[str, float]:  # type: ignore[override]
+        """Scalar metrics as Python floats (``cmc`` is left out; see :meth:`compute_full`)."""
+        emb, labels, cams, idx, flags = self._gathered()
+        if emb.numel() == 0:
+            raise ValueError("RetrievalMetric.compute: no embeddings were accumulated")
+        is_query = (flags & 1) != 0
+        is_gallery = (flags & 2) != 0
+        cams_arg = None if bool((cams == -1).all()) else cams
+        common: dict[str, Any] = {
+            "metric": self.metric,
+            "ks": self.ks,
+            "max_rank": self.max_rank,
+            "chunk_size": self.chunk_size,
+            "junk_label": self.junk_label,
+            "rerank": self.rerank,
+            "rerank_k1": self.rerank_k1,
+            "rerank_k2": self.rerank_k2,
+            "rerank_lambda": self.rerank_lambda,
+            "query_expansion": self.query_expansion,
+            "compute_nmi": self.compute_nmi,
+        }
+        if bool((is_query & is_gallery).all()):
+            full = evaluate(emb, labels, query_cams=cams_arg, **common)
+        else:
+            if not bool(is_query.any()):
+                raise ValueError("RetrievalMetric.compute: no item is flagged as a query")
+            if not bool(is_gallery.any()):
+                raise ValueError("RetrievalMetric.compute: no item is flagged as a gallery item")
+            full = evaluate(
+                emb[is_query],
+                labels[is_query],
+                emb[is_gallery],
+                labels[is_gallery],
+                query_cams=None if cams_arg is None else cams_arg[is_query],
+                gallery_cams=None if cams_arg is None else cams_arg[is_gallery],
+                query_ids=idx[is_query],
+                gallery_ids=idx[is_gallery],
+                **common,
+            )
+        self._last_full = full
+        return {
+            f"{self.prefix}{k}": float(v)
+            for k, v in full.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+
+    def compute_full(self) -> dict[str, Any]:
+        """The whole :func:`evaluate` result (including ``cmc``), synchronised across ranks."""
+        self.compute()
+        if self._last_full is None:  # compute() was served from the torchmetrics cache
+            self._computed = None
+            self.compute()
+        assert self._last_full is not None
+        return dict(self._last_full)
+
+    def reset(self) -> None:
+        super().reset()
+        self._last_full = None

@@ -1,0 +1,245 @@
+"""Brute-force references for embedlab's losses, written from the papers' formulas.
+
+Every function loops in plain Python over the explicit pairs, triplets or quadruplets
+of its formula. Distances come from ``torch.linalg.vector_norm(x[i] - x[j])`` one pair
+at a time, so the references share no code with the vectorised implementations. They
+return autograd-connected scalars, so gradients can be compared too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+Dist = list[list[Tensor]]
+
+
+def relu(v: Tensor) -> Tensor:
+    return torch.clamp(v, min=0.0)
+
+
+def distances(x: Tensor) -> Dist:
+    n = len(x)
+    return [[torch.linalg.vector_norm(x[i] - x[j]) for j in range(n)] for i in range(n)]
+
+
+def positives(y: Sequence[int], a: int) -> list[int]:
+    return [p for p in range(len(y)) if p != a and y[p] == y[a]]
+
+
+def negatives(y: Sequence[int], a: int) -> list[int]:
+    return [n for n in range(len(y)) if y[n] != y[a]]
+
+
+def mean(terms: list[Tensor], x: Tensor) -> Tensor:
+    return torch.stack(terms).sum() / len(terms) if terms else x.sum() * 0.0
+
+
+def contrastive(x: Tensor, y: Sequence[int], pos_margin: float, neg_margin: float) -> Tensor:
+    d = distances(x)
+    terms = []
+    for i in range(len(y)):
+        for j in range(len(y)):
+            if i == j:
+                continue
+            if y[i] == y[j]:
+                terms.append(0.5 * relu(d[i][j] - pos_margin) ** 2)
+            else:
+                terms.append(0.5 * relu(neg_margin - d[i][j]) ** 2)
+    return mean(terms, x)
+
+
+# Triplet selections: lists of (a, p, n) as the miners define them.
+def batch_hard_triplets(d: Dist, y: Sequence[int]) -> list[tuple[int, int, int]]:
+    out = []
+    for a in range(len(y)):
+        ps, ns = positives(y, a), negatives(y, a)
+        if ps and ns:
+            p = max(ps, key=lambda j: float(d[a][j]))
+            n = min(ns, key=lambda j: float(d[a][j]))
+            out.append((a, p, n))
+    return out
+
+
+def batch_all_triplets(d: Dist, y: Sequence[int]) -> list[tuple[int, int, int]]:
+    return [(a, p, n) for a in range(len(y)) for p in positives(y, a) for n in negatives(y, a)]
+
+
+def semi_hard_triplets(d: Dist, y: Sequence[int]) -> list[tuple[int, int, int]]:
+    out = []
+    for a in range(len(y)):
+        ns = negatives(y, a)
+        if not ns:
+            continue
+        for p in positives(y, a):
+            farther = [n for n in ns if float(d[a][n]) > float(d[a][p])]
+            n = min(farther or ns, key=lambda j: float(d[a][j]))
+            out.append((a, p, n))
+    return out
+
+
+MINERS: dict[str, Callable[[Dist, Sequence[int]], list[tuple[int, int, int]]]] = {
+    "batch_hard": batch_hard_triplets,
+    "batch_all": batch_all_triplets,
+    "semi_hard": semi_hard_triplets,
+}
+
+
+def triplet(
+    x: Tensor,
+    y: Sequence[int],
+    miner: str,
+    margin: float,
+    squared: bool = False,
+    soft_margin: bool = False,
+    nonzero_mean: bool = False,
+) -> Tensor:
+    d = distances(x)
+    terms = []
+    for a, p, n in MINERS[miner](d, y):
+        ap, an = (d[a][p] ** 2, d[a][n] ** 2) if squared else (d[a][p], d[a][n])
+        if soft_margin:
+            terms.append(torch.log(1 + torch.exp(ap - an)))
+        else:
+            terms.append(relu(margin + ap - an))
+    if nonzero_mean:
+        terms = [t for t in terms if float(t) > 0]
+    return mean(terms, x)
+
+
+def improved_triplet(
+    x: Tensor,
+    y: Sequence[int],
+    miner: str,
+    margin: float,
+    pos_weight: float,
+    neg_weight: float,
+    intra_weight: float,
+    intra_margin: float,
+) -> Tensor:
+    d = distances(x)
+    terms = []
+    for a, p, n in MINERS[miner](d, y):
+        t = relu(pos_weight * d[a][p] ** 2 - neg_weight * d[a][n] ** 2 + margin)
+        terms.append(t + intra_weight * relu(d[a][p] - intra_margin))
+    return mean(terms, x)
+
+
+def quadruplet(
+    x: Tensor, y: Sequence[int], margin1: float, margin2: float, adaptive: bool = False
+) -> Tensor:
+    d = distances(x)
+    n_ = len(y)
+    if adaptive:
+        pos = [float(d[i][j]) ** 2 for i in range(n_) for j in range(n_) if i != j and y[i] == y[j]]
+        neg = [float(d[i][j]) ** 2 for i in range(n_) for j in range(n_) if y[i] != y[j]]
+        gap = sum(neg) / len(neg) - sum(pos) / len(pos)
+        margin1, margin2 = margin1 * gap, margin2 * gap
+    terms = []
+    for a in range(n_):
+        ps, ns = positives(y, a), negatives(y, a)
+        if not (ps and ns):
+            continue
+        ap = max((d[a][p] ** 2 for p in ps), key=float)
+        an = min((d[a][n] ** 2 for n in ns), key=float)
+        t = relu(ap - an + margin1)
+        pairs = [
+            d[l][k] ** 2
+            for l in range(n_)
+            for k in range(n_)
+            if y[l] != y[k] and y[l] != y[a] and y[k] != y[a]
+        ]
+        if pairs:
+            t = t + relu(ap - min(pairs, key=float) + margin2)
+        terms.append(t)
+    return mean(terms, x)
+
+
+def msml(x: Tensor, y: Sequence[int], margin: float) -> Tensor:
+    d = distances(x)
+    n_ = len(y)
+    pos = [d[a][p] for a in range(n_) for p in range(n_) if a != p and y[a] == y[p]]
+    neg = [d[m][n] for m in range(n_) for n in range(n_) if y[m] != y[n]]
+    return relu(max(pos, key=float) - min(neg, key=float) + margin)
+
+
+def coupled_clusters(x: Tensor, y: Sequence[int], margin: float) -> Tensor:
+    terms = []
+    for c in sorted(set(y)):
+        members = [i for i in range(len(y)) if y[i] == c]
+        centre = sum(x[i] for i in members) / len(members)
+        others = [j for j in range(len(y)) if y[j] != c]
+        nearest = min((torch.sum((x[j] - centre) ** 2) for j in others), key=float)
+        for i in members:
+            terms.append(0.5 * relu(torch.sum((x[i] - centre) ** 2) + margin - nearest))
+    return mean(terms, x)
+
+
+def ranked_list(
+    x: Tensor,
+    y: Sequence[int],
+    boundary: float,
+    margin: float,
+    temperature: float,
+    neg_weight: float,
+) -> Tensor:
+    d = distances(x)
+    per_anchor = []
+    for a in range(len(y)):
+        hard_p = [d[a][p] for p in positives(y, a) if float(d[a][p]) > boundary - margin]
+        loss_p = sum(v - (boundary - margin) for v in hard_p) / len(hard_p) if hard_p else 0.0
+        hard_n = [d[a][n] for n in negatives(y, a) if float(d[a][n]) < boundary]
+        w = [torch.exp(temperature * (boundary - v)) for v in hard_n]
+        loss_n = sum(wi * (boundary - v) for wi, v in zip(w, hard_n, strict=True)) / sum(w) if w else 0.0
+        per_anchor.append(x.sum() * 0.0 + loss_p + neg_weight * loss_n)
+    return mean(per_anchor, x)
+
+
+def margin_loss(
+    x: Tensor,
+    y: Sequence[int],
+    miner: str,
+    margin: float,
+    beta: Tensor,
+    nu: float,
+    per_class: bool,
+) -> Tensor:
+    d = distances(x)
+    total: Tensor = x.sum() * 0.0
+    active = 0
+    for a, p, n in MINERS[miner](d, y):
+        b = beta[y[a]] if per_class else beta[0]
+        pull = relu(margin + (d[a][p] - b))  # y = +1
+        push = relu(margin - (d[a][n] - b))  # y = -1
+        total = total + pull + push + nu * b
+        active += int(float(pull) > 0) + int(float(push) > 0)
+    return total / max(active, 1)
+
+
+def center(x: Tensor, y: Sequence[int], centers: Tensor) -> Tensor:
+    return mean([torch.sum((x[i] - centers[y[i]]) ** 2) for i in range(len(y))], x)
+
+
+def cross_entropy(logits: Tensor, y: Sequence[int], eps: float) -> Tensor:
+    k = logits.shape[1]
+    terms = []
+    for i in range(len(y)):
+        log_z = torch.log(sum(torch.exp(logits[i, j]) for j in range(k)))
+        q = [eps / k + (1 - eps) * (j == y[i]) for j in range(k)]
+        terms.append(-sum(q[j] * (logits[i, j] - log_z) for j in range(k)))
+    return mean(terms, logits)
+
+
+def unit_sphere_weights(d: Sequence[float], dim: int, cutoff: float, nonzero_cutoff: float) -> list[float]:
+    """Distance-weighted sampling probabilities of one anchor's negatives (Wu et al.)."""
+    w = []
+    for v in d:
+        v = max(v, cutoff)
+        inv_q = v ** (2 - dim) * (1 - v * v / 4) ** (-(dim - 3) / 2) if v < nonzero_cutoff else 0.0
+        w.append(inv_q)
+    if sum(w) == 0:
+        w = [1.0] * len(d)
+    return [v / sum(w) for v in w]
+

@@ -1,0 +1,91 @@
+"""The embedlab command: config round-trip, overrides, and the real training path on digits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from embedlab.cli import main, new_run_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = str(ROOT / "experiments" / "digits.yaml")
+FAST = [
+    "--trainer.max_epochs=12",
+    "--trainer.check_val_every_n_epoch=6",
+    "--data.batches_per_epoch=10",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def print_config(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", DIGITS, *args, "--print_config"])
+    assert stop.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_print_config_round_trip_and_dotted_override(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = print_config(["--model.loss.init_args.margin=0.35"], capsys)
+    loss = config["model"]["loss"]
+    assert loss["class_path"] == "embedlab.losses.TripletLoss"
+    assert loss["init_args"]["margin"] == 0.35
+    assert config["model"]["model"]["init_args"]["embedding_dim"] == 64
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(saved), "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out) == config
+
+
+def test_unknown_loss_class_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", DIGITS, "--model.loss=embedlab.losses.NoSuchLoss", "--print_config"])
+    assert stop.value.code != 0
+    assert "NoSuchLoss" in capsys.readouterr().err
+
+
+def test_run_dirs_are_never_reused(tmp_path: Path) -> None:
+    first, second = new_run_dir(tmp_path, "x"), new_run_dir(tmp_path, "x")
+    assert (first.name, second.name) == ("version_0", "version_1")
+
+
+@pytest.mark.slow
+def test_fit_on_digits_beats_raw_pixels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["fit", "--config", DIGITS, f"--output_root={tmp_path}", *FAST])
+    run = tmp_path / "digits" / "version_0"
+    metrics = pd.read_csv(run / "metrics.csv")
+    for key in ("val/recall@1", "val/map", "val/map@r", "train/loss"):
+        assert key in metrics.columns, key
+    val = metrics.dropna(subset=["val/map@r"])
+    assert len(val) == 2  # validated at epochs 6 and 12
+    summary = json.loads((run / "summary.json").read_text())
+    raw, trained = summary["raw pixels"], summary["trained"]
+    assert trained["map@r"] == pytest.approx(val["val/map@r"].iloc[-1])
+    assert trained["map@r"] > raw["map@r"] + 0.1
+    assert trained["map"] > raw["map"] + 0.05
+    out = capsys.readouterr().out
+    assert "raw pixels" in out and "trained" in out
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "config.yaml").is_file()
+    # a second run gets a new folder
+    main(["fit", "--config", DIGITS, f"--output_root={tmp_path}", *FAST, "--trainer.max_epochs=1",
+          "--trainer.limit_val_batches=0"])
+    assert (tmp_path / "digits" / "version_1" / "metrics.csv").is_file()
+
+
+@pytest.mark.slow
+def test_console_script_and_module_entry_point(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "embedlab"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
+    assert "fit" in out.stdout and "validate" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "embedlab", "fit", "--help"], capture_output=True,
+                         text=True, check=True)
+    assert "--model.loss" in out.stdout

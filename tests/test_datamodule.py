@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from embedlab.cli import main
+from embedlab.data import RetrievalDataModule, digits_frame
+from fake_datasets import make_market1501
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_digits_image_disjoint_split_is_seeded_and_disjoint() -> None:
+    a, b, c = digits_frame(seed=0), digits_frame(seed=0), digits_frame(seed=1)
+    assert a.equals(b)
+    assert not a["split"].equals(c["split"])
+    assert len(a) == 1797 and a["path"].is_unique
+    counts = a["split"].value_counts()
+    assert counts["train"] == pytest.approx(0.6 * 1797, abs=10)
+    assert counts["gallery"] == pytest.approx(2 * counts["query"], abs=10)
+    for split in ("train", "query", "gallery"):
+        assert set(a.loc[a["split"] == split, "label"]) == set(range(10))
+
+
+def test_digits_class_disjoint_split() -> None:
+    frame = digits_frame("class_disjoint")
+    assert set(frame.loc[frame["split"] == "train", "label"]) == {0, 1, 2, 3, 4}
+    held = frame[frame["split"] != "train"]
+    assert set(held["label"]) == {5, 6, 7, 8, 9}
+
+
+def test_eval_set_roles_and_items() -> None:
+    dm = RetrievalDataModule(p=10, k=4)
+    dm.setup("fit")
+    assert dm.eval_set is not None
+    q, g = dm.eval_set.is_query, dm.eval_set.is_gallery
+    assert q.sum() + g.sum() == len(dm.eval_set) and not (q & g).any()
+    image, label, camera, index = dm.eval_set[int(q.sum())]  # first gallery item
+    assert image.shape == (1, 8, 8) and camera == -1 and index == int(q.sum())
+    assert label == dm.eval_set.labels[index]
+    batch = next(iter(dm.train_dataloader()))
+    assert batch[0].shape == (40, 1, 8, 8)
+    assert torch.bincount(batch[1]).tolist() == [4] * 10
+    assert dm.num_classes == 10
+
+
+def test_market1501_frame_and_train_label_remap(tmp_path: Path) -> None:
+    root = make_market1501(tmp_path / "market")
+    dm = RetrievalDataModule(dataset="market1501", root=str(root), p=3, k=2, height=32, width=16)
+    dm.setup("fit")
+    frame = dm.frame
+    train = frame[frame["split"] == "train"]
+    assert sorted(train["label"].unique()) == list(range(dm.num_classes)) == list(range(6))
+    gallery = frame[frame["split"] == "gallery"]
+    assert (gallery["label"] == -1).sum() == 2 and (gallery["label"] == 0).sum() == 2
+    image, label, camera, index = dm.eval_set[0]
+    assert image.shape == (3, 32, 16) and camera in (0, 1)
+
+
+def test_missing_dataset_root_names_the_folder(tmp_path: Path) -> None:
+    dm = RetrievalDataModule(dataset="market1501", root=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        dm.setup("fit")
+
+
+@pytest.mark.slow
+def test_fit_one_epoch_on_market1501_tree_with_reid_protocol(tmp_path: Path) -> None:
+    root = make_market1501(tmp_path / "market")
+    main([
+        "fit", "--config", str(ROOT / "experiments" / "digits.yaml"),
+        f"--output_root={tmp_path / 'runs'}", "--experiment=market",
+        "--data.dataset=market1501", f"--data.root={root}", "--data.p=3", "--data.k=4",
+        "--data.height=32", "--data.width=16", "--data.batches_per_epoch=2",
+        "--model.model.init_args.backbone.init_args.in_channels=3",
+        "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1",
+        "--trainer.enable_progress_bar=false",
+    ])
+    metrics = pd.read_csv(tmp_path / "runs" / "market" / "version_0" / "metrics.csv")
+    val = metrics.dropna(subset=["val/map"]).iloc[-1]
+    # 6 test identities × 2 cameras: every query has a valid match on the other camera
+    assert val["val/num_valid_queries"] == 12
+    for key in ("val/recall@1", "val/map", "val/map@r", "val/minp"):
+        assert 0.0 <= val[key] <= 1.0 and np.isfinite(val[key])

@@ -16,6 +16,11 @@ from torch import Tensor
 Dist = list[list[Tensor]]
 
 
+def val(v: Tensor) -> float:
+    """The plain number (used only to choose, never inside a formula's value)."""
+    return float(v.detach())
+
+
 def relu(v: Tensor) -> Tensor:
     return torch.clamp(v, min=0.0)
 
@@ -57,8 +62,8 @@ def batch_hard_triplets(d: Dist, y: Sequence[int]) -> list[tuple[int, int, int]]
     for a in range(len(y)):
         ps, ns = positives(y, a), negatives(y, a)
         if ps and ns:
-            p = max(ps, key=lambda j: float(d[a][j]))
-            n = min(ns, key=lambda j: float(d[a][j]))
+            p = max(ps, key=lambda j: val(d[a][j]))
+            n = min(ns, key=lambda j: val(d[a][j]))
             out.append((a, p, n))
     return out
 
@@ -74,8 +79,8 @@ def semi_hard_triplets(d: Dist, y: Sequence[int]) -> list[tuple[int, int, int]]:
         if not ns:
             continue
         for p in positives(y, a):
-            farther = [n for n in ns if float(d[a][n]) > float(d[a][p])]
-            n = min(farther or ns, key=lambda j: float(d[a][j]))
+            farther = [n for n in ns if val(d[a][n]) > val(d[a][p])]
+            n = min(farther or ns, key=lambda j: val(d[a][j]))
             out.append((a, p, n))
     return out
 
@@ -105,7 +110,7 @@ def triplet(
         else:
             terms.append(relu(margin + ap - an))
     if nonzero_mean:
-        terms = [t for t in terms if float(t) > 0]
+        terms = [t for t in terms if val(t) > 0]
     return mean(terms, x)
 
 
@@ -133,8 +138,8 @@ def quadruplet(
     d = distances(x)
     n_ = len(y)
     if adaptive:
-        pos = [float(d[i][j]) ** 2 for i in range(n_) for j in range(n_) if i != j and y[i] == y[j]]
-        neg = [float(d[i][j]) ** 2 for i in range(n_) for j in range(n_) if y[i] != y[j]]
+        pos = [val(d[i][j]) ** 2 for i in range(n_) for j in range(n_) if i != j and y[i] == y[j]]
+        neg = [val(d[i][j]) ** 2 for i in range(n_) for j in range(n_) if y[i] != y[j]]
         gap = sum(neg) / len(neg) - sum(pos) / len(pos)
         margin1, margin2 = margin1 * gap, margin2 * gap
     terms = []
@@ -142,17 +147,17 @@ def quadruplet(
         ps, ns = positives(y, a), negatives(y, a)
         if not (ps and ns):
             continue
-        ap = max((d[a][p] ** 2 for p in ps), key=float)
-        an = min((d[a][n] ** 2 for n in ns), key=float)
+        ap = max((d[a][p] ** 2 for p in ps), key=val)
+        an = min((d[a][n] ** 2 for n in ns), key=val)
         t = relu(ap - an + margin1)
         pairs = [
-            d[l][k] ** 2
-            for l in range(n_)
+            d[m][k] ** 2
+            for m in range(n_)
             for k in range(n_)
-            if y[l] != y[k] and y[l] != y[a] and y[k] != y[a]
+            if y[m] != y[k] and y[m] != y[a] and y[k] != y[a]
         ]
         if pairs:
-            t = t + relu(ap - min(pairs, key=float) + margin2)
+            t = t + relu(ap - min(pairs, key=val) + margin2)
         terms.append(t)
     return mean(terms, x)
 
@@ -162,7 +167,7 @@ def msml(x: Tensor, y: Sequence[int], margin: float) -> Tensor:
     n_ = len(y)
     pos = [d[a][p] for a in range(n_) for p in range(n_) if a != p and y[a] == y[p]]
     neg = [d[m][n] for m in range(n_) for n in range(n_) if y[m] != y[n]]
-    return relu(max(pos, key=float) - min(neg, key=float) + margin)
+    return relu(max(pos, key=val) - min(neg, key=val) + margin)
 
 
 def coupled_clusters(x: Tensor, y: Sequence[int], margin: float) -> Tensor:
@@ -171,7 +176,7 @@ def coupled_clusters(x: Tensor, y: Sequence[int], margin: float) -> Tensor:
         members = [i for i in range(len(y)) if y[i] == c]
         centre = sum(x[i] for i in members) / len(members)
         others = [j for j in range(len(y)) if y[j] != c]
-        nearest = min((torch.sum((x[j] - centre) ** 2) for j in others), key=float)
+        nearest = min((torch.sum((x[j] - centre) ** 2) for j in others), key=val)
         for i in members:
             terms.append(0.5 * relu(torch.sum((x[i] - centre) ** 2) + margin - nearest))
     return mean(terms, x)
@@ -188,11 +193,13 @@ def ranked_list(
     d = distances(x)
     per_anchor = []
     for a in range(len(y)):
-        hard_p = [d[a][p] for p in positives(y, a) if float(d[a][p]) > boundary - margin]
+        hard_p = [d[a][p] for p in positives(y, a) if val(d[a][p]) > boundary - margin]
         loss_p = sum(v - (boundary - margin) for v in hard_p) / len(hard_p) if hard_p else 0.0
-        hard_n = [d[a][n] for n in negatives(y, a) if float(d[a][n]) < boundary]
+        hard_n = [d[a][n] for n in negatives(y, a) if val(d[a][n]) < boundary]
         w = [torch.exp(temperature * (boundary - v)) for v in hard_n]
-        loss_n = sum(wi * (boundary - v) for wi, v in zip(w, hard_n, strict=True)) / sum(w) if w else 0.0
+        loss_n = (
+            sum(wi * (boundary - v) for wi, v in zip(w, hard_n, strict=True)) / sum(w) if w else 0.0
+        )
         per_anchor.append(x.sum() * 0.0 + loss_p + neg_weight * loss_n)
     return mean(per_anchor, x)
 
@@ -214,7 +221,7 @@ def margin_loss(
         pull = relu(margin + (d[a][p] - b))  # y = +1
         push = relu(margin - (d[a][n] - b))  # y = -1
         total = total + pull + push + nu * b
-        active += int(float(pull) > 0) + int(float(push) > 0)
+        active += int(val(pull) > 0) + int(val(push) > 0)
     return total / max(active, 1)
 
 
@@ -226,13 +233,15 @@ def cross_entropy(logits: Tensor, y: Sequence[int], eps: float) -> Tensor:
     k = logits.shape[1]
     terms = []
     for i in range(len(y)):
-        log_z = torch.log(sum(torch.exp(logits[i, j]) for j in range(k)))
+        log_z = torch.log(torch.stack([torch.exp(logits[i, j]) for j in range(k)]).sum())
         q = [eps / k + (1 - eps) * (j == y[i]) for j in range(k)]
-        terms.append(-sum(q[j] * (logits[i, j] - log_z) for j in range(k)))
+        terms.append(-torch.stack([q[j] * (logits[i, j] - log_z) for j in range(k)]).sum())
     return mean(terms, logits)
 
 
-def unit_sphere_weights(d: Sequence[float], dim: int, cutoff: float, nonzero_cutoff: float) -> list[float]:
+def unit_sphere_weights(
+    d: Sequence[float], dim: int, cutoff: float, nonzero_cutoff: float
+) -> list[float]:
     """Distance-weighted sampling probabilities of one anchor's negatives (Wu et al.)."""
     w = []
     for v in d:
@@ -242,4 +251,3 @@ def unit_sphere_weights(d: Sequence[float], dim: int, cutoff: float, nonzero_cut
     if sum(w) == 0:
         w = [1.0] * len(d)
     return [v / sum(w) for v in w]
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,9 @@ def test_print_config_round_trip_and_dotted_override(
 
 def test_unknown_loss_class_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
-        main(["fit", "--config", DIGITS, "--model.loss=embedlab.losses.NoSuchLoss", "--print_config"])
+        main(
+            ["fit", "--config", DIGITS, "--model.loss=embedlab.losses.NoSuchLoss", "--print_config"]
+        )
     assert stop.value.code != 0
     assert "NoSuchLoss" in capsys.readouterr().err
 
@@ -76,8 +79,17 @@ def test_fit_on_digits_beats_raw_pixels(tmp_path: Path, capsys: pytest.CaptureFi
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "config.yaml").is_file()
     # a second run gets a new folder
-    main(["fit", "--config", DIGITS, f"--output_root={tmp_path}", *FAST, "--trainer.max_epochs=1",
-          "--trainer.limit_val_batches=0"])
+    main(
+        [
+            "fit",
+            "--config",
+            DIGITS,
+            f"--output_root={tmp_path}",
+            *FAST,
+            "--trainer.max_epochs=1",
+            "--trainer.limit_val_batches=0",
+        ]
+    )
     assert (tmp_path / "digits" / "version_1" / "metrics.csv").is_file()
 
 
@@ -86,6 +98,44 @@ def test_console_script_and_module_entry_point(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "embedlab"
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
     assert "fit" in out.stdout and "validate" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "embedlab", "fit", "--help"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "embedlab", "fit", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "--model.loss" in out.stdout
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_records_the_validation_metrics(tmp_path: Path) -> None:
+    from wandb_records import history
+
+    env = {**os.environ, "WANDB_MODE": "offline", "EMBEDLAB_WANDB": "offline"}
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "embedlab",
+            "fit",
+            "--config",
+            DIGITS,
+            f"--output_root={tmp_path}",
+            "--trainer.max_epochs=2",
+            "--trainer.check_val_every_n_epoch=1",
+            "--data.batches_per_epoch=3",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    run = tmp_path / "digits" / "version_0"
+    (log,) = run.glob("wandb/offline-run-*/run-*.wandb")
+    rows = history(log)
+    val = [r for r in rows if "val/map@r" in r]
+    assert [r["epoch"] for r in val] == [0, 1]
+    csv = pd.read_csv(run / "metrics.csv").dropna(subset=["val/map@r"])
+    assert [r["val/map@r"] for r in val] == pytest.approx(csv["val/map@r"].tolist(), abs=1e-6)
+    assert any("train/loss" in r for r in rows)

@@ -70,15 +70,26 @@ def test_missing_dataset_root_names_the_folder(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_fit_one_epoch_on_market1501_tree_with_reid_protocol(tmp_path: Path) -> None:
     root = make_market1501(tmp_path / "market")
-    main([
-        "fit", "--config", str(ROOT / "experiments" / "digits.yaml"),
-        f"--output_root={tmp_path / 'runs'}", "--experiment=market",
-        "--data.dataset=market1501", f"--data.root={root}", "--data.p=3", "--data.k=4",
-        "--data.height=32", "--data.width=16", "--data.batches_per_epoch=2",
-        "--model.model.init_args.backbone.init_args.in_channels=3",
-        "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1",
-        "--trainer.enable_progress_bar=false",
-    ])
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "experiments" / "digits.yaml"),
+            f"--output_root={tmp_path / 'runs'}",
+            "--experiment=market",
+            "--data.dataset=market1501",
+            f"--data.root={root}",
+            "--data.p=3",
+            "--data.k=4",
+            "--data.height=32",
+            "--data.width=16",
+            "--data.batches_per_epoch=2",
+            "--model.model.init_args.backbone.init_args.in_channels=3",
+            "--trainer.max_epochs=1",
+            "--trainer.check_val_every_n_epoch=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     metrics = pd.read_csv(tmp_path / "runs" / "market" / "version_0" / "metrics.csv")
     val = metrics.dropna(subset=["val/map"]).iloc[-1]
     # 6 test identities × 2 cameras: every query has a valid match on the other camera

@@ -11,7 +11,9 @@ from embedlab.models import EmbeddingModel, GeM, ResNet, SmallCNN
 
 @pytest.mark.parametrize("depth,channels", [(18, 512), (50, 2048)])
 @pytest.mark.parametrize("last_stride,grid", [(1, (8, 4)), (2, (4, 2))])
-def test_resnet_feature_map(depth: int, channels: int, last_stride: int, grid: tuple[int, int]) -> None:
+def test_resnet_feature_map(
+    depth: int, channels: int, last_stride: int, grid: tuple[int, int]
+) -> None:
     net = ResNet(depth, last_stride=last_stride).eval()
     out = net(torch.randn(1, 3, 128, 64))
     assert out.shape == (1, channels, *grid)

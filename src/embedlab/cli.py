@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
+from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.data import RetrievalDataModule
 from embedlab.module import MetricLearningModule
 from embedlab.report import baseline_metrics, print_summary, write_json
@@ -57,6 +58,16 @@ class EmbedlabCLI(LightningCLI):
             help="off | online | offline (adds a WandbLogger next to the CSV logger)",
         )
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/map@r",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch{epoch}-step{step}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
 
     def _loggers(self) -> list[Logger]:
         cfg = self.config[self.subcommand]
@@ -94,9 +105,13 @@ class EmbedlabCLI(LightningCLI):
         trainer_cfg = self.config_init[self.subcommand].get("trainer", {})
         if trainer_cfg.get("logger") in (None, True) and "logger" not in kwargs:
             kwargs["logger"] = self._loggers()
+        if not trainer_cfg.get("plugins") and "plugins" not in kwargs:
+            kwargs["plugins"] = [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
+        if not any(k.startswith("val/") for k in self.trainer.callback_metrics):
+            self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
         if self.trainer.global_rank != 0:
             return
         trained = {
@@ -126,19 +141,12 @@ class EmbedlabCLI(LightningCLI):
 
 
 def lightning_main(args: list[str] | None = None) -> EmbedlabCLI:
-    checkpoint = ModelCheckpoint(
-        monitor="val/map@r",
-        mode="max",
-        save_last=True,
-        filename="best-epoch{epoch}-step{step}",
-        auto_insert_metric_name=False,
-    )
     return EmbedlabCLI(
         MetricLearningModule,
         RetrievalDataModule,
         seed_everything_default=0,
         auto_configure_optimizers=False,
-        trainer_defaults={"callbacks": [checkpoint], "use_distributed_sampler": False},
+        trainer_defaults={"use_distributed_sampler": False},
         save_config_kwargs={"overwrite": True},
         args=args,
     )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import random
 from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
@@ -160,6 +162,41 @@ class MetricLearningModule(pl.LightningModule):
                 optimizer.zero_grad(set_to_none=True)
                 self.print(f"skipping step {self.global_step}: non-finite gradient of {name}")
                 return
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain tensors and numbers only, so that `weights_only` loading accepts them.
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["embedlab_rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        own = self.state_dict()
+        for key, value in checkpoint.get("state_dict", {}).items():
+            if key in own and own[key].shape != value.shape:
+                raise ValueError(
+                    f"checkpoint parameter {key} has shape {tuple(value.shape)} but this model has "
+                    f"{tuple(own[key].shape)}: check model.model.init_args.embedding_dim and the backbone"
+                )
+        # Applied just before the next training batch, so that the random stream continues
+        # exactly where the checkpointed run was (see on_train_batch_start).
+        self._pending_rng = checkpoint.get("embedlab_rng")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        state = getattr(self, "_pending_rng", None)
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            kind, keys, pos, has_gauss, gauss = state["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            version, internal, gauss_next = state["python"]
+            random.setstate((version, tuple(internal), gauss_next))
+            if state["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda"])
+            self._pending_rng = None
 
     # -- evaluation ------------------------------------------------------------------------
     def _eval_roles(self, stage: str) -> tuple[Tensor, Tensor]:

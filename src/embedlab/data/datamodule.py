@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from embedlab.data.digits import DigitsDataset, Protocol, digits_frame
-from embedlab.data.sampler import PKBatchSampler
+from embedlab.data.sampler import PKBatchSampler, SeededDataset
 
 Item = tuple[Tensor, int, int, int]
 
@@ -47,6 +47,36 @@ class EvalDataset(Dataset[Item]):
         if not all(hasattr(p, "raw_pixels") for p in self.parts):
             return None
         return torch.cat([p.raw_pixels() for p in self.parts])
+
+
+class ResumableLoader(DataLoader):
+    """A P×K training loader whose position is saved in Lightning checkpoints.
+
+    Lightning stores ``state_dict()`` of a training loader in the checkpoint and calls
+    ``load_state_dict()`` on resume; the sampler then skips the batches already trained on,
+    so a run resumed mid-epoch sees exactly the batches the uninterrupted run would have.
+    ``batches_done`` reports how many batches of the current epoch were trained (not merely
+    prefetched).
+    """
+
+    def __init__(self, dataset: Any, sampler: PKBatchSampler, num_workers: int, batches_done: Any) -> None:
+        super().__init__(
+            SeededDataset(dataset),
+            batch_sampler=sampler,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            generator=torch.Generator().manual_seed(sampler.seed),
+        )
+        self.pk_sampler = sampler
+        self.batches_done = batches_done
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.pk_sampler.state_dict(), "batches_done": int(self.batches_done())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pk_sampler.load_state_dict(state)
+        done = int(state.get("batches_done", 0))
+        self.pk_sampler.start_batch = done if done < len(self.pk_sampler) else 0
 
 
 class RetrievalDataModule(pl.LightningDataModule):
@@ -180,13 +210,14 @@ class RetrievalDataModule(pl.LightningDataModule):
             batches_per_epoch=self.batches_per_epoch,
             num_replicas=world_size,
             rank=rank,
+            with_seeds=True,
         )
-        return DataLoader(
-            self.train_set,
-            batch_sampler=self.train_sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return ResumableLoader(self.train_set, self.train_sampler, self.num_workers, self._batches_done)
+
+    def _batches_done(self) -> int:
+        if self.trainer is None:
+            return 0
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def eval_dataloader(self) -> DataLoader:
         assert self.eval_set is not None, "call setup() first"

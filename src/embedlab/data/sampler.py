@@ -5,6 +5,11 @@ optimisation step draws ``W·P`` distinct identities and rank ``r`` keeps the r-
 so no identity appears on two ranks in the same step and every rank yields the same number of
 batches. An epoch has ``len(dataset) // (W·P·K)`` batches unless ``batches_per_epoch`` is set.
 
+With ``with_seeds=True`` every item of a batch is an ``(index, seed)`` pair, the seed being a
+function of ``(seed, epoch, step, position in the global batch)`` only; :class:`SeededDataset`
+applies it around the dataset's random augmentation. Augmentations then do not depend on the
+global RNG, on the number of workers, on the number of ranks, or on where a run was resumed.
+
 Identities are visited in shuffled rounds (each identity once per round), and the images of an
 identity in shuffled rounds too, so every image is seen about equally often. An identity with
 fewer than K images contributes all of them plus random repeats (sampling with replacement).
@@ -17,7 +22,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Sampler
+import torch
+from torch.utils.data import Dataset, Sampler
 
 
 class PKBatchSampler(Sampler[list[int]]):
@@ -30,6 +36,7 @@ class PKBatchSampler(Sampler[list[int]]):
         batches_per_epoch: int | None = None,
         num_replicas: int = 1,
         rank: int = 0,
+        with_seeds: bool = False,
     ) -> None:
         labels = np.asarray(labels)
         if p < 1 or k < 1:
@@ -45,6 +52,7 @@ class PKBatchSampler(Sampler[list[int]]):
         self.members = {int(i): np.flatnonzero(labels == i) for i in self.identities}
         self.p, self.k, self.seed = p, k, seed
         self.num_replicas, self.rank = num_replicas, rank
+        self.with_seeds = with_seeds
         global_batch = p * k * num_replicas
         self.num_batches = (
             batches_per_epoch if batches_per_epoch is not None else max(1, len(labels) // global_batch)
@@ -90,11 +98,19 @@ class PKBatchSampler(Sampler[list[int]]):
             pool.extend(i for i in fresh if i not in fill)
         return taken
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Any]]:
+        start, self.start_batch = self.start_batch, 0
+        size = self.p * self.k
         for step, batches in enumerate(self.global_batches()):
-            if step >= self.start_batch:
-                yield batches[self.rank]
-        self.start_batch = 0
+            if step < start:
+                continue
+            batch = batches[self.rank]
+            if not self.with_seeds:
+                yield batch
+                continue
+            rng = np.random.default_rng([self.seed, self.epoch, step, 1])
+            seeds = rng.integers(0, 2**62, size=size * self.num_replicas)[self.rank * size :]
+            yield [(i, int(s)) for i, s in zip(batch, seeds, strict=False)]
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "seed": self.seed}
@@ -102,3 +118,30 @@ class PKBatchSampler(Sampler[list[int]]):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = int(state["epoch"])
         self.seed = int(state["seed"])
+
+
+class SeededDataset(Dataset[Any]):
+    """Fetches ``dataset[index]`` under ``torch.manual_seed(seed)`` for ``(index, seed)`` keys.
+
+    The global RNG is left untouched (``fork_rng``), so data loading never changes the
+    random stream of the model (dropout) either.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        if isinstance(key, tuple):
+            index, seed = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.dataset[index]
+        return self.dataset[key]

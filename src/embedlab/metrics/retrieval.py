@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,38 +109,77 @@ def _float_order_key(v: Tensor) -> Tensor:
     return torch.where(bits < 0, (~unsigned) & 0xFFFFFFFF, unsigned | 0x80000000)
 
 
+class _RowSorter:
+    """Sorts the rows of similarity blocks ascending, reusing one buffer on CPU.
+
+    On CPU numpy's vectorised sort is used, split over the available threads (it releases the
+    GIL); it is far faster than ``torch.sort`` there. Reusing the buffer avoids faulting in fresh
+    pages for every chunk.
+    """
+
+    def __init__(self) -> None:
+        self.buffer: np.ndarray | None = None
+
+    def __call__(self, scores: Tensor) -> Tensor:
+        if scores.device.type != "cpu":
+            return torch.sort(scores, dim=1).values
+        src = scores.numpy()
+        if self.buffer is None or self.buffer.shape[0] < src.shape[0]:
+            self.buffer = np.empty_like(src)
+        out = self.buffer[: src.shape[0]]
+
+        def sort_rows(lo: int, hi: int) -> None:
+            np.copyto(out[lo:hi], src[lo:hi])
+            out[lo:hi].sort(axis=1)
+
+        workers = max(1, min(torch.get_num_threads(), src.shape[0]))
+        if workers == 1 or src.size < (1 << 20):
+            sort_rows(0, src.shape[0])
+        else:
+            bounds = np.linspace(0, src.shape[0], workers + 1).astype(int)
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda i: sort_rows(bounds[i], bounds[i + 1]), range(workers)))
+        return torch.from_numpy(out)
+
+
 def _rank_chunk(
-    scores: Tensor,
-    pos_rows: Tensor,
-    pos_cols: Tensor,
-    q_labels: Tensor,
-    g_labels: Tensor,
+    scores: Tensor, pos_rows: Tensor, pos_cols: Tensor, sorter: _RowSorter
 ) -> _PerQuery:
-    """Exact ranks of the positives in one chunk whose excluded items are already ``-inf``."""
-    c = scores.shape[0]
+    """Exact ranks of the positives in one chunk whose excluded items are already ``-inf``.
+
+    ``pos_rows``/``pos_cols`` list the positives grouped by row. The rank of a positive with
+    similarity ``a`` at gallery index ``p`` is ``1 + #{v > a} + #{v = a, index < p}``: the first
+    count comes from a binary search in the sorted row, the second (non-zero only when another
+    item has exactly the same similarity) from a direct comparison.
+    """
+    c, num_g = scores.shape
     device = scores.device
-    pos_scores = scores[pos_rows, pos_cols]
-    threshold = torch.full((c,), float("inf"), device=device, dtype=scores.dtype)
-    threshold.scatter_reduce_(0, pos_rows, pos_scores, reduce="amin", include_self=True)
-    # Candidates: items at least as similar as the hardest positive of their query.
-    rows, cols = (scores >= threshold[:, None]).nonzero(as_tuple=True)
-    values = scores[rows, cols]
-    # nonzero() lists candidates by row then column; one stable sort by (row, -similarity) keeps
-    # equal similarities in column order, i.e. ties go to the smaller gallery index.
-    key = (rows << 32) | (0xFFFFFFFF - _float_order_key(values))
-    order = torch.sort(key, stable=True).indices
-    rows, cols = rows[order], cols[order]
-    cand_per_row = torch.bincount(rows, minlength=c)
-    cand_start = torch.cumsum(cand_per_row, 0) - cand_per_row
-    rank = torch.arange(len(rows), device=device) - cand_start[rows] + 1
-    is_pos = g_labels[cols] == q_labels[rows]
-    p_rows, p_rank = rows[is_pos], rank[is_pos]
-    num_pos = torch.bincount(p_rows, minlength=c)
+    a = scores[pos_rows, pos_cols]
+    num_pos = torch.bincount(pos_rows, minlength=c)
     p_start = torch.cumsum(num_pos, 0) - num_pos
+    slot = torch.arange(len(pos_rows), device=device) - p_start[pos_rows]
+    width = max(1, int(num_pos.max())) if len(pos_rows) else 1
+    needles = torch.full((c, width), float("inf"), device=device, dtype=scores.dtype)
+    needles[pos_rows, slot] = a
+    sorted_rows = sorter(scores)
+    left = torch.searchsorted(sorted_rows, needles)[pos_rows, slot]
+    right = torch.searchsorted(sorted_rows, needles, right=True)[pos_rows, slot]
+    del sorted_rows
+    rank = num_g - right + 1
+    tied = (right - left > 1).nonzero().flatten()
+    if len(tied):
+        cols = torch.arange(num_g, device=device)
+        for part in tied.split(max(1, c)):
+            tr, tc = pos_rows[part], pos_cols[part]
+            before = (scores[tr] == a[part, None]) & (cols[None, :] < tc[:, None])
+            rank[part] += before.sum(1)
+    # Order the positives of each row by rank: j-th positive has rank r_j.
+    order = torch.argsort(pos_rows * (num_g + 1) + rank)
+    p_rows = pos_rows[order]
+    p_rank = rank[order]
     j = (torch.arange(len(p_rows), device=device) - p_start[p_rows] + 1).to(torch.float64)
     r = p_rank.to(torch.float64)
-    big_r = num_pos.to(torch.float64)
-    denom = big_r.clamp(min=1)
+    denom = num_pos.to(torch.float64).clamp(min=1)
     within_r = (p_rank <= num_pos[p_rows]).to(torch.float64)
     zeros = torch.zeros(c, dtype=torch.float64, device=device)
     ap = zeros.scatter_add(0, p_rows, j / r) / denom
@@ -181,6 +221,7 @@ def rank_positives(
     if g_ids is not None:
         gid_sorted, gid_order = torch.sort(g_ids, stable=True)
     parts: list[_PerQuery] = []
+    sorter = _RowSorter()
     for start in range(0, num_queries, chunk):
         stop = min(start + chunk, num_queries)
         scores = score_fn(start, stop)
@@ -207,7 +248,7 @@ def rank_positives(
             )
             not_self = g_ids[cols] != qi[rows]
             rows, cols = rows[not_self], cols[not_self]
-        parts.append(_rank_chunk(scores, rows, cols, ql, g_labels))
+        parts.append(_rank_chunk(scores, rows, cols, sorter))
         del scores
     return _PerQuery(
         *(torch.cat([getattr(p, f) for p in parts]) for f in _PerQuery.__dataclass_fields__)
@@ -248,29 +289,49 @@ def _summarise(per_query: _PerQuery, ks: tuple[int, ...], max_rank: int) -> dict
     return out
 
 
-def similarity_fn(query: Tensor, gallery: Tensor, metric: str) -> ScoreFn:
+class _SimilarityBlocks:
     """Similarity blocks (larger is closer) for already prepared float32 embeddings.
 
     Cosine: dot products of L2-normalised embeddings. Euclidean: ``2 q.g - |g|^2``, which orders
     the gallery exactly as the squared Euclidean distance ``|q|^2 + |g|^2 - 2 q.g`` does (the
-    query's own norm is a per-row constant) without the cancellation of adding ``|q|^2``.
+    query's own norm is a per-row constant) without the cancellation of adding ``|q|^2``; the
+    factor 2 is applied to the query beforehand (exact in floating point).
+
+    On CPU the product runs through numpy's BLAS into one reused buffer (faster than torch's here
+    and free of per-chunk allocations), so a returned block is only valid until the next call.
     """
-    if metric == "cosine":
-        q = F.normalize(query, dim=1)
-        g = F.normalize(gallery, dim=1)
-        g_t = g.t()
 
-        def cosine_block(start: int, stop: int) -> Tensor:
-            return q[start:stop] @ g_t
+    def __init__(self, query: Tensor, gallery: Tensor, metric: str) -> None:
+        if metric == "cosine":
+            self.q = F.normalize(query, dim=1)
+            self.g = F.normalize(gallery, dim=1)
+            self.g_sq: Tensor | None = None
+        else:
+            self.q = query * 2.0
+            self.g = gallery
+            self.g_sq = (gallery * gallery).sum(1)
+        self.on_cpu = self.q.device.type == "cpu"
+        if self.on_cpu:
+            self.q_np = self.q.numpy()
+            self.g_np = self.g.numpy()
+        self.buffer: np.ndarray | None = None
 
-        return cosine_block
-    g_t = gallery.t()
-    g_sq = (gallery * gallery).sum(1)
+    def __call__(self, start: int, stop: int) -> Tensor:
+        if not self.on_cpu:
+            block = self.q[start:stop] @ self.g.t()
+            return block if self.g_sq is None else block.sub_(self.g_sq)
+        rows = stop - start
+        if self.buffer is None or self.buffer.shape[0] < rows:
+            self.buffer = np.empty((rows, self.g_np.shape[0]), dtype=np.float32)
+        out = self.buffer[:rows]
+        np.matmul(self.q_np[start:stop], self.g_np.T, out=out)
+        block = torch.from_numpy(out)
+        return block if self.g_sq is None else block.sub_(self.g_sq)
 
-    def euclid_block(start: int, stop: int) -> Tensor:
-        return torch.addmm(g_sq, query[start:stop], g_t, beta=-1.0, alpha=2.0)
 
-    return euclid_block
+def similarity_fn(query: Tensor, gallery: Tensor, metric: str) -> ScoreFn:
+    """Similarity-block function for ``query`` against ``gallery`` (see :class:`_SimilarityBlocks`)."""
+    return _SimilarityBlocks(query, gallery, metric)
 
 
 def evaluate(

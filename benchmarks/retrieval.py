@@ -173,8 +173,9 @@ def worker(scenario: str, method: str, data_dir: str, repeats: int, threads: int
 
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
-    import embedlab.metrics  # noqa: F401  (import cost outside the timing, as for PML)
     import pytorch_metric_learning.utils.accuracy_calculator  # noqa: F401
+
+    import embedlab.metrics  # noqa: F401  (import cost outside the timing, as for PML)
 
     data = dict(np.load(Path(data_dir) / f"{scenario}.npz"))
     base = _max_rss_mb()

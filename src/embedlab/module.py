@@ -122,7 +122,8 @@ class MetricLearningModule(pl.LightningModule):
         if self.classifier is not None:
             inputs["logits"] = self.classifier(out.embedding)
         distributed = self.hparams["gather_embeddings"] and dist.is_available() and dist.is_initialized()
-        total = images.new_zeros(())
+        total = images.new_zeros(())  # what the optimiser sees
+        reported = images.new_zeros(())  # the objective itself, without the DDP scale
         logs: dict[str, float | Tensor] = {}
         for term in self.losses:
             x, y, scale = inputs[term.input], labels, 1.0
@@ -134,12 +135,13 @@ class MetricLearningModule(pl.LightningModule):
             if not torch.isfinite(value):
                 return self._nonfinite(f"loss term {term.name!r}", labels)
             total = total + term.weight * scale * value
+            reported = reported + term.weight * value.detach()
             logs[f"train/{term.name}"] = value.detach()
             for key, stat in getattr(term.loss, "stats", {}).items():
                 logs[f"train/{term.name}/{key}"] = float(stat)
-        logs["train/loss"] = total.detach()
+        logs["train/loss"] = reported
         self.log_dict(logs, prog_bar=False, batch_size=len(labels))
-        self.log("loss", total.detach(), prog_bar=True, logger=False, batch_size=len(labels))
+        self.log("loss", reported, prog_bar=True, logger=False, batch_size=len(labels))
         return total
 
     def _nonfinite(self, what: str, labels: Tensor) -> None:

@@ -1,16 +1,15 @@
 """The miner interface shared by every triplet-based loss of embedlab.
 
 A miner looks at the batch's distance matrix (computed once by the loss with
-:func:`embedlab.distances.pairwise_distance`) and the labels, and decides which
-(anchor, positive, negative) triplets the loss sees.
+:func:`embedlab.distances.pairwise_distance`, and handed over detached) and the
+labels, and returns index tensors naming the (anchor, positive, negative) triplets
+the loss sees, as a :class:`TripletSelection`. Mining is pure selection: it runs
+without autograd, and the loss gathers the chosen distances from the matrix itself
+(:meth:`TripletSelection.distances`), so gradients flow through those entries only.
 
-It does not return index lists. It returns a :class:`TripletSelection`: the selected
-distances themselves, gathered from the distance matrix (so gradients flow back to
-the embeddings through them), laid out as a dense block of rows, one row per anchor
-or per anchor–positive pair, with a boolean mask of the terms that exist. A loss
-applies its formula elementwise to ``pos_dist`` and ``neg_dist`` (which broadcast
-together), keeps the ``valid`` terms and averages them. This keeps batch-all mining
-a dense ``[pairs, N]`` block instead of a list of hundreds of thousands of triplets.
+Everything is vectorised: one row per anchor or per anchor–positive pair, and for
+batch-all a dense ``[pairs, N]`` block of every negative with a validity mask, never
+a Python list of triplets.
 """
 
 from __future__ import annotations
@@ -26,27 +25,35 @@ __all__ = ["TripletMiner", "TripletSelection", "positive_pairs"]
 
 @dataclass(frozen=True)
 class TripletSelection:
-    """Triplets chosen by a miner, as distances.
+    """Triplets chosen by a miner, as batch indices.
 
     Attributes:
-        anchor: [R] long, batch index of the anchor of each row.
-        pos_dist: d(a, p) of each row, shape [R] or [R, 1].
-        neg_dist: d(a, n), shape [R] (one negative per row) or [R, C] (several).
-        valid: bool, the broadcast shape of ``pos_dist`` and ``neg_dist``: True where
-            the term is a real triplet. Invalid entries hold finite dummy distances.
+        anchor: [R] long, the anchor of each row.
+        positive: [R] long, its positive.
+        negative: [R] long, its negative; or ``None`` for "every sample of the batch"
+            (batch-all), the real negatives being those where ``valid`` is True.
+        valid: bool, [R] (or [R, N] when ``negative`` is None): True where the row is
+            a real triplet. Invalid rows still hold in-range indices.
     """
 
     anchor: Tensor
-    pos_dist: Tensor
-    neg_dist: Tensor
+    positive: Tensor
+    negative: Tensor | None
     valid: Tensor
+
+    def distances(self, dist: Tensor) -> tuple[Tensor, Tensor]:
+        """d(a, p) and d(a, n) gathered from ``dist``: [R] and [R] (or [R, 1] and [R, N])."""
+        d_ap = dist[self.anchor, self.positive]
+        if self.negative is None:
+            return d_ap[:, None], dist[self.anchor]
+        return d_ap, dist[self.anchor, self.negative]
 
 
 class TripletMiner(ABC):
     """Base class of the triplet miners (``BatchHardMiner``, ``BatchAllMiner``, ...).
 
-    Subclasses implement :meth:`__call__`; they are plain, stateless-looking objects
-    with typed constructors so that configs can build them with ``class_path``.
+    Subclasses implement :meth:`__call__`; they have typed constructors so that
+    configs can build them with ``class_path``.
     """
 
     @abstractmethod
@@ -56,7 +63,7 @@ class TripletMiner(ABC):
         """Select triplets.
 
         Args:
-            dist: [N, N] distance matrix of the batch (euclidean unless a loss says otherwise).
+            dist: [N, N] distance matrix of the batch (euclidean), without gradient.
             labels: [N] integer labels.
             embedding_dim: dimension D of the embeddings (only distance-weighted
                 sampling needs it).

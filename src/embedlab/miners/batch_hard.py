@@ -12,19 +12,23 @@ from embedlab.miners.base import TripletMiner, TripletSelection
 class BatchHardMiner(TripletMiner):
     """For every anchor, its farthest positive and its closest negative.
 
-    One row per anchor: ``pos_dist[a] = max_p d(a, p)``, ``neg_dist[a] = min_n d(a, n)``.
+    One row per anchor: p = argmax_{y_p = y_a, p ≠ a} d(a, p), n = argmin_{y_n ≠ y_a} d(a, n).
     An anchor without a positive or without a negative in the batch is invalid.
     """
 
+    @torch.no_grad()
     def __call__(
         self, dist: Tensor, labels: Tensor, embedding_dim: int | None = None
     ) -> TripletSelection:
         same = same_label(labels)
         count = same.sum(1)
         valid = (count > 1) & (count < len(labels))
-        # d(a, a) = 0 never exceeds a positive distance, so the diagonal can stay in.
-        hardest_pos = torch.where(same, dist, 0.0).max(1).values
-        hardest_neg = torch.where(same, torch.inf, dist).min(1).values
-        hardest_neg = torch.where(valid, hardest_neg, 0.0)
+        # d(a, a) = 0 never beats a positive, so the diagonal can stay in (-1 < 0 keeps
+        # a positive at distance 0 ahead of it).
         anchor = torch.arange(len(labels), device=dist.device)
-        return TripletSelection(anchor, hardest_pos, hardest_neg, valid)
+        hardest_pos = torch.where(same, dist, -1.0).index_fill_(1, anchor[:1], -1.0)
+        hardest_pos = torch.where(same, dist, -1.0)
+        hardest_pos[anchor, anchor] = -1.0
+        positive = hardest_pos.argmax(1)
+        negative = torch.where(same, torch.inf, dist).argmin(1)
+        return TripletSelection(anchor, positive, negative, valid)

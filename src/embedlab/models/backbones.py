@@ -84,17 +84,21 @@ class TimmBackbone(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """A small convolutional network for tiny images (8×8 digits up to 64×64)."""
+    """A small convolutional network for tiny images (8×8 digits up to 64×64).
 
-    def __init__(self, in_channels: int = 1, width: int = 32, depth: int = 3) -> None:
+    ``batch_norm=False`` gives a network whose output for a sample does not depend on the
+    rest of the batch (used to check that DDP training equals one process exactly).
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 32, depth: int = 3, batch_norm: bool = True) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
         for i in range(depth):
             out = width * 2**i
             layers += [
-                nn.Conv2d(channels, out, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out),
+                nn.Conv2d(channels, out, 3, padding=1, bias=not batch_norm),
+                nn.BatchNorm2d(out) if batch_norm else nn.Identity(),
                 nn.ReLU(inplace=True),
             ]
             if i < depth - 1:

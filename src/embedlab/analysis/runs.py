@@ -1,0 +1,288 @@
+"""Reading run directories written by ``embedlab fit``.
+
+A run directory (``OUTPUT_ROOT/EXPERIMENT/version_N``) holds ``metrics.csv`` (one row per
+logging step; validation rows carry the ``val/...`` columns), ``config.yaml`` (the full
+LightningCLI configuration), ``summary.json`` and ``checkpoints/``. A run made by
+``embedlab sweep`` also holds ``sweep_trial.json`` with the trial's parameters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+TRIAL_FILE = "sweep_trial.json"
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "metrics.csv").is_file() or (path / "config.yaml").is_file())
+
+
+def _version_key(path: Path) -> tuple[str, int, str]:
+    suffix = path.name.removeprefix("version_")
+    return (str(path.parent), int(suffix) if suffix.isdigit() else -1, path.name)
+
+
+def find_runs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Run directories named by ``paths``, or found below them (sorted, without duplicates).
+
+    Each path may be a run directory, an experiment folder holding ``version_*`` runs, or an
+    output root holding experiment folders.
+    """
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    found: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if not path.exists():
+            raise FileNotFoundError(f"no such run directory: {path}")
+        if is_run_dir(path):
+            found.append(path)
+            continue
+        below = [p for p in path.glob("version_*") if is_run_dir(p)]
+        if not below:
+            below = [p for p in path.glob("*/version_*") if is_run_dir(p)]
+        found.extend(sorted(below, key=_version_key))
+    unique: dict[Path, None] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), None)
+    return list(unique)
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """``metrics.csv`` of a run (an empty frame when the run logged nothing yet)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    return pd.read_csv(path)
+
+
+def validation_history(metrics: pd.DataFrame, prefix: str = "val/") -> pd.DataFrame:
+    """One row per validation, indexed by the (1-based) number of epochs trained.
+
+    Columns are the metric names without ``prefix`` (``recall@1``, ``map@r``, ...).
+    """
+    columns = [c for c in metrics.columns if c.startswith(prefix)]
+    if not columns or "epoch" not in metrics.columns:
+        return pd.DataFrame()
+    rows = metrics.dropna(subset=columns, how="all")
+    history = rows.groupby("epoch")[columns].last()
+    history.index = history.index.astype(int) + 1
+    history.index.name = "epochs"
+    history.columns = [c.removeprefix(prefix) for c in columns]
+    return history
+
+
+def training_history(metrics: pd.DataFrame, column: str = "train/loss") -> pd.Series:
+    """Mean of a training column per epoch (1-based), e.g. the total training loss."""
+    if column not in metrics.columns or "epoch" not in metrics.columns:
+        return pd.Series(dtype=float)
+    series = metrics.dropna(subset=[column]).groupby("epoch")[column].mean()
+    series.index = series.index.astype(int) + 1
+    series.index.name = "epochs"
+    return series
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """The run's ``config.yaml`` as a plain dict (empty when missing)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return {}
+    loaded = yaml.safe_load(path.read_text())
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    loaded = json.loads(path.read_text())
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def read_trial(run_dir: str | Path) -> dict[str, Any]:
+    """``sweep_trial.json`` of a run made by ``embedlab sweep`` (empty otherwise)."""
+    return read_json(Path(run_dir) / TRIAL_FILE)
+
+
+def read_summary(run_dir: str | Path) -> dict[str, dict[str, float]]:
+    """``summary.json``: ``{"raw pixels": {...}, "trained": {...}}`` (empty when missing)."""
+    return read_json(Path(run_dir) / "summary.json")
+
+
+def short_class(path: str | None) -> str:
+    return path.rsplit(".", 1)[-1] if path else ""
+
+
+def _class_spec(value: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(value, dict):
+        return short_class(value.get("class_path")), dict(value.get("init_args") or {})
+    if isinstance(value, str):
+        return short_class(value), {}
+    return "", {}
+
+
+def describe_loss(loss: Any) -> str:
+    """A short name for a configured loss, e.g. ``Triplet[SemiHard]`` or ``MSML``."""
+    name, args = _class_spec(loss)
+    if not name:
+        return ""
+    text = name.removesuffix("Loss") or name
+    miner, _ = _class_spec(args.get("miner"))
+    if miner:
+        text += f"[{miner.removesuffix('Miner')}]"
+    if args.get("soft_margin"):
+        text += "(soft)"
+    return text
+
+
+def loss_label(config: dict[str, Any]) -> str:
+    """The training objective of a run's config, e.g. ``Triplet[BatchHard] + 1×CrossEntropy``."""
+    model = config.get("model") or {}
+    parts: list[str] = []
+    main = describe_loss(model.get("loss"))
+    if main:
+        weight = model.get("loss_weight", 1.0)
+        parts.append(main if weight in (None, 1, 1.0) else f"{weight:g}×{main}")
+    for term in model.get("aux_losses") or []:
+        _, args = _class_spec(term)
+        name = describe_loss(args.get("loss"))
+        weight = args.get("weight", 1.0)
+        parts.append(name if weight in (None, 1, 1.0) else f"{weight:g}×{name}")
+    return " + ".join(parts) or "?"
+
+
+@dataclass
+class Run:
+    """Everything written in one run directory."""
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)
+    trial: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Run:
+        path = Path(run_dir)
+        if not path.is_dir():
+            raise FileNotFoundError(f"no such run directory: {path}")
+        return cls(path, read_config(path), read_metrics(path), read_summary(path), read_trial(path))
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.parent.name}/{self.path.name}"
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return validation_history(self.metrics)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        params = self.trial.get("params")
+        return dict(params) if isinstance(params, dict) else {}
+
+
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """``best`` (the newest ``best-*.ckpt``, else ``last``), ``last``, or a file name."""
+    folder = Path(run_dir) / "checkpoints"
+    if which == "best":
+        best = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if best:
+            return best[-1]
+        which = "last"
+    path = folder / (f"{which}.ckpt" if which == "last" else which)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint {which!r} in {folder}")
+    return path
+
+
+def load_module(
+    run_dir: str | Path, checkpoint: str | None = "best", data_overrides: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
+    """Rebuild a run's ``MetricLearningModule`` and ``RetrievalDataModule`` from ``config.yaml``.
+
+    The weights of ``checkpoint`` (see :func:`checkpoint_path`; ``None`` keeps the fresh
+    initialisation) are loaded; ``data_overrides`` replace data options (e.g. ``root``).
+    The module is returned in eval mode on the CPU.
+    """
+    from pytorch_lightning.cli import LightningArgumentParser
+
+    from embedlab.data import RetrievalDataModule
+    from embedlab.module import MetricLearningModule
+
+    config = read_config(run_dir)
+    if not config:
+        raise FileNotFoundError(f"{run_dir}: no config.yaml")
+    parser = LightningArgumentParser(exit_on_error=False)
+    parser.add_lightning_class_args(MetricLearningModule, "model", subclass_mode=False)
+    parser.add_lightning_class_args(RetrievalDataModule, "data", subclass_mode=False)
+    parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+    data = {**(config.get("data") or {}), **(data_overrides or {})}
+    model = {k: v for k, v in (config.get("model") or {}).items() if k != "num_classes"}
+    parsed = parser.parse_object({"model": model, "data": data})
+    objects = parser.instantiate_classes(parsed)
+    module, datamodule = objects["model"], objects["data"]
+    if checkpoint is not None:
+        state = torch.load(checkpoint_path(run_dir, checkpoint), map_location="cpu", weights_only=False)
+        module.load_state_dict(state["state_dict"])
+    module.eval()
+    return module, datamodule
+
+
+@dataclass
+class Embeddings:
+    """Embeddings of an evaluation set, in dataset order, with each item's role."""
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    cameras: np.ndarray
+    is_query: np.ndarray
+    is_gallery: np.ndarray
+
+
+@torch.no_grad()
+def compute_embeddings(model: nn.Module, loader: DataLoader, device: str | torch.device = "cpu") -> Embeddings:
+    """Embed every item of an evaluation loader yielding ``(image, label, camera, index)``."""
+    was_training = model.training
+    model.eval().to(device)
+    chunks: list[Tensor] = []
+    labels: list[Tensor] = []
+    cameras: list[Tensor] = []
+    indices: list[Tensor] = []
+    for images, label, camera, index in loader:
+        chunks.append(model(images.to(device)).float().cpu())
+        labels.append(torch.as_tensor(label))
+        cameras.append(torch.as_tensor(camera))
+        indices.append(torch.as_tensor(index))
+    model.train(was_training)
+    order = torch.cat(indices).argsort()
+    dataset = loader.dataset
+    n = len(order)
+    is_query = np.asarray(getattr(dataset, "is_query", np.ones(n, bool)), dtype=bool)
+    is_gallery = np.asarray(getattr(dataset, "is_gallery", np.ones(n, bool)), dtype=bool)
+    return Embeddings(
+        torch.cat(chunks)[order].numpy(),
+        torch.cat(labels)[order].numpy(),
+        torch.cat(cameras)[order].numpy(),
+        is_query,
+        is_gallery,
+    )
+
+
+def run_embeddings(
+    run_dir: str | Path, checkpoint: str | None = "best", data_overrides: dict[str, Any] | None = None
+) -> tuple[Embeddings, Any, str]:
+    """Embeddings of a run's evaluation set: ``(embeddings, eval dataset, distance metric)``."""
+    module, datamodule = load_module(run_dir, checkpoint, data_overrides)
+    datamodule.setup("validate")
+    embeddings = compute_embeddings(module.model, datamodule.val_dataloader())
+    return embeddings, datamodule.eval_set, str(module.hparams["eval_metric"])

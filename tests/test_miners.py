@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,7 @@ LABELS = {
     "unequalK": [0, 2, 0, 1, 1, 2, 2, 0, 2, 3, 3, 4],
     "with-singleton": [0, 0, 1, 1, 1, 7],
 }
+MINERS = [BatchHardMiner, BatchAllMiner, SemiHardMiner, DistanceWeightedMiner]
 
 
 def batch(labels: list[int], seed: int = 0, dim: int = 5) -> tuple[Tensor, Tensor, Tensor]:
@@ -32,85 +35,84 @@ def batch(labels: list[int], seed: int = 0, dim: int = 5) -> tuple[Tensor, Tenso
     return x, pairwise_distance(x), torch.tensor(labels)
 
 
-def check_layout(sel: TripletSelection, n: int) -> None:
-    shape = torch.broadcast_shapes(sel.pos_dist.shape, sel.neg_dist.shape)
-    assert sel.valid.shape == shape and sel.valid.dtype == torch.bool
-    assert sel.anchor.shape == shape[:1] and bool((sel.anchor < n).all())
-    assert torch.isfinite(sel.pos_dist).all() and torch.isfinite(sel.neg_dist).all()
-
-
-@pytest.mark.parametrize("batch_id", list(LABELS))
-def test_batch_hard_matches_reference(batch_id: str) -> None:
-    labels = LABELS[batch_id]
-    x, dist, y = batch(labels)
-    sel = BatchHardMiner()(dist, y)
-    check_layout(sel, len(labels))
-    d = ref.distances(x)
-    expected = {
-        a: (ref.val(d[a][p]), ref.val(d[a][n])) for a, p, n in ref.batch_hard_triplets(d, labels)
-    }
-    assert sel.valid.tolist() == [a in expected for a in range(len(labels))]
-    for a, (ap, an) in expected.items():
-        assert sel.pos_dist[a].item() == pytest.approx(ap, abs=1e-9)
-        assert sel.neg_dist[a].item() == pytest.approx(an, abs=1e-9)
-
-
-@pytest.mark.parametrize("batch_id", list(LABELS))
-def test_batch_all_matches_reference(batch_id: str) -> None:
-    labels = LABELS[batch_id]
-    x, dist, y = batch(labels)
-    sel = BatchAllMiner()(dist, y)
-    check_layout(sel, len(labels))
-    d = ref.distances(x)
-    expected = sorted(
-        (ref.val(d[a][p]), ref.val(d[a][n])) for a, p, n in ref.batch_all_triplets(d, labels)
-    )
-    ap, an = torch.broadcast_tensors(sel.pos_dist, sel.neg_dist)
-    got = sorted(zip(ap[sel.valid].tolist(), an[sel.valid].tolist(), strict=True))
-    assert len(got) == len(expected)
-    torch.testing.assert_close(torch.tensor(got), torch.tensor(expected))
-
-
-@pytest.mark.parametrize("batch_id", list(LABELS))
-def test_semi_hard_matches_reference(batch_id: str) -> None:
-    labels = LABELS[batch_id]
-    x, dist, y = batch(labels, seed=4)
-    sel = SemiHardMiner()(dist, y)
-    check_layout(sel, len(labels))
-    d = ref.distances(x)
-    expected = sorted(
-        (a, ref.val(d[a][p]), ref.val(d[a][n])) for a, p, n in ref.semi_hard_triplets(d, labels)
-    )
-    got = sorted(
-        zip(
-            sel.anchor[sel.valid].tolist(),
-            sel.pos_dist[sel.valid].tolist(),
-            sel.neg_dist[sel.valid].tolist(),
-            strict=True,
-        )
-    )
-    assert [g[0] for g in got] == [e[0] for e in expected]
-    torch.testing.assert_close(
-        torch.tensor([g[1:] for g in got]), torch.tensor([e[1:] for e in expected])
-    )
-
-
-def test_semi_hard_prefers_the_closest_negative_farther_than_the_positive() -> None:
-    # 1-d points: anchor 0 at 0, positive at 1; negatives at 0.5 (hard), 1.5 and 3 (semi-hard: 1.5)
-    x = torch.tensor([[0.0], [1.0], [0.5], [1.5], [3.0]])
-    y = torch.tensor([0, 0, 1, 2, 3])
-    sel = SemiHardMiner()(pairwise_distance(x), y)
-    row = (sel.anchor == 0).nonzero().item()
-    assert sel.neg_dist[row].item() == pytest.approx(1.5)
-    # no negative farther than the positive: the hardest negative
-    x2 = torch.tensor([[0.0], [5.0], [0.5], [1.5], [3.0]])
-    sel2 = SemiHardMiner()(pairwise_distance(x2), y)
-    assert sel2.neg_dist[(sel2.anchor == 0).nonzero().item()].item() == pytest.approx(0.5)
-
-
 def sphere(n: int, dim: int, seed: int) -> Tensor:
     g = torch.Generator().manual_seed(seed)
     return F.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)
+
+
+def check_layout(sel: TripletSelection, labels: list[int]) -> None:
+    """Index tensors in range, one row each; valid rows are real triplets."""
+    n, y = len(labels), torch.tensor(labels)
+    rows = len(sel.anchor)
+    assert sel.positive.shape == (rows,)
+    for idx in (sel.anchor, sel.positive, sel.negative):
+        if idx is not None:
+            assert idx.dtype == torch.long and bool(((idx >= 0) & (idx < n)).all())
+    a, p = sel.anchor, sel.positive
+    if sel.negative is None:
+        assert sel.valid.shape == (rows, n)
+        assert torch.equal(sel.valid, y[a][:, None] != y[None, :])
+        real = torch.ones(rows, dtype=torch.bool)
+    else:
+        assert sel.valid.shape == (rows,)
+        real = sel.valid
+        assert bool((y[sel.negative][real] != y[a][real]).all())
+    assert bool((y[p][real] == y[a][real]).all()) and bool((p != a)[real].all())
+
+
+def triplets(sel: TripletSelection) -> list[tuple[int, int, int]]:
+    if sel.negative is None:
+        r, n = sel.valid.nonzero(as_tuple=True)
+        a, p, ns = sel.anchor[r].tolist(), sel.positive[r].tolist(), n.tolist()
+    else:
+        v = sel.valid
+        a, p, ns = sel.anchor[v].tolist(), sel.positive[v].tolist(), sel.negative[v].tolist()
+    return sorted(zip(a, p, ns, strict=True))
+
+
+Reference = Callable[[ref.Dist, list[int]], list[tuple[int, int, int]]]
+
+
+@pytest.mark.parametrize("batch_id", list(LABELS))
+@pytest.mark.parametrize(
+    ("miner", "reference"),
+    [
+        (BatchHardMiner(), ref.batch_hard_triplets),
+        (BatchAllMiner(), ref.batch_all_triplets),
+        (SemiHardMiner(), ref.semi_hard_triplets),
+    ],
+    ids=["batch-hard", "batch-all", "semi-hard"],
+)
+def test_miner_matches_reference(batch_id: str, miner: TripletMiner, reference: Reference) -> None:
+    labels = LABELS[batch_id]
+    x, dist, y = batch(labels, seed=4)
+    sel = miner(dist, y)
+    check_layout(sel, labels)
+    assert triplets(sel) == sorted(reference(ref.distances(x), labels))
+
+
+def test_selection_distances_gather_from_the_matrix() -> None:
+    labels = LABELS["unequalK"]
+    _, dist, y = batch(labels)
+    for miner in (BatchHardMiner(), SemiHardMiner()):
+        sel = miner(dist, y)
+        assert sel.negative is not None
+        d_ap, d_an = sel.distances(dist)
+        torch.testing.assert_close(d_ap, dist[sel.anchor, sel.positive])
+        torch.testing.assert_close(d_an, dist[sel.anchor, sel.negative])
+    sel = BatchAllMiner()(dist, y)
+    d_ap, d_an = sel.distances(dist)
+    assert d_ap.shape == (len(sel.anchor), 1) and d_an.shape == (len(sel.anchor), len(labels))
+
+
+def test_semi_hard_prefers_the_closest_negative_farther_than_the_positive() -> None:
+    # 1-d points: anchor 0 at 0, positive at 1; negatives at 0.5 (hard), 1.5 (semi-hard), 3
+    y = torch.tensor([0, 0, 1, 2, 3])
+    sel = SemiHardMiner()(pairwise_distance(torch.tensor([[0.0], [1.0], [0.5], [1.5], [3.0]])), y)
+    assert sel.negative is not None and sel.negative[sel.anchor == 0].tolist() == [3]
+    # no negative farther than the positive: the hardest negative
+    sel = SemiHardMiner()(pairwise_distance(torch.tensor([[0.0], [5.0], [0.5], [1.5], [3.0]])), y)
+    assert sel.negative is not None and sel.negative[sel.anchor == 0].tolist() == [2]
 
 
 def test_distance_weighted_samples_follow_inverse_density() -> None:
@@ -119,49 +121,51 @@ def test_distance_weighted_samples_follow_inverse_density() -> None:
     x = sphere(len(labels), dim, seed=3)
     dist, y = pairwise_distance(x), torch.tensor(labels)
     miner = DistanceWeightedMiner(generator=torch.Generator().manual_seed(0))
-    neg_d = dist[0, 21:]
-    probs = torch.tensor(ref.unit_sphere_weights(neg_d.tolist(), dim, 0.5, 1.4))
-    counts = torch.zeros(len(neg_d))
+    probs = torch.tensor(ref.unit_sphere_weights(dist[0, 21:].tolist(), dim, 0.5, 1.4))
+    assert 0 < int((probs > 0).sum()) < len(probs)  # the cutoff matters in this batch
+    counts = torch.zeros(len(probs))
     for _ in range(150):
         sel = miner(dist, y, dim)
-        drawn = sel.neg_dist[sel.anchor == 0]
-        chosen = (drawn[:, None] - neg_d[None, :]).abs().argmin(1)
-        counts += torch.bincount(chosen, minlength=len(neg_d))
-    freq = counts / counts.sum()
-    torch.testing.assert_close(freq, probs.to(freq.dtype), atol=0.03, rtol=0)
+        assert sel.negative is not None
+        counts += torch.bincount(sel.negative[sel.anchor == 0] - 21, minlength=len(probs))
+    torch.testing.assert_close(counts / counts.sum(), probs.float(), atol=0.03, rtol=0)
     assert (counts[probs == 0] == 0).all()
 
 
 def test_distance_weighted_only_negatives_below_cutoff_and_uniform_fallback() -> None:
     labels = [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    x = sphere(len(labels), 8, seed=5)
-    dist, y = pairwise_distance(x), torch.tensor(labels)
-    sel = DistanceWeightedMiner(generator=torch.Generator().manual_seed(1))(dist, y, 8)
-    check_layout(sel, len(labels))
-    assert sel.valid.all()
-    for a, an in zip(sel.anchor.tolist(), sel.neg_dist.tolist(), strict=True):
-        candidates = [n for n in range(len(labels)) if labels[n] != labels[a]]
-        below = [n for n in candidates if dist[a, n] < 1.4]
-        pool = below or candidates
-        assert min(abs(dist[a, n].item() - an) for n in pool) < 1e-12
-    # every negative beyond the cutoff: uniform over the negatives
+    dist = pairwise_distance(sphere(len(labels), 8, seed=5))
+    sel = DistanceWeightedMiner(generator=torch.Generator().manual_seed(1))(
+        dist, torch.tensor(labels), 8
+    )
+    check_layout(sel, labels)
+    assert sel.valid.all() and sel.negative is not None
+    for a, n in zip(sel.anchor.tolist(), sel.negative.tolist(), strict=True):
+        candidates = [j for j in range(len(labels)) if labels[j] != labels[a]]
+        below = [j for j in candidates if dist[a, j] < 1.4]
+        assert n in (below or candidates)
+    # every negative beyond the cutoff: drawn uniformly among the negatives
     far = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
     sel = DistanceWeightedMiner()(pairwise_distance(far), torch.tensor([0, 0, 1, 1]), 2)
-    assert sel.valid.all() and torch.allclose(
-        sel.neg_dist, torch.full((4,), 2.0, dtype=torch.float64)
-    )
+    check_layout(sel, [0, 0, 1, 1])
+    assert sel.valid.all()
 
 
 def test_distance_weighted_is_reproducible_with_a_seeded_generator() -> None:
     labels = torch.arange(16).repeat_interleave(4)
     dist = pairwise_distance(sphere(64, 32, seed=0))
 
-    def draw(seed: int) -> Tensor:
+    def draw(seed: int) -> list[list[int]]:
         miner = DistanceWeightedMiner(generator=torch.Generator().manual_seed(seed))
-        return torch.stack([miner(dist, labels, 32).neg_dist for _ in range(3)])
+        out = []
+        for _ in range(3):
+            negative = miner(dist, labels, 32).negative
+            assert negative is not None
+            out.append(negative.tolist())
+        return out
 
-    assert torch.equal(draw(11), draw(11))
-    assert not torch.equal(draw(11), draw(12))
+    assert draw(11) == draw(11)
+    assert draw(11) != draw(12)
 
 
 def test_distance_weighted_needs_the_dimension() -> None:
@@ -169,23 +173,18 @@ def test_distance_weighted_needs_the_dimension() -> None:
         DistanceWeightedMiner()(torch.zeros(2, 2), torch.tensor([0, 1]))
 
 
-@pytest.mark.parametrize(
-    "miner", [BatchHardMiner, BatchAllMiner, SemiHardMiner, DistanceWeightedMiner]
-)
+@pytest.mark.parametrize("miner", MINERS)
 def test_degenerate_batches_give_no_valid_term(miner: type[TripletMiner]) -> None:
     for labels in ([0, 0, 0, 0], [0, 1, 2, 3]):
-        x = sphere(4, 3, seed=0)
-        sel = miner()(pairwise_distance(x), torch.tensor(labels), 3)
-        check_layout(sel, 4)
+        sel = miner()(pairwise_distance(sphere(4, 3, seed=0)), torch.tensor(labels), 3)
+        check_layout(sel, labels)
         assert not sel.valid.any()
 
 
-@pytest.mark.parametrize(
-    "miner", [BatchHardMiner, BatchAllMiner, SemiHardMiner, DistanceWeightedMiner]
-)
+@pytest.mark.parametrize("miner", MINERS)
 @pytest.mark.parametrize("loss_cls", [TripletLoss, ImprovedTripletLoss, MarginLoss])
 def test_every_miner_plugs_into_every_triplet_loss(
-    miner: type[TripletMiner], loss_cls: type
+    miner: type[TripletMiner], loss_cls: type[TripletLoss | ImprovedTripletLoss | MarginLoss]
 ) -> None:
     x = F.normalize(torch.randn(16, 8), dim=1).requires_grad_()
     loss = loss_cls(miner=miner())
@@ -204,11 +203,12 @@ def test_a_custom_miner_is_accepted() -> None:
             pos = (same & ~torch.eye(len(labels), dtype=torch.bool)).float().argmax(1)
             neg = (~same).float().argmax(1)
             rows = torch.arange(len(labels))
-            return TripletSelection(
-                rows, dist[rows, pos], dist[rows, neg], torch.ones(len(labels), dtype=torch.bool)
-            )
+            return TripletSelection(rows, pos, neg, torch.ones(len(labels), dtype=torch.bool))
 
     x = torch.tensor([[0.0], [1.0], [3.0], [3.5]], requires_grad=True)
     loss = TripletLoss(margin=1.0, miner=FirstPositiveFirstNegative())
-    # anchors: 0 (p=1 d=1, n=2 d=3) → 0; 1 (p=0 d=1, n=2 d=2) → 0; 2 (p=3 .5, n=0 3) → 0; 3 (p=2 .5, n=0 3.5) → 0
+    # rows (a, p, n): (0, 1, 2) 1 + 1 − 3 < 0; (1, 0, 2) 1 + 1 − 2 = 0; (2, 3, 0), (3, 2, 0) < 0
     assert loss(x, torch.tensor([0, 0, 1, 1])).item() == 0.0
+    loss = TripletLoss(margin=2.0, miner=FirstPositiveFirstNegative())
+    # (0, 1, 2): 2 + 1 − 3 = 0; (1, 0, 2): 2 + 1 − 2 = 1; (2, 3, 0): 2 + .5 − 3 < 0; (3, 2, 0): < 0
+    assert loss(x, torch.tensor([0, 0, 1, 1])).item() == pytest.approx(0.25)

@@ -15,7 +15,9 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
         if "://" in str(path):  # remote filesystems: Lightning's own writer
             super().save_checkpoint(checkpoint, path, storage_options)
             return

@@ -1,9 +1,9 @@
 """The ``embedlab`` command: LightningCLI (fit/validate/test/predict) plus tool subcommands.
 
-    embedlab fit --config experiments/digits.yaml [--model.loss.init_args.margin=0.2]
-    embedlab data check --dataset market1501 --root /data/market1501
-    embedlab compare runs/digits/version_0 runs/digits/version_1
-    embedlab sweep experiments/sweeps/losses.yaml
+embedlab fit --config experiments/digits.yaml [--model.loss.init_args.margin=0.2]
+embedlab data check --dataset market1501 --root /data/market1501
+embedlab compare runs/digits/version_0 runs/digits/version_1
+embedlab sweep experiments/sweeps/losses.yaml
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.data import RetrievalDataModule
@@ -92,7 +93,7 @@ class EmbedlabCLI(LightningCLI):
 
     def _run_dir(self) -> Path:
         cfg = self.config[self.subcommand]
-        if int(os.environ.get("RANK", "0")) == 0:
+        if rank_zero_only.rank == 0:  # set from RANK / SLURM_PROCID / LOCAL_RANK
             return new_run_dir(cfg["output_root"], cfg["experiment"])
         # other ranks of a torchrun job write nothing: loggers and checkpoints are rank-0 only
         return Path(cfg["output_root"]) / cfg["experiment"] / "version_nonzero_rank"
@@ -159,7 +160,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return tools.run(argv)
     torch.set_float32_matmul_precision("high")
-    lightning_main(argv)
+    try:
+        lightning_main(argv)
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+        if os.environ.get("EMBEDLAB_DEBUG"):
+            raise
+        # Configuration and data errors name the key or file at fault: one line is enough.
+        print(f"embedlab: error: {err}  (EMBEDLAB_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -121,7 +121,9 @@ class MetricLearningModule(pl.LightningModule):
         inputs = {"features": out.features, "embedding": out.embedding}
         if self.classifier is not None:
             inputs["logits"] = self.classifier(out.embedding)
-        distributed = self.hparams["gather_embeddings"] and dist.is_available() and dist.is_initialized()
+        distributed = (
+            self.hparams["gather_embeddings"] and dist.is_available() and dist.is_initialized()
+        )
         total = images.new_zeros(())  # what the optimiser sees
         reported = images.new_zeros(())  # the objective itself, without the DDP scale
         logs: dict[str, float | Tensor] = {}
@@ -224,7 +226,9 @@ class MetricLearningModule(pl.LightningModule):
         metric.reset()
         if hasattr(self, f"_{stage}_roles"):
             delattr(self, f"_{stage}_roles")
-        logged = {f"{stage}/{k}": float(v) for k, v in results.items() if isinstance(v, (int, float))}
+        logged = {
+            f"{stage}/{k}": float(v) for k, v in results.items() if isinstance(v, (int, float))
+        }
         self.log_dict(logged, prog_bar=False, sync_dist=False)
         self.log(f"{stage}_map@r", logged.get(f"{stage}/map@r", 0.0), prog_bar=True, logger=False)
         return logged
@@ -243,7 +247,12 @@ class MetricLearningModule(pl.LightningModule):
 
     def predict_step(self, batch: Sequence[Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, labels, cameras, indices = batch
-        return {"embeddings": self.model(images), "labels": labels, "cameras": cameras, "indices": indices}
+        return {
+            "embeddings": self.model(images),
+            "labels": labels,
+            "cameras": cameras,
+            "indices": indices,
+        }
 
     # -- optimisation ----------------------------------------------------------------------
     def lr_factor(self, epoch: int) -> float:
@@ -263,4 +272,7 @@ class MetricLearningModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -44,12 +44,16 @@ def baseline_metrics(datamodule: Any, metric: str) -> dict[str, float] | None:
     return {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}
 
 
-def summary_frame(rows: dict[str, dict[str, float]], keys: tuple[str, ...] = SUMMARY_KEYS) -> pd.DataFrame:
+def summary_frame(
+    rows: dict[str, dict[str, float]], keys: tuple[str, ...] = SUMMARY_KEYS
+) -> pd.DataFrame:
     frame = pd.DataFrame(rows).T
     return frame[[k for k in keys if k in frame.columns]]
 
 
-def print_summary(rows: dict[str, dict[str, float]], title: str = "retrieval on held-out data") -> None:
+def print_summary(
+    rows: dict[str, dict[str, float]], title: str = "retrieval on held-out data"
+) -> None:
     frame = summary_frame(rows)
     table = Table(title=title)
     table.add_column("embeddings")

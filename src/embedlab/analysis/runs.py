@@ -175,7 +175,9 @@ class Run:
         path = Path(run_dir)
         if not path.is_dir():
             raise FileNotFoundError(f"no such run directory: {path}")
-        return cls(path, read_config(path), read_metrics(path), read_summary(path), read_trial(path))
+        return cls(
+            path, read_config(path), read_metrics(path), read_summary(path), read_trial(path)
+        )
 
     @property
     def name(self) -> str:
@@ -206,7 +208,9 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
 
 
 def load_module(
-    run_dir: str | Path, checkpoint: str | None = "best", data_overrides: dict[str, Any] | None = None
+    run_dir: str | Path,
+    checkpoint: str | None = "best",
+    data_overrides: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Rebuild a run's ``MetricLearningModule`` and ``RetrievalDataModule`` from ``config.yaml``.
 
@@ -232,7 +236,9 @@ def load_module(
     objects = parser.instantiate_classes(parsed)
     module, datamodule = objects["model"], objects["data"]
     if checkpoint is not None:
-        state = torch.load(checkpoint_path(run_dir, checkpoint), map_location="cpu", weights_only=False)
+        state = torch.load(
+            checkpoint_path(run_dir, checkpoint), map_location="cpu", weights_only=False
+        )
         module.load_state_dict(state["state_dict"])
     module.eval()
     return module, datamodule
@@ -250,7 +256,9 @@ class Embeddings:
 
 
 @torch.no_grad()
-def compute_embeddings(model: nn.Module, loader: DataLoader, device: str | torch.device = "cpu") -> Embeddings:
+def compute_embeddings(
+    model: nn.Module, loader: DataLoader, device: str | torch.device = "cpu"
+) -> Embeddings:
     """Embed every item of an evaluation loader yielding ``(image, label, camera, index)``."""
     was_training = model.training
     model.eval().to(device)
@@ -279,7 +287,9 @@ def compute_embeddings(model: nn.Module, loader: DataLoader, device: str | torch
 
 
 def run_embeddings(
-    run_dir: str | Path, checkpoint: str | None = "best", data_overrides: dict[str, Any] | None = None
+    run_dir: str | Path,
+    checkpoint: str | None = "best",
+    data_overrides: dict[str, Any] | None = None,
 ) -> tuple[Embeddings, Any, str]:
     """Embeddings of a run's evaluation set: ``(embeddings, eval dataset, distance metric)``."""
     module, datamodule = load_module(run_dir, checkpoint, data_overrides)

@@ -59,7 +59,9 @@ class ResumableLoader(DataLoader):
     prefetched).
     """
 
-    def __init__(self, dataset: Any, sampler: PKBatchSampler, num_workers: int, batches_done: Any) -> None:
+    def __init__(
+        self, dataset: Any, sampler: PKBatchSampler, num_workers: int, batches_done: Any
+    ) -> None:
         super().__init__(
             SeededDataset(dataset),
             batch_sampler=sampler,
@@ -176,7 +178,9 @@ class RetrievalDataModule(pl.LightningDataModule):
         splits = set(frame["split"])
         train_rows = frame[frame["split"] == "train"]
         if len(train_rows) == 0 and stage in (None, "fit"):
-            raise ValueError(f"dataset {self.dataset_name!r} at {self.data_root} has no train split")
+            raise ValueError(
+                f"dataset {self.dataset_name!r} at {self.data_root} has no train split"
+            )
         if self.train_set is None and len(train_rows):
             self.train_set = self._dataset(train_rows, train=True)
         if self.eval_set is None:
@@ -212,7 +216,9 @@ class RetrievalDataModule(pl.LightningDataModule):
             rank=rank,
             with_seeds=True,
         )
-        return ResumableLoader(self.train_set, self.train_sampler, self.num_workers, self._batches_done)
+        return ResumableLoader(
+            self.train_set, self.train_sampler, self.num_workers, self._batches_done
+        )
 
     def _batches_done(self) -> int:
         if self.trainer is None:

@@ -17,6 +17,7 @@ fewer than K images contributes all of them plus random repeats (sampling with r
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -50,12 +51,27 @@ class PKBatchSampler(Sampler[list[int]]):
                 f"but the training set has only {len(self.identities)}"
             )
         self.members = {int(i): np.flatnonzero(labels == i) for i in self.identities}
+        singles = sum(len(m) == 1 for m in self.members.values())
+        if k > 1 and singles == len(self.members):
+            raise ValueError(
+                f"data.k={k} needs identities with several images, but every one of the "
+                f"{singles} training identities has a single image (set data.k=1 and a loss "
+                "that needs no positive pair, or use another dataset)"
+            )
+        if k > 1 and singles:
+            warnings.warn(
+                f"{singles} of {len(self.members)} training identities have a single image: "
+                "their positives in a P×K batch are repeats of that image",
+                stacklevel=2,
+            )
         self.p, self.k, self.seed = p, k, seed
         self.num_replicas, self.rank = num_replicas, rank
         self.with_seeds = with_seeds
         global_batch = p * k * num_replicas
         self.num_batches = (
-            batches_per_epoch if batches_per_epoch is not None else max(1, len(labels) // global_batch)
+            batches_per_epoch
+            if batches_per_epoch is not None
+            else max(1, len(labels) // global_batch)
         )
         self.epoch = 0
         self.start_batch = 0  # batches to skip when resuming mid-epoch

@@ -46,11 +46,10 @@ class MetricLoss(nn.Module):
         Values broadcast to ``valid``'s shape. Returns the number of valid entries.
         """
         with torch.no_grad():
-            w = valid.to(torch.float32).reshape(-1)
-            rows = [v.detach().float().expand(valid.shape).reshape(-1) for v in values.values()]
-            sums = torch.cat([w.sum()[None], torch.stack(rows) @ w]).tolist()
-        count = sums[0]
-        self.stats = {k: s / max(count, 1.0) for k, s in zip(values, sums[1:], strict=True)}
+            rows = [valid] + [v.detach().expand(valid.shape) for v in values.values()]
+            stacked = torch.stack([r.to(torch.float32) for r in rows])
+            count, *sums = (stacked * valid).reshape(len(rows), -1).sum(1).tolist()
+        self.stats = {k: s / max(count, 1.0) for k, s in zip(values, sums, strict=True)}
         return count
 
     @staticmethod

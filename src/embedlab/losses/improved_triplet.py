@@ -50,8 +50,8 @@ class ImprovedTripletLoss(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         dist = pairwise_distance(embeddings)
-        sel = self.miner(dist, labels, embeddings.shape[1])
-        d_ap, d_an = sel.pos_dist, sel.neg_dist
+        sel = self.miner(dist.detach(), labels, embeddings.shape[1])
+        d_ap, d_an = sel.distances(dist)
         terms = F.relu(self.pos_weight * d_ap.pow(2) - self.neg_weight * d_an.pow(2) + self.margin)
         if self.intra_weight != 0.0:
             terms = terms + self.intra_weight * F.relu(d_ap - self.intra_margin)

@@ -54,16 +54,17 @@ class MarginLoss(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         dist = pairwise_distance(embeddings)
-        sel = self.miner(dist, labels, embeddings.shape[1])
+        sel = self.miner(dist.detach(), labels, embeddings.shape[1])
+        d_ap, d_an = sel.distances(dist)
         beta = self.beta[labels[sel.anchor]] if self.num_classes else self.beta
         beta = beta.reshape(-1, *[1] * (sel.valid.dim() - 1)).to(dist.dtype)
-        pull = F.relu(self.margin + sel.pos_dist - beta)
-        push = F.relu(self.margin - sel.neg_dist + beta)
+        pull = F.relu(self.margin + d_ap - beta)
+        push = F.relu(self.margin - d_an + beta)
         count = self._masked_stats(
             sel.valid,
             active_fraction=((pull > 0).float() + (push > 0).float()) / 2,
-            pos_dist=sel.pos_dist,
-            neg_dist=sel.neg_dist,
+            pos_dist=d_ap,
+            neg_dist=d_an,
             beta=beta,
         )
         if count == 0:

@@ -47,18 +47,18 @@ class TripletLoss(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         dist = pairwise_distance(embeddings)
-        sel = self.miner(dist, labels, embeddings.shape[1])
-        d_ap, d_an = sel.pos_dist, sel.neg_dist
+        sel = self.miner(dist.detach(), labels, embeddings.shape[1])
+        d_ap, d_an = sel.distances(dist)
         if self.squared:
-            d_ap, d_an = d_ap.pow(2), d_an.pow(2)
-        hinge = self.margin + d_ap - d_an
-        terms = F.softplus(d_ap - d_an) if self.soft_margin else F.relu(hinge)
+            ap, an = d_ap.pow(2), d_an.pow(2)  # FaceNet: ‖a − p‖² − ‖a − n‖²
+        else:
+            ap, an = d_ap, d_an
+        terms = F.softplus(ap - an) if self.soft_margin else F.relu(self.margin + ap - an)
         active = terms > 0
-        count = self._masked_stats(
-            sel.valid, active_fraction=active, pos_dist=sel.pos_dist, neg_dist=sel.neg_dist
-        )
+        count = self._masked_stats(sel.valid, active_fraction=active, pos_dist=d_ap, neg_dist=d_an)
         if count == 0:
             return self._degenerate(embeddings)
         if self.nonzero_mean:
-            return self._mean_over(terms, sel.valid & active, self.stats["active_fraction"] * count)
+            n_active = round(self.stats["active_fraction"] * count)
+            return self._mean_over(terms, sel.valid & active, n_active)
         return self._mean_over(terms, sel.valid, count)

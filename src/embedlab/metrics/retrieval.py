@@ -62,8 +62,8 @@ __all__ = ["evaluate", "rank_positives", "ScoreFn", "DEFAULT_BLOCK_ELEMENTS", "a
 ScoreFn = Callable[[int, int], Tensor]
 
 #: Default size (in elements) of one chunk x gallery similarity block when ``chunk_size=None``
-#: (2**25 float32 = 128 MiB).
-DEFAULT_BLOCK_ELEMENTS = 1 << 25
+#: (2**26 float32 = 256 MiB).
+DEFAULT_BLOCK_ELEMENTS = 1 << 26
 
 _SCALAR_KEYS = ("map", "map@r", "r_precision", "precision@1", "minp")
 
@@ -75,21 +75,21 @@ def auto_chunk_size(num_gallery: int, block_elements: int = DEFAULT_BLOCK_ELEMEN
 
 @dataclass
 class _PerQuery:
-    """Per-query results of :func:`rank_positives` (one entry per query)."""
+    """Per-query results of :func:`rank_positives` (numpy arrays, one entry per query)."""
 
-    num_positives: Tensor  # int64, R
-    first_rank: Tensor  # int64, r_1 (0 when R = 0)
-    last_rank: Tensor  # int64, r_R (0 when R = 0)
-    ap: Tensor  # float64
-    map_at_r: Tensor  # float64
-    r_precision: Tensor  # float64
+    num_positives: np.ndarray  # int64, R
+    first_rank: np.ndarray  # int64, r_1 (0 when R = 0)
+    last_rank: np.ndarray  # int64, r_R (0 when R = 0)
+    ap: np.ndarray  # float64
+    map_at_r: np.ndarray  # float64
+    r_precision: np.ndarray  # float64
 
 
 def _equal_pairs(q_keys: Tensor, g_sorted: Tensor, g_order: Tensor) -> tuple[Tensor, Tensor]:
     """All (row, gallery index) pairs with ``q_keys[row] == gallery key``.
 
     ``g_sorted`` holds the gallery keys sorted ascending and ``g_order`` the permutation that sorts
-    them; the pairs come out grouped by row, gallery indices ascending within a row.
+    them; the pairs come out grouped by row.
     """
     lo = torch.searchsorted(g_sorted, q_keys, right=False)
     hi = torch.searchsorted(g_sorted, q_keys, right=True)
@@ -109,88 +109,147 @@ def _float_order_key(v: Tensor) -> Tensor:
     return torch.where(bits < 0, (~unsigned) & 0xFFFFFFFF, unsigned | 0x80000000)
 
 
-class _RowSorter:
-    """Sorts the rows of similarity blocks ascending, reusing one buffer on CPU.
+def _metrics_from_ranks(num_rows: int, rows: np.ndarray, ranks: np.ndarray) -> _PerQuery:
+    """Per-query metrics from the 1-based ranks of all positives (``rows[i]`` owns ``ranks[i]``)."""
+    order = np.lexsort((ranks, rows))
+    rows, ranks = rows[order], ranks[order]
+    num_pos = np.bincount(rows, minlength=num_rows).astype(np.int64)
+    start = np.cumsum(num_pos) - num_pos
+    j = (np.arange(len(rows)) - start[rows] + 1).astype(np.float64)
+    inv = j / ranks.astype(np.float64)  # precision at the rank of the j-th positive
+    within = (ranks <= num_pos[rows]).astype(np.float64)
+    denom = np.maximum(num_pos, 1).astype(np.float64)
+    ap = np.bincount(rows, weights=inv, minlength=num_rows) / denom
+    map_r = np.bincount(rows, weights=inv * within, minlength=num_rows) / denom
+    r_prec = np.bincount(rows, weights=within, minlength=num_rows) / denom
+    has = num_pos > 0
+    first = np.zeros(num_rows, dtype=np.int64)
+    last = np.zeros(num_rows, dtype=np.int64)
+    first[has] = ranks[start[has]]
+    last[has] = ranks[start[has] + num_pos[has] - 1]
+    return _PerQuery(num_pos, first, last, ap, map_r, r_prec)
 
-    On CPU numpy's vectorised sort is used, split over the available threads (it releases the
-    GIL); it is far faster than ``torch.sort`` there. Reusing the buffer avoids faulting in fresh
-    pages for every chunk.
+
+def _tie_counts(scores: Tensor, rows: Tensor, cols: Tensor, values: Tensor, batch: int) -> Tensor:
+    """For each (row, col, value): number of items of the row with that value and a smaller index."""
+    num_g = scores.shape[1]
+    idx = torch.arange(num_g, device=scores.device)
+    out = []
+    for part in torch.arange(len(rows), device=scores.device).split(max(1, batch)):
+        eq = scores[rows[part]] == values[part, None]
+        out.append((eq & (idx[None, :] < cols[part, None])).sum(1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64, device=scores.device)
+
+
+def _ranks_by_sorting(
+    scores: Tensor,
+    rows: Tensor,
+    local_rows: Tensor,
+    cols: Tensor,
+    values: Tensor,
+    sorted_rows: Tensor,
+) -> Tensor:
+    """Ranks of positives ``(rows, cols)`` with similarities ``values`` in ``scores``.
+
+    ``sorted_rows[local_rows[i]]`` is row ``rows[i]`` of ``scores`` sorted ascending. The rank is
+    ``1 + #{v > a} + #{v = a, index < p}``: the first count is a binary search in the sorted row;
+    the second is non-zero only when another item has exactly the same similarity.
     """
-
-    def __init__(self) -> None:
-        self.buffer: np.ndarray | None = None
-
-    def __call__(self, scores: Tensor) -> Tensor:
-        if scores.device.type != "cpu":
-            return torch.sort(scores, dim=1).values
-        src = scores.numpy()
-        if self.buffer is None or self.buffer.shape[0] < src.shape[0]:
-            self.buffer = np.empty_like(src)
-        out = self.buffer[: src.shape[0]]
-
-        def sort_rows(lo: int, hi: int) -> None:
-            np.copyto(out[lo:hi], src[lo:hi])
-            out[lo:hi].sort(axis=1)
-
-        workers = max(1, min(torch.get_num_threads(), src.shape[0]))
-        if workers == 1 or src.size < (1 << 20):
-            sort_rows(0, src.shape[0])
-        else:
-            bounds = np.linspace(0, src.shape[0], workers + 1).astype(int)
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(lambda i: sort_rows(bounds[i], bounds[i + 1]), range(workers)))
-        return torch.from_numpy(out)
-
-
-def _rank_chunk(
-    scores: Tensor, pos_rows: Tensor, pos_cols: Tensor, sorter: _RowSorter
-) -> _PerQuery:
-    """Exact ranks of the positives in one chunk whose excluded items are already ``-inf``.
-
-    ``pos_rows``/``pos_cols`` list the positives grouped by row. The rank of a positive with
-    similarity ``a`` at gallery index ``p`` is ``1 + #{v > a} + #{v = a, index < p}``: the first
-    count comes from a binary search in the sorted row, the second (non-zero only when another
-    item has exactly the same similarity) from a direct comparison.
-    """
-    c, num_g = scores.shape
-    device = scores.device
-    a = scores[pos_rows, pos_cols]
-    num_pos = torch.bincount(pos_rows, minlength=c)
-    p_start = torch.cumsum(num_pos, 0) - num_pos
-    slot = torch.arange(len(pos_rows), device=device) - p_start[pos_rows]
-    width = max(1, int(num_pos.max())) if len(pos_rows) else 1
-    needles = torch.full((c, width), float("inf"), device=device, dtype=scores.dtype)
-    needles[pos_rows, slot] = a
-    sorted_rows = sorter(scores)
-    left = torch.searchsorted(sorted_rows, needles)[pos_rows, slot]
-    right = torch.searchsorted(sorted_rows, needles, right=True)[pos_rows, slot]
-    del sorted_rows
+    num_g = sorted_rows.shape[1]
+    h = sorted_rows.shape[0]
+    num_pos = torch.bincount(local_rows, minlength=h)
+    order = torch.argsort(local_rows, stable=True)
+    start = torch.cumsum(num_pos, 0) - num_pos
+    slot = torch.empty_like(local_rows)
+    slot[order] = torch.arange(len(rows), device=rows.device) - start[local_rows[order]]
+    width = max(1, int(num_pos.max())) if len(rows) else 1
+    needles = torch.full((h, width), float("inf"), device=values.device, dtype=values.dtype)
+    needles[local_rows, slot] = values
+    left = torch.searchsorted(sorted_rows, needles)[local_rows, slot]
+    right = torch.searchsorted(sorted_rows, needles, right=True)[local_rows, slot]
     rank = num_g - right + 1
     tied = (right - left > 1).nonzero().flatten()
     if len(tied):
-        cols = torch.arange(num_g, device=device)
-        for part in tied.split(max(1, c)):
-            tr, tc = pos_rows[part], pos_cols[part]
-            before = (scores[tr] == a[part, None]) & (cols[None, :] < tc[:, None])
-            rank[part] += before.sum(1)
-    # Order the positives of each row by rank: j-th positive has rank r_j.
-    order = torch.argsort(pos_rows * (num_g + 1) + rank)
-    p_rows = pos_rows[order]
-    p_rank = rank[order]
-    j = (torch.arange(len(p_rows), device=device) - p_start[p_rows] + 1).to(torch.float64)
-    r = p_rank.to(torch.float64)
-    denom = num_pos.to(torch.float64).clamp(min=1)
-    within_r = (p_rank <= num_pos[p_rows]).to(torch.float64)
-    zeros = torch.zeros(c, dtype=torch.float64, device=device)
-    ap = zeros.scatter_add(0, p_rows, j / r) / denom
-    map_r = zeros.scatter_add(0, p_rows, within_r * j / r) / denom
-    r_prec = zeros.scatter_add(0, p_rows, within_r) / denom
-    has = num_pos > 0
-    first = torch.zeros(c, dtype=torch.int64, device=device)
-    last = torch.zeros(c, dtype=torch.int64, device=device)
-    first[has] = p_rank[p_start[has]]
-    last[has] = p_rank[p_start[has] + num_pos[has] - 1]
-    return _PerQuery(num_pos, first, last, ap, map_r, r_prec)
+        rank[tied] += _tie_counts(scores, rows[tied], cols[tied], values[tied], h)
+    return rank
+
+
+def _parallel_rows(num_rows: int, fn: Callable[[int, int], Any]) -> list[Any]:
+    """Run ``fn(lo, hi)`` over row ranges on the available threads (numpy releases the GIL)."""
+    workers = max(1, min(torch.get_num_threads(), num_rows))
+    bounds = np.linspace(0, num_rows, workers + 1).astype(int)
+    if workers == 1:
+        return [fn(0, num_rows)]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda i: fn(bounds[i], bounds[i + 1]), range(workers)))
+
+
+def _positive_ranks_cpu(
+    scores: Tensor, rows: Tensor, cols: Tensor, q_labels: Tensor, g_labels: Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ranks of the positives of one chunk (CPU), excluded items being ``-inf``.
+
+    Only items at least as similar as the hardest positive of their query can precede a positive
+    ("candidates"). Rows with few candidates are ranked by ordering just their candidates by
+    (similarity descending, index ascending); rows where candidates are a large share of the
+    gallery are sorted whole (numpy's vectorised sort) and ranked by binary search.
+    """
+    s = scores.numpy()
+    c, num_g = s.shape
+    r_np, c_np = rows.numpy(), cols.numpy()
+    a = s[r_np, c_np]
+    threshold = np.full(c, np.inf, dtype=np.float32)
+    np.minimum.at(threshold, r_np, a)
+    heavy_min = max(256, num_g // 16)
+    ql = q_labels.numpy()
+    gl = g_labels.numpy()
+
+    def light(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        mask = s[lo:hi] >= threshold[lo:hi, None]
+        n_cand = np.count_nonzero(mask, axis=1)
+        heavy = n_cand > heavy_min
+        if heavy.any():
+            mask[heavy] = False
+        r, col = np.nonzero(mask)
+        v = s[lo:hi][r, col]
+        order = np.lexsort((col, -v, r))  # by row, similarity descending, index ascending
+        r, col = r[order], col[order]
+        first = np.searchsorted(r, np.arange(hi - lo))
+        hit = np.flatnonzero(gl[col] == ql[lo:hi][r])
+        return heavy, r[hit] + lo, hit - first[r[hit]] + 1, col
+
+    parts = _parallel_rows(c, light)
+    heavy = np.concatenate([p[0] for p in parts])
+    out_rows = [p[1] for p in parts]
+    out_ranks = [p[2] for p in parts]
+    if heavy.any():
+        heavy_rows = np.flatnonzero(heavy)
+        sel = heavy[r_np]
+        local = np.searchsorted(heavy_rows, r_np[sel])
+        sub = s[heavy_rows]
+        _parallel_rows(len(heavy_rows), lambda lo, hi: sub[lo:hi].sort(axis=1))
+        sel_t = torch.from_numpy(sel)
+        rank = _ranks_by_sorting(
+            scores,
+            rows[sel_t],
+            torch.from_numpy(local),
+            cols[sel_t],
+            torch.from_numpy(a[sel]),
+            torch.from_numpy(sub),
+        )
+        del sub
+        out_rows.append(r_np[sel])
+        out_ranks.append(rank.numpy())
+    return np.concatenate(out_rows), np.concatenate(out_ranks)
+
+
+def _positive_ranks_torch(
+    scores: Tensor, rows: Tensor, cols: Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ranks of the positives of one chunk on an accelerator: sort every row."""
+    sorted_rows = torch.sort(scores, dim=1).values
+    rank = _ranks_by_sorting(scores, rows, rows, cols, scores[rows, cols], sorted_rows)
+    return rows.cpu().numpy(), rank.cpu().numpy()
 
 
 def rank_positives(
@@ -204,12 +263,14 @@ def rank_positives(
     g_ids: Tensor | None = None,
     junk_label: int | None = -1,
     chunk_size: int | None = None,
+    force_sort: bool = False,
 ) -> _PerQuery:
     """Rank the positives of every query exactly, one chunk of queries at a time.
 
     ``score_fn(start, stop)`` returns the similarity block of queries ``[start, stop)`` against the
     gallery. Gallery items are excluded as described in the module docstring; ``q_ids``/``g_ids``
-    (unique within the gallery) exclude gallery items with the id of the query.
+    (unique within the gallery) exclude gallery items with the id of the query. ``force_sort``
+    uses the sort-every-row strategy of accelerators on CPU too (for testing).
     """
     device = g_labels.device
     num_gallery = len(g_labels)
@@ -220,8 +281,8 @@ def rank_positives(
         junk_cols = None
     if g_ids is not None:
         gid_sorted, gid_order = torch.sort(g_ids, stable=True)
-    parts: list[_PerQuery] = []
-    sorter = _RowSorter()
+    all_rows: list[np.ndarray] = []
+    all_ranks: list[np.ndarray] = []
     for start in range(0, num_queries, chunk):
         stop = min(start + chunk, num_queries)
         scores = score_fn(start, stop)
@@ -248,18 +309,25 @@ def rank_positives(
             )
             not_self = g_ids[cols] != qi[rows]
             rows, cols = rows[not_self], cols[not_self]
-        parts.append(_rank_chunk(scores, rows, cols, sorter))
+        if scores.device.type == "cpu" and not force_sort:
+            r, rk = _positive_ranks_cpu(scores, rows, cols, ql, g_labels)
+        else:
+            r, rk = _positive_ranks_torch(scores, rows, cols)
+        all_rows.append(r + start)
+        all_ranks.append(rk)
         del scores
-    return _PerQuery(
-        *(torch.cat([getattr(p, f) for p in parts]) for f in _PerQuery.__dataclass_fields__)
+    return _metrics_from_ranks(
+        num_queries,
+        np.concatenate(all_rows).astype(np.int64),
+        np.concatenate(all_ranks).astype(np.int64),
     )
 
 
 def _summarise(per_query: _PerQuery, ks: tuple[int, ...], max_rank: int) -> dict[str, Any]:
-    valid = (per_query.num_positives > 0).cpu().numpy()
+    valid = per_query.num_positives > 0
     n_valid = int(valid.sum())
     n_skipped = int(len(valid) - n_valid)
-    first = per_query.first_rank.cpu().numpy()[valid]
+    first = per_query.first_rank[valid]
     out: dict[str, Any] = {}
     if n_valid == 0:
         warnings.warn(
@@ -277,11 +345,11 @@ def _summarise(per_query: _PerQuery, ks: tuple[int, ...], max_rank: int) -> dict
             out[f"recall@{k}"] = float(np.count_nonzero(first <= k) / n_valid)
         hist = np.bincount(np.minimum(first, max_rank + 1), minlength=max_rank + 2)
         out["cmc"] = np.cumsum(hist[1 : max_rank + 1]).astype(np.float64) / n_valid
-        num_pos = per_query.num_positives.cpu().numpy()[valid].astype(np.float64)
-        last = per_query.last_rank.cpu().numpy()[valid].astype(np.float64)
-        out["map"] = float(per_query.ap.cpu().numpy()[valid].mean())
-        out["map@r"] = float(per_query.map_at_r.cpu().numpy()[valid].mean())
-        out["r_precision"] = float(per_query.r_precision.cpu().numpy()[valid].mean())
+        num_pos = per_query.num_positives[valid].astype(np.float64)
+        last = per_query.last_rank[valid].astype(np.float64)
+        out["map"] = float(per_query.ap[valid].mean())
+        out["map@r"] = float(per_query.map_at_r[valid].mean())
+        out["r_precision"] = float(per_query.r_precision[valid].mean())
         out["precision@1"] = float(np.count_nonzero(first == 1) / n_valid)
         out["minp"] = float((num_pos / last).mean())
     out["num_valid_queries"] = n_valid
@@ -496,17 +564,17 @@ def evaluate(
         keep = ql != junk_label if junk_label is not None else torch.ones_like(ql, dtype=torch.bool)
         out["nmi"] = nmi_kmeans(q[keep], ql[keep], metric=metric)
     if return_per_query:
-        npos = per_query.num_positives.cpu().numpy()
-        last = per_query.last_rank.cpu().numpy()
+        npos = per_query.num_positives
+        last = per_query.last_rank
         with np.errstate(divide="ignore", invalid="ignore"):
             inp = np.where(npos > 0, npos / np.maximum(last, 1), np.nan)
         out["per_query"] = {
             "num_positives": npos,
-            "first_rank": per_query.first_rank.cpu().numpy(),
+            "first_rank": per_query.first_rank,
             "last_rank": last,
-            "ap": per_query.ap.cpu().numpy(),
-            "map@r": per_query.map_at_r.cpu().numpy(),
-            "r_precision": per_query.r_precision.cpu().numpy(),
+            "ap": per_query.ap,
+            "map@r": per_query.map_at_r,
+            "r_precision": per_query.r_precision,
             "inp": inp,
         }
     return out

@@ -23,12 +23,9 @@ class BatchHardMiner(TripletMiner):
         same = same_label(labels)
         count = same.sum(1)
         valid = (count > 1) & (count < len(labels))
-        # d(a, a) = 0 never beats a positive, so the diagonal can stay in (-1 < 0 keeps
-        # a positive at distance 0 ahead of it).
-        anchor = torch.arange(len(labels), device=dist.device)
-        hardest_pos = torch.where(same, dist, -1.0).index_fill_(1, anchor[:1], -1.0)
-        hardest_pos = torch.where(same, dist, -1.0)
-        hardest_pos[anchor, anchor] = -1.0
-        positive = hardest_pos.argmax(1)
+        pos_dist = torch.where(same, dist, -1.0)
+        pos_dist.fill_diagonal_(-1.0)
+        positive = pos_dist.argmax(1)
         negative = torch.where(same, torch.inf, dist).argmin(1)
+        anchor = torch.arange(len(labels), device=dist.device)
         return TripletSelection(anchor, positive, negative, valid)

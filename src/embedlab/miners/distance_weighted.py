@@ -42,6 +42,7 @@ class DistanceWeightedMiner(TripletMiner):
         self.nonzero_loss_cutoff = nonzero_loss_cutoff
         self.generator = generator
 
+    @torch.no_grad()
     def __call__(
         self, dist: Tensor, labels: Tensor, embedding_dim: int | None = None
     ) -> TripletSelection:
@@ -50,30 +51,25 @@ class DistanceWeightedMiner(TripletMiner):
         n = float(embedding_dim)
         positive, negative = label_masks(labels)
         anchor, pos = positive_pairs(positive)
-        with torch.no_grad():
-            d = dist.clamp(self.cutoff, 1.999)  # 1/q diverges at d = 2
-            log_w = (2.0 - n) * d.log() - (n - 3.0) / 2.0 * torch.log1p(-0.25 * d * d)
-            allowed = negative & (dist < self.nonzero_loss_cutoff)
-            has_neg = negative.any(1, keepdim=True)
-            # No negative below the cutoff: uniform over the negatives (no negative at
-            # all: uniform over everything, a dummy draw the loss will mask out).
-            fallback = ~allowed.any(1, keepdim=True)
-            allowed = torch.where(fallback, negative | ~has_neg, allowed)
-            log_w = torch.where(allowed, torch.where(fallback, 0.0, log_w), -torch.inf)
-            cdf = torch.softmax(log_w, dim=1).cumsum_(1)
-            # one uniform per pair: column r of u serves the r-th positive of each anchor
-            per_anchor = positive.sum(1)
-            rank = (
-                torch.arange(len(anchor), device=dist.device)
-                - (per_anchor.cumsum(0) - per_anchor)[anchor]
-            )
-            g = self.generator
-            width = int(per_anchor.max()) if len(anchor) else 0
-            u = torch.rand(
-                len(labels), width, generator=g, device=dist.device if g is None else g.device
-            )
-            u = u.to(dist.device, dist.dtype) * cdf[:, -1:]
-            neg = torch.searchsorted(cdf, u, right=True).clamp_max_(len(labels) - 1)[anchor, rank]
-        valid = has_neg[anchor, 0]
-        d_an = torch.where(valid, dist[anchor, neg], 0.0)
-        return TripletSelection(anchor, dist[anchor, pos], d_an, valid)
+        d = dist.clamp(self.cutoff, 1.999)  # 1/q diverges at d = 2
+        log_w = (2.0 - n) * d.log() - (n - 3.0) / 2.0 * torch.log1p(-0.25 * d * d)
+        allowed = negative & (dist < self.nonzero_loss_cutoff)
+        has_neg = negative.any(1)
+        # No negative below the cutoff: uniform over the negatives (no negative at all:
+        # uniform over everything, a dummy draw the loss masks out).
+        fallback = ~allowed.any(1, keepdim=True)
+        allowed = torch.where(fallback, negative | ~has_neg[:, None], allowed)
+        log_w = torch.where(allowed, torch.where(fallback, 0.0, log_w), -torch.inf)
+        cdf = torch.softmax(log_w, dim=1).cumsum_(1)
+        # Inverse-CDF draw, one uniform per pair: column r of u serves the anchor's r-th pair.
+        per_anchor = positive.sum(1)
+        first = per_anchor.cumsum(0) - per_anchor
+        rank = torch.arange(len(anchor), device=dist.device) - first[anchor]
+        width = int(per_anchor.max()) if len(anchor) else 0
+        g = self.generator
+        u = torch.rand(
+            len(labels), width, generator=g, device=dist.device if g is None else g.device
+        )
+        u = u.to(dist.device, dist.dtype) * cdf[:, -1:]
+        drawn = torch.searchsorted(cdf, u, right=True).clamp_max_(len(labels) - 1)
+        return TripletSelection(anchor, pos, drawn[anchor, rank], has_neg[anchor])

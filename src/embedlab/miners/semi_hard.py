@@ -17,16 +17,16 @@ class SemiHardMiner(TripletMiner):
     per anchor–positive pair; a pair whose anchor has no negative is invalid.
     """
 
+    @torch.no_grad()
     def __call__(
         self, dist: Tensor, labels: Tensor, embedding_dim: int | None = None
     ) -> TripletSelection:
         positive, negative = label_masks(labels)
         anchor, pos = positive_pairs(positive)
-        d_ap = dist[anchor, pos]
         rows, neg = dist[anchor], negative[anchor]
-        farther = neg & (rows > d_ap[:, None])
-        semi_hard = torch.where(farther, rows, torch.inf).min(1).values
-        hardest = torch.where(neg, rows, torch.inf).min(1).values
-        valid = neg.any(1)
-        d_an = torch.where(farther.any(1), semi_hard, hardest)
-        return TripletSelection(anchor, d_ap, torch.where(valid, d_an, d_ap.new_zeros(())), valid)
+        neg_rows = torch.where(neg, rows, torch.inf)
+        farther = neg & (rows > dist[anchor, pos][:, None])
+        semi_hard = torch.where(farther, neg_rows, torch.inf).argmin(1)
+        hardest = neg_rows.argmin(1)
+        chosen = torch.where(farther.any(1), semi_hard, hardest)
+        return TripletSelection(anchor, pos, chosen, neg.any(1))

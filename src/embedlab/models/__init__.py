@@ -4,4 +4,12 @@ from embedlab.models.backbones import ResNet, SmallCNN, TimmBackbone
 from embedlab.models.embedding import EmbeddingModel, EmbeddingOutput
 from embedlab.models.pooling import AvgPool, GeM
 
-__all__ = ["AvgPool", "EmbeddingModel", "EmbeddingOutput", "GeM", "ResNet", "SmallCNN", "TimmBackbone"]
+__all__ = [
+    "AvgPool",
+    "EmbeddingModel",
+    "EmbeddingOutput",
+    "GeM",
+    "ResNet",
+    "SmallCNN",
+    "TimmBackbone",
+]

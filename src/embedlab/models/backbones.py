@@ -90,7 +90,9 @@ class SmallCNN(nn.Module):
     rest of the batch (used to check that DDP training equals one process exactly).
     """
 
-    def __init__(self, in_channels: int = 1, width: int = 32, depth: int = 3, batch_norm: bool = True) -> None:
+    def __init__(
+        self, in_channels: int = 1, width: int = 32, depth: int = 3, batch_norm: bool = True
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels

@@ -30,7 +30,10 @@ class EmbeddingModel(nn.Module):
         bnneck: batch-norm neck (Luo et al. 2019); metric losses use the features before it,
             retrieval and the identity classifier use the features after it.
         normalize: L2-normalise the retrieval embedding (and the features when there is no BNNeck).
-        sync_bn: convert batch norms to ``SyncBatchNorm`` (for DDP).
+        dropout: dropout probability on the pooled features, before the projection.
+
+    Under DDP, ``--trainer.sync_batchnorm=true`` turns every batch norm (backbone and BNNeck)
+    into ``SyncBatchNorm``.
     """
 
     def __init__(
@@ -41,7 +44,6 @@ class EmbeddingModel(nn.Module):
         bnneck: bool = False,
         normalize: bool = False,
         dropout: float = 0.0,
-        sync_bn: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone if backbone is not None else SmallCNN()
@@ -61,8 +63,6 @@ class EmbeddingModel(nn.Module):
             self.neck = neck
         self.bnneck = bnneck
         self.normalize = normalize
-        if sync_bn:
-            nn.SyncBatchNorm.convert_sync_batchnorm(self)
 
     def forward_train(self, images: Tensor) -> EmbeddingOutput:
         pooled = self.pool(self.backbone(images))

@@ -1,0 +1,416 @@
+"""Compare runs: a table of final and best validation metrics, CSV/Markdown files and plots.
+
+    embedlab compare runs/digits_losses                 # every version_* below
+    embedlab compare runs/a/version_0 runs/b/version_3 --out comparison --sort map@r
+
+From Python::
+
+    from embedlab.analysis import compare_runs, summary_table
+    frame = compare_runs(["runs/digits_losses"])
+    summary_table(frame)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from embedlab.analysis.runs import Run, find_runs, loss_label, short_class, training_history
+
+PRIMARY = "map@r"
+TABLE_METRICS: tuple[str, ...] = ("recall@1", "recall@5", "map", "map@r", "r_precision", "minp")
+CURVE_METRICS: tuple[str, ...] = ("recall@1", "map", "map@r", "minp")
+METRIC_NAMES = {
+    "recall@1": "R@1",
+    "map": "mAP",
+    "map@r": "MAP@R",
+    "r_precision": "R-Prec",
+    "precision@1": "P@1",
+    "minp": "mINP",
+}
+NOT_METRICS = ("num_valid_queries", "num_skipped_queries")
+
+
+def metric_title(name: str) -> str:
+    if name in METRIC_NAMES:
+        return METRIC_NAMES[name]
+    if name.startswith("recall@"):
+        return "R@" + name.removeprefix("recall@")
+    return name
+
+
+def _param_text(value: Any) -> str:
+    """A sweep parameter for display: a preset file shows as its stem, a class path as its class."""
+    if isinstance(value, str):
+        if value.endswith((".yaml", ".yml")):
+            return Path(value).stem
+        if "." in value and value.rsplit(".", 1)[-1][:1].isupper():
+            return short_class(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _trial_label(run: Run) -> str | None:
+    """``triplet_semi_hard (margin=0.1)`` for a sweep trial whose loss came from a preset."""
+    params = run.params
+    if not params:
+        return None
+    loss_keys = [k for k in params if k == "model.loss"]
+    head = _param_text(params[loss_keys[0]]) if loss_keys else None
+    rest = [
+        f"{k.rsplit('.', 1)[-1]}={_param_text(v)}" for k, v in params.items() if k not in loss_keys
+    ]
+    if head is None:
+        return None
+    return f"{head} ({', '.join(rest)})" if rest else head
+
+
+def _metric_names(history: pd.DataFrame) -> list[str]:
+    return [c for c in history.columns if c not in NOT_METRICS]
+
+
+def run_row(run: Run, primary: str = PRIMARY) -> dict[str, Any]:
+    """One row of the comparison: identification, training settings, final and best metrics."""
+    config = run.config
+    model = config.get("model") or {}
+    loss = model.get("loss") if isinstance(model.get("loss"), dict) else {}
+    optimizer = model.get("optimizer") if isinstance(model.get("optimizer"), dict) else {}
+    history = run.history
+    row: dict[str, Any] = {
+        "run": str(run.path),
+        "name": run.name,
+        "loss": _trial_label(run) or loss_label(config),
+        "objective": loss_label(config),
+        "loss_class": short_class((loss or {}).get("class_path")),
+        "optimizer": short_class((optimizer or {}).get("class_path")),
+        "lr": ((optimizer or {}).get("init_args") or {}).get("lr"),
+        "max_epochs": (config.get("trainer") or {}).get("max_epochs"),
+        "dataset": (config.get("data") or {}).get("dataset"),
+    }
+    for key, value in run.params.items():
+        row[f"param/{key}"] = _param_text(value)
+    if history.empty:
+        trained = run.summary.get("trained", {})
+        row["epochs"] = None
+        for name, value in trained.items():
+            if name not in NOT_METRICS:
+                row[f"final/{name}"] = float(value)
+                row[f"best/{name}"] = float(value)
+        row["best_epoch"] = None
+        return row
+    row["epochs"] = int(history.index.max())
+    last = history.iloc[-1]
+    for name in _metric_names(history):
+        row[f"final/{name}"] = float(last[name])
+        row[f"best/{name}"] = float(history[name].max())
+    if primary in history.columns and history[primary].notna().any():
+        row["best_epoch"] = int(history[primary].idxmax())
+    else:
+        row["best_epoch"] = None
+    return row
+
+
+def _unique_labels(frame: pd.DataFrame) -> pd.Series:
+    """Make ``loss`` labels unique, appending settings that differ, then the run name."""
+    labels = frame["loss"].astype(str).copy()
+    for extra in ("lr", "max_epochs", "dataset"):
+        dup = labels.duplicated(keep=False)
+        if not dup.any():
+            break
+        values = frame.loc[dup, extra]
+        if values.nunique(dropna=False) > 1:
+            labels[dup] = [
+                f"{lab} ({extra}={val})" for lab, val in zip(labels[dup], values, strict=True)
+            ]
+    dup = labels.duplicated(keep=False)
+    if dup.any():
+        labels[dup] = [
+            f"{lab} [{name}]" for lab, name in zip(labels[dup], frame.loc[dup, "name"], strict=True)
+        ]
+    return labels
+
+
+def compare_runs(
+    run_dirs: str | Path | Iterable[str | Path],
+    primary: str = PRIMARY,
+    baseline: bool = False,
+) -> pd.DataFrame:
+    """The final and best validation metrics of each run, one row per run.
+
+    Args:
+        run_dirs: run directories, or folders holding them (see :func:`find_runs`).
+        primary: the metric whose best value defines ``best_epoch``.
+        baseline: add a ``raw pixels`` row from the first run's ``summary.json`` (the
+            retrieval quality of the raw inputs; only meaningful when all runs share a dataset).
+
+    Columns: ``run``, ``name`` (``experiment/version``), ``loss`` (a unique, readable label:
+    the sweep's loss preset, or the configured objective), ``objective``, ``loss_class``,
+    ``optimizer``, ``lr``, ``max_epochs``, ``dataset``, ``param/<sweep parameter>``,
+    ``epochs`` (trained), ``final/<metric>``, ``best/<metric>`` and ``best_epoch``.
+    """
+    runs = [Run.load(p) for p in find_runs(run_dirs)]
+    if not runs:
+        raise FileNotFoundError(f"no runs found in {run_dirs}")
+    frame = pd.DataFrame([run_row(r, primary) for r in runs])
+    frame["loss"] = _unique_labels(frame)
+    if baseline:
+        raw = next((r.summary["raw pixels"] for r in runs if "raw pixels" in r.summary), None)
+        if raw is not None:
+            extra: dict[str, Any] = {
+                "run": "",
+                "name": "",
+                "loss": "raw pixels",
+                "objective": "raw pixels",
+            }
+            for name, value in raw.items():
+                if name not in NOT_METRICS:
+                    extra[f"final/{name}"] = extra[f"best/{name}"] = float(value)
+            frame = pd.concat([pd.DataFrame([extra]), frame], ignore_index=True)
+    return frame
+
+
+def recall_ks(frame: pd.DataFrame, stage: str = "final") -> list[int]:
+    prefix = f"{stage}/recall@"
+    return sorted(int(c.removeprefix(prefix)) for c in frame.columns if c.startswith(prefix))
+
+
+def summary_table(
+    frame: pd.DataFrame,
+    metrics: Sequence[str] = TABLE_METRICS,
+    primary: str = PRIMARY,
+    percent: bool = True,
+    sort: str | None = None,
+) -> pd.DataFrame:
+    """A readable table: the loss, the final metrics and the best ``primary`` (with its epoch).
+
+    Values are in percent with ``percent``; ``sort`` orders rows by that final metric, best first.
+    """
+    available = [m for m in metrics if f"final/{m}" in frame.columns]
+    scale = 100.0 if percent else 1.0
+    table = pd.DataFrame({"loss": frame["loss"].to_numpy()})
+    for name in available:
+        table[metric_title(name)] = frame[f"final/{name}"].to_numpy() * scale
+    if f"best/{primary}" in frame.columns:
+        table[f"best {metric_title(primary)}"] = frame[f"best/{primary}"].to_numpy() * scale
+        if "best_epoch" in frame.columns:
+            table["best epoch"] = frame["best_epoch"].astype("Int64").to_numpy()
+    if sort is not None and f"final/{sort}" in frame.columns:
+        order = np.argsort(-frame[f"final/{sort}"].fillna(-np.inf).to_numpy(), kind="stable")
+        table = table.iloc[order].reset_index(drop=True)
+    return table
+
+
+def _cell(value: Any, digits: int) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
+    """A GitHub Markdown table; numeric columns right-aligned."""
+    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
+    align = ["---:" if pd.api.types.is_numeric_dtype(table[c]) else ":---" for c in table.columns]
+    lines = [header, "|" + "|".join(align) + "|"]
+    for _, row in table.iterrows():
+        cells = [_cell(v, digits).replace("|", "\\|") for v in row.tolist()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def print_table(table: pd.DataFrame, title: str = "run comparison", digits: int = 2) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(title=title)
+    for column in table.columns:
+        numeric = pd.api.types.is_numeric_dtype(table[column])
+        out.add_column(str(column), justify="right" if numeric else "left")
+    for _, row in table.iterrows():
+        out.add_row(*(_cell(v, digits) for v in row.tolist()))
+    Console(width=max(120, 14 * len(table.columns))).print(out)
+
+
+# -- plots -------------------------------------------------------------------------------
+def _figure(nrows: int, ncols: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).reshape(-1)
+    return fig, axes
+
+
+def _runs_and_labels(frame: pd.DataFrame) -> list[tuple[Run, str]]:
+    rows = frame[frame["run"].astype(bool)] if "run" in frame.columns else frame
+    return [(Run.load(run), str(loss)) for run, loss in zip(rows["run"], rows["loss"], strict=True)]
+
+
+def plot_metric_curves(
+    frame: pd.DataFrame, metrics: Sequence[str] = CURVE_METRICS, percent: bool = True
+) -> Figure:
+    """Validation metrics against epochs, one line per run (labelled by its loss)."""
+    runs = _runs_and_labels(frame)
+    histories = [(run.history, label) for run, label in runs]
+    present = [m for m in metrics if any(m in h.columns for h, _ in histories)]
+    if not present:
+        raise ValueError("no validation metrics to plot")
+    ncols = min(2, len(present))
+    nrows = math.ceil(len(present) / ncols)
+    fig, axes = _figure(nrows, ncols, 5.0, 3.4)
+    scale = 100.0 if percent else 1.0
+    for ax, metric in zip(axes, present, strict=False):
+        for history, label in histories:
+            if metric in history.columns:
+                values = history[metric].dropna()
+                ax.plot(values.index, values.to_numpy() * scale, marker="o", ms=3, label=label)
+        ax.set_title(metric_title(metric))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{metric_title(metric)}{' (%)' if percent else ''}")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(present) :]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))), fontsize=8
+    )
+    fig.suptitle("validation metrics per loss")
+    return fig
+
+
+def plot_recall_at_k(frame: pd.DataFrame, stage: str = "final", percent: bool = True) -> Figure:
+    """Recall@K (the CMC curve at the logged K) per run."""
+    ks = recall_ks(frame, stage)
+    if not ks:
+        raise ValueError("no recall@K columns to plot")
+    fig, axes = _figure(1, 1, 6.5, 4.2)
+    ax = axes[0]
+    scale = 100.0 if percent else 1.0
+    for _, row in frame.iterrows():
+        values = np.asarray([row[f"{stage}/recall@{k}"] for k in ks], dtype=float) * scale
+        style: dict[str, Any] = (
+            {"linestyle": "--", "color": "grey"} if row["loss"] == "raw pixels" else {}
+        )
+        ax.plot(ks, values, marker="o", label=str(row["loss"]), **style)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("K")
+    ax.set_ylabel(f"Recall@K{' (%)' if percent else ''}")
+    ax.set_title(f"Recall@K ({stage} validation)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_training_loss(frame: pd.DataFrame) -> Figure:
+    """Training loss per epoch, each divided by its first epoch's value (losses have different scales)."""
+    fig, axes = _figure(1, 1, 6.5, 4.2)
+    ax = axes[0]
+    for run, label in _runs_and_labels(frame):
+        series = training_history(run.metrics)
+        if series.empty:
+            continue
+        first = float(series.iloc[0])
+        values = (
+            series.to_numpy() / first
+            if first not in (0.0,) and np.isfinite(first)
+            else series.to_numpy()
+        )
+        ax.plot(series.index, values, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss / first epoch's")
+    ax.set_title("training loss (relative)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def write_comparison(
+    frame: pd.DataFrame,
+    out_dir: str | Path,
+    metrics: Sequence[str] = TABLE_METRICS,
+    primary: str = PRIMARY,
+    sort: str | None = PRIMARY,
+    plots: bool = True,
+) -> dict[str, Path]:
+    """Write ``comparison.csv`` (every column), ``comparison.md`` (the summary table) and,
+    with ``plots``, ``curves.png``, ``recall_at_k.png`` and ``training_loss.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"csv": out / "comparison.csv", "markdown": out / "comparison.md"}
+    frame.to_csv(written["csv"], index=False)
+    table = summary_table(frame, metrics, primary, sort=sort)
+    written["markdown"].write_text(to_markdown(table))
+    if plots:
+        drawers = {
+            "curves": lambda: plot_metric_curves(frame),
+            "recall_at_k": lambda: plot_recall_at_k(frame),
+            "training_loss": lambda: plot_training_loss(frame),
+        }
+        for name, draw in drawers.items():
+            try:
+                written[name] = save_figure(draw(), out / f"{name}.png")
+            except ValueError as error:  # nothing of that kind was logged
+                print(f"embedlab compare: no {name} plot ({error})")
+    return written
+
+
+def default_out_dir(run_dirs: Sequence[Path]) -> Path:
+    parents = [p.parent for p in run_dirs]
+    common = Path(*Path(parents[0]).parts)
+    for parent in parents[1:]:
+        while common not in (parent, *parent.parents):
+            common = common.parent
+    return common / "comparison"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="embedlab compare",
+        description="Tabulate and plot the validation metrics of runs written by `embedlab fit`.",
+    )
+    parser.add_argument("runs", nargs="+", help="run directories or folders holding version_* runs")
+    parser.add_argument("--out", help="output folder (default: <common parent>/comparison)")
+    parser.add_argument("--metric", default=PRIMARY, help="metric defining the best epoch (map@r)")
+    parser.add_argument(
+        "--metrics", default=",".join(TABLE_METRICS), help="comma-separated metrics of the table"
+    )
+    parser.add_argument(
+        "--sort", default=PRIMARY, help="sort rows by this final metric ('none': keep order)"
+    )
+    parser.add_argument("--baseline", action="store_true", help="add the raw-pixel baseline row")
+    parser.add_argument("--no_plots", action="store_true", help="write the tables only")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        run_dirs = find_runs(args.runs)
+    except FileNotFoundError as error:
+        print(f"embedlab compare: {error}")
+        return 2
+    if not run_dirs:
+        print(f"embedlab compare: no run directories found in {args.runs}")
+        return 2
+    frame = compare_runs(run_dirs, primary=args.metric, baseline=args.baseline)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    sort = None if args.sort.lower() == "none" else args.sort
+    out = Path(args.out) if args.out else default_out_dir(run_dirs)
+    print_table(
+        summary_table(frame, metrics, args.metric, sort=sort), title=f"{len(run_dirs)} runs"
+    )
+    written = write_comparison(frame, out, metrics, args.metric, sort, plots=not args.no_plots)
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0

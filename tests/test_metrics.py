@@ -20,6 +20,16 @@ from metrics_reference import reference_distances, reference_evaluate, reference
 
 KS = (1, 3, 5, 10, 100)
 MAX_RANK = 20
+STRATEGIES = ["auto", "candidates", "sort", "torch"]
+
+
+@pytest.fixture(params=STRATEGIES)
+def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test under every ranking strategy (they must agree exactly)."""
+    import embedlab.metrics.retrieval as retrieval
+
+    monkeypatch.setattr(retrieval, "CPU_STRATEGY", request.param)
+    return str(request.param)
 
 
 def assert_same(got: dict[str, Any], ref: dict[str, Any], atol: float = 1e-6) -> None:
@@ -75,7 +85,7 @@ def reid_case(seed: int, clustered: bool) -> dict[str, Any]:
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 @pytest.mark.parametrize("clustered", [False, True])
-def test_reid_protocol_matches_reference(metric: str, clustered: bool) -> None:
+def test_reid_protocol_matches_reference(metric: str, clustered: bool, strategy: str) -> None:
     case = reid_case(0, clustered)
     got = evaluate(**case, metric=metric, ks=KS, max_rank=MAX_RANK)
     ref = reference_evaluate(**case, metric=metric, ks=KS, max_rank=MAX_RANK)
@@ -94,7 +104,7 @@ def test_query_gallery_without_cameras(metric: str) -> None:
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 @pytest.mark.parametrize("clustered", [False, True])
-def test_leave_one_out_matches_reference(metric: str, clustered: bool) -> None:
+def test_leave_one_out_matches_reference(metric: str, clustered: bool, strategy: str) -> None:
     rng = np.random.default_rng(2)
     centres = rng.standard_normal((30, 10))
     x, labels, _ = random_set(rng, 250, 10, 30, clustered, centres)
@@ -105,7 +115,7 @@ def test_leave_one_out_matches_reference(metric: str, clustered: bool) -> None:
     assert_same(got, ref)
 
 
-def test_leave_one_out_with_cameras() -> None:
+def test_leave_one_out_with_cameras(strategy: str) -> None:
     rng = np.random.default_rng(3)
     centres = rng.standard_normal((15, 8))
     x, labels, cams = random_set(rng, 150, 8, 15, True, centres)
@@ -115,7 +125,7 @@ def test_leave_one_out_with_cameras() -> None:
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-def test_ties_with_duplicated_embeddings(metric: str) -> None:
+def test_ties_with_duplicated_embeddings(metric: str, strategy: str) -> None:
     """Duplicates tie exactly; ties must go to the smaller gallery index."""
     rng = np.random.default_rng(4)
     base = rng.standard_normal((20, 6)).astype(np.float32)
@@ -134,7 +144,7 @@ def test_ties_with_duplicated_embeddings(metric: str) -> None:
     assert_same(got, ref)
 
 
-def test_ties_with_integer_embeddings_euclidean() -> None:
+def test_ties_with_integer_embeddings_euclidean(strategy: str) -> None:
     """Small integer vectors: distances are exact integers and massively tied."""
     rng = np.random.default_rng(5)
     g = rng.integers(-2, 3, (300, 3)).astype(np.float32)
@@ -165,7 +175,7 @@ def test_query_and_gallery_ids_exclude_shared_samples() -> None:
     assert_same(got, ref)
 
 
-def test_chunk_size_does_not_change_results() -> None:
+def test_chunk_size_does_not_change_results(strategy: str) -> None:
     case = reid_case(7, True)
     full = evaluate(**case, ks=KS, max_rank=MAX_RANK, chunk_size=10_000)
     for chunk in (1, 7, 60):

@@ -87,6 +87,7 @@ def run_row(run: Run, primary: str = PRIMARY) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run": str(run.path),
         "name": run.name,
+        "experiment": run.path.parent.name,
         "loss": _trial_label(run) or loss_label(config),
         "objective": loss_label(config),
         "loss_class": short_class((loss or {}).get("class_path")),
@@ -121,7 +122,7 @@ def run_row(run: Run, primary: str = PRIMARY) -> dict[str, Any]:
 def _unique_labels(frame: pd.DataFrame) -> pd.Series:
     """Make ``loss`` labels unique, appending settings that differ, then the run name."""
     labels = frame["loss"].astype(str).copy()
-    for extra in ("lr", "max_epochs", "dataset"):
+    for extra in ("lr", "max_epochs", "dataset", "experiment"):
         dup = labels.duplicated(keep=False)
         if not dup.any():
             break
@@ -201,7 +202,8 @@ def summary_table(
     if f"best/{primary}" in frame.columns:
         table[f"best {metric_title(primary)}"] = frame[f"best/{primary}"].to_numpy() * scale
         if "best_epoch" in frame.columns:
-            table["best epoch"] = frame["best_epoch"].astype("Int64").to_numpy()
+            epochs = frame["best_epoch"].astype("Int64").reset_index(drop=True)
+            table["best epoch"] = epochs
     if sort is not None and f"final/{sort}" in frame.columns:
         order = np.argsort(-frame[f"final/{sort}"].fillna(-np.inf).to_numpy(), kind="stable")
         table = table.iloc[order].reset_index(drop=True)
@@ -211,6 +213,8 @@ def summary_table(
 def _cell(value: Any, digits: int) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if isinstance(value, (int, np.integer)):
+        return str(value)
     if isinstance(value, (float, np.floating)):
         return f"{value:.{digits}f}"
     return str(value)

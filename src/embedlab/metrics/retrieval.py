@@ -67,6 +67,11 @@ DEFAULT_BLOCK_ELEMENTS = 1 << 26
 
 _SCALAR_KEYS = ("map", "map@r", "r_precision", "precision@1", "minp")
 
+#: How CPU chunks are ranked: "auto" (candidates for most rows, whole-row sorts for rows whose
+#: candidates are many), "candidates", "sort" (every row sorted) or "torch" (the accelerator code
+#: path). All give identical results; the switch exists for tests and benchmarks.
+CPU_STRATEGY = "auto"
+
 
 def auto_chunk_size(num_gallery: int, block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> int:
     """Number of queries per chunk so that one similarity block holds ``block_elements`` floats."""
@@ -177,7 +182,7 @@ def _ranks_by_sorting(
 def _parallel_rows(num_rows: int, fn: Callable[[int, int], Any]) -> list[Any]:
     """Run ``fn(lo, hi)`` over row ranges on the available threads (numpy releases the GIL)."""
     workers = max(1, min(torch.get_num_threads(), num_rows))
-    bounds = np.linspace(0, num_rows, workers + 1).astype(int)
+    bounds = [int(b) for b in np.linspace(0, num_rows, workers + 1)]
     if workers == 1:
         return [fn(0, num_rows)]
     with ThreadPoolExecutor(workers) as pool:
@@ -200,7 +205,12 @@ def _positive_ranks_cpu(
     a = s[r_np, c_np]
     threshold = np.full(c, np.inf, dtype=np.float32)
     np.minimum.at(threshold, r_np, a)
-    heavy_min = max(256, num_g // 16)
+    if CPU_STRATEGY == "candidates":
+        heavy_min = num_g
+    elif CPU_STRATEGY == "sort":
+        heavy_min = -1
+    else:
+        heavy_min = max(256, num_g // 16)
     ql = q_labels.numpy()
     gl = g_labels.numpy()
 
@@ -309,7 +319,7 @@ def rank_positives(
             )
             not_self = g_ids[cols] != qi[rows]
             rows, cols = rows[not_self], cols[not_self]
-        if scores.device.type == "cpu" and not force_sort:
+        if scores.device.type == "cpu" and not force_sort and CPU_STRATEGY != "torch":
             r, rk = _positive_ranks_cpu(scores, rows, cols, ql, g_labels)
         else:
             r, rk = _positive_ranks_torch(scores, rows, cols)

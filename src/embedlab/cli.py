@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_float32_matmul_precision("high")
     try:
         lightning_main(argv)
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+    except (ValueError, OSError, FloatingPointError) as err:
         if os.environ.get("EMBEDLAB_DEBUG"):
             raise
         # Configuration and data errors name the key or file at fault: one line is enough.

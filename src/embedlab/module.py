@@ -167,6 +167,16 @@ class MetricLearningModule(pl.LightningModule):
                 self.print(f"skipping step {self.global_step}: non-finite gradient of {name}")
                 return
 
+    def on_train_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        skipped = getattr(datamodule, "skipped", None)
+        if skipped is None:
+            return
+        if self.logger is not None:
+            self.logger.log_metrics({"data/skipped_files": float(len(skipped))}, step=0)
+        if skipped and self.trainer.is_global_zero and self.trainer.log_dir:
+            datamodule.write_skipped(self.trainer.log_dir)
+
     # -- checkpoints -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain tensors and numbers only, so that `weights_only` loading accepts them.

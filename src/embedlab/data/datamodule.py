@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,7 +94,9 @@ class RetrievalDataModule(pl.LightningDataModule):
         p, k: identities per batch and images per identity (per rank under DDP).
         batches_per_epoch: fixed epoch length; default ``len(train) // (world_size·P·K)``.
         transforms: torchvision recipe for image datasets (``reid``, ``dml`` or ``none``).
-        bad_data: ``error`` stops on an unreadable image naming it; ``skip`` warns and goes on.
+        bad_data: ``error`` stops on an unreadable image naming it; ``skip`` decodes every image
+            once at setup, leaves the unreadable ones out with a warning, logs their count as
+            ``data/skipped_files`` and lists them in ``skipped_files.tsv`` in the run folder.
         options: reader options, e.g. ``{variant: labeled}`` (CUHK03-NP) or
             ``{include_val: true}`` (MSMT17).
     """
@@ -130,6 +133,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.bad_data = bad_data
         self.options = dict(options or {})
         self._frame: pd.DataFrame | None = None
+        self._scanned = False
+        self.skipped: list[tuple[str, str]] = []
         self.train_set: Any = None
         self.eval_set: EvalDataset | None = None
         self.train_sampler: PKBatchSampler | None = None
@@ -173,8 +178,50 @@ class RetrievalDataModule(pl.LightningDataModule):
         transform = build_transforms(self.transforms, train, height=self.height, width=self.width)
         return ImageDataset(rows.reset_index(drop=True), self.data_root, transform, self.bad_data)
 
+    def _drop_unreadable(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``bad_data=skip``: decode every image once, drop and record the unreadable ones.
+
+        Scanning up front gives the complete list whatever the number of workers, and keeps
+        a bad query or gallery image from being silently replaced by another one.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from embedlab.data.image_dataset import BadImageError, load_image
+
+        def problem(path: str) -> str | None:
+            try:
+                load_image(self.data_root / path)
+            except BadImageError as err:
+                return err.reason
+            return None
+
+        with ThreadPoolExecutor(max_workers=max(1, self.num_workers or 4)) as pool:
+            reasons = list(pool.map(problem, frame["path"]))
+        bad = np.array([r is not None for r in reasons], dtype=bool)
+        self.skipped = [(p, r) for p, r in zip(frame["path"], reasons, strict=True) if r is not None]
+        if self.skipped:
+            warnings.warn(
+                f"bad_data=skip: {len(self.skipped)} unreadable image(s) left out, first "
+                f"{self.skipped[0][0]} ({self.skipped[0][1]})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return frame[~bad].reset_index(drop=True)
+
+    def write_skipped(self, folder: str | Path) -> Path | None:
+        """Write ``skipped_files.tsv`` (path, reason) into ``folder`` when files were skipped."""
+        if not self.skipped:
+            return None
+        target = Path(folder) / "skipped_files.tsv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(self.skipped, columns=["path", "reason"]).to_csv(target, sep="\t", index=False)
+        return target
+
     def setup(self, stage: str | None = None) -> None:
         frame = self.frame
+        if self.bad_data == "skip" and self.dataset_name != "digits" and not self._scanned:
+            frame = self._frame = self._drop_unreadable(frame)
+            self._scanned = True
         splits = set(frame["split"])
         train_rows = frame[frame["split"] == "train"]
         if len(train_rows) == 0 and stage in (None, "fit"):

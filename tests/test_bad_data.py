@@ -24,8 +24,11 @@ def broken_table(root: Path) -> Path:
     (root / "images" / "empty.jpg").write_bytes(b"")
     Image.fromarray(np.full((16, 8), 40000, dtype=np.uint16)).save(root / "images" / "deep.png")
     extra = pd.DataFrame(
-        [("images/truncated.jpg", 0, -1, "train"), ("images/empty.jpg", 1, -1, "train"),
-         ("images/deep.png", 2, -1, "train")],
+        [
+            ("images/truncated.jpg", 0, -1, "train"),
+            ("images/empty.jpg", 1, -1, "train"),
+            ("images/deep.png", 2, -1, "train"),
+        ],
         columns=frame.columns,
     )
     pd.concat([frame, extra]).to_csv(root / "dataset.csv", index=False)
@@ -34,17 +37,31 @@ def broken_table(root: Path) -> Path:
 
 
 def fit(root: Path, tmp_path: Path, bad_data: str) -> int:
-    return main([
-        "fit", "--config", DIGITS, f"--output_root={tmp_path / 'runs'}", "--data.dataset=table",
-        f"--data.root={root}", f"--data.bad_data={bad_data}", "--data.p=3", "--data.k=2",
-        "--data.transforms=none", "--data.batches_per_epoch=8", "--data.eval_batch_size=64",
-        "--model.model.init_args.backbone.init_args.in_channels=3",
-        "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
-    ])
+    return main(
+        [
+            "fit",
+            "--config",
+            DIGITS,
+            f"--output_root={tmp_path / 'runs'}",
+            "--data.dataset=table",
+            f"--data.root={root}",
+            f"--data.bad_data={bad_data}",
+            "--data.p=3",
+            "--data.k=2",
+            "--data.transforms=none",
+            "--data.batches_per_epoch=8",
+            "--data.eval_batch_size=64",
+            "--model.model.init_args.backbone.init_args.in_channels=3",
+            "--trainer.max_epochs=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
 
 
 @pytest.mark.slow
-def test_error_mode_names_the_first_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_error_mode_names_the_first_bad_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = broken_table(tmp_path / "data")
     assert fit(root, tmp_path, "error") == 2
     err = capsys.readouterr().err
@@ -58,7 +75,10 @@ def test_skip_mode_completes_and_lists_the_bad_files(tmp_path: Path) -> None:
         assert fit(root, tmp_path, "skip") == 0
     run = tmp_path / "runs" / "digits" / "version_0"
     listed = pd.read_csv(run / "skipped_files.tsv", sep="\t")
-    assert sorted(listed["path"]) == ["images/empty.jpg", "images/truncated.jpg"]  # 16-bit PNG is fine
+    assert sorted(listed["path"]) == [
+        "images/empty.jpg",
+        "images/truncated.jpg",
+    ]  # 16-bit PNG is fine
     metrics = pd.read_csv(run / "metrics.csv")
     assert metrics["data/skipped_files"].dropna().tolist() == [2.0]
     assert metrics["val/map"].notna().any()

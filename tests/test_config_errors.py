@@ -11,8 +11,12 @@ from embedlab.cli import main
 from embedlab.data.sampler import PKBatchSampler
 
 DIGITS = str(Path(__file__).resolve().parents[1] / "experiments" / "digits.yaml")
-QUICK = ["--trainer.max_epochs=1", "--data.batches_per_epoch=1", "--trainer.limit_val_batches=0",
-         "--trainer.enable_progress_bar=false"]
+QUICK = [
+    "--trainer.max_epochs=1",
+    "--data.batches_per_epoch=1",
+    "--trainer.limit_val_batches=0",
+    "--trainer.enable_progress_bar=false",
+]
 
 
 def run(args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: int = 1) -> str:
@@ -23,7 +27,9 @@ def run(args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], lin
     return err[0]
 
 
-def test_more_identities_per_batch_than_the_dataset_has(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_more_identities_per_batch_than_the_dataset_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     line = run(["--data.p=11"], tmp_path, capsys)
     assert "data.p=11" in line and "only 10" in line
 
@@ -41,9 +47,13 @@ def test_missing_dataset_folder(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert line.startswith("embedlab: error: market1501:") and "absent" in line
 
 
-def test_embedding_dimension_mismatch_with_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_embedding_dimension_mismatch_with_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["fit", "--config", DIGITS, f"--output_root={tmp_path}", *QUICK]) == 0
     ckpt = tmp_path / "digits" / "version_0" / "checkpoints" / "last.ckpt"
     capsys.readouterr()
-    line = run([f"--ckpt_path={ckpt}", "--model.model.init_args.embedding_dim=32"], tmp_path, capsys)
+    line = run(
+        [f"--ckpt_path={ckpt}", "--model.model.init_args.embedding_dim=32"], tmp_path, capsys
+    )
     assert "model.projection.weight" in line and "embedding_dim" in line

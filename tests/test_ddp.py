@@ -28,18 +28,27 @@ class RecordSteps(pl.Callback):
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        row = {"step": trainer.global_step, "labels": batch[1].tolist(),
-               "loss": float(trainer.callback_metrics["train/loss"])}
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        row = {
+            "step": trainer.global_step,
+            "labels": batch[1].tolist(),
+            "loss": float(trainer.callback_metrics["train/loss"]),
+        }
         with open(self.folder / f"rank{trainer.global_rank}.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
 
 
 def make_module() -> MetricLearningModule:
     torch.manual_seed(0)
-    model = EmbeddingModel(SmallCNN(width=8, depth=2, batch_norm=False), embedding_dim=16, normalize=True)
+    model = EmbeddingModel(
+        SmallCNN(width=8, depth=2, batch_norm=False), embedding_dim=16, normalize=True
+    )
     return MetricLearningModule(
-        model, TripletLoss(margin=0.2), optimizer=partial(torch.optim.SGD, lr=0.5),
+        model,
+        TripletLoss(margin=0.2),
+        optimizer=partial(torch.optim.SGD, lr=0.5),
         gather_embeddings=True,
     )
 
@@ -49,9 +58,16 @@ def train(devices: int, p: int, folder: Path) -> dict[str, torch.Tensor]:
     module = make_module()
     data = RetrievalDataModule(p=p, k=3, batches_per_epoch=3, seed=5)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-        precision="64-true", max_epochs=2, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        precision="64-true",
+        max_epochs=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[RecordSteps(folder)],
     )
     trainer.fit(module, data)
@@ -77,7 +93,9 @@ def test_two_ranks_with_gathered_mining_equal_one_process(tmp_path: Path) -> Non
     assert moved > 1e-3  # the test trains for real
     # ddp_spawn hands rank 0's float64 weights back to the parent's float32 module
     for key in single:
-        torch.testing.assert_close(ddp[key], single[key].to(ddp[key].dtype), atol=1e-7, rtol=0, msg=key)
+        torch.testing.assert_close(
+            ddp[key], single[key].to(ddp[key].dtype), atol=1e-7, rtol=0, msg=key
+        )
 
 
 def test_validation_metrics_under_ddp_equal_one_process(tmp_path: Path) -> None:
@@ -85,8 +103,12 @@ def test_validation_metrics_under_ddp_equal_one_process(tmp_path: Path) -> None:
     for devices in (1, 2):
         data = RetrievalDataModule(p=4, k=2, eval_batch_size=100)
         trainer = pl.Trainer(
-            accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-            logger=False, enable_progress_bar=False, enable_model_summary=False,
+            accelerator="cpu",
+            devices=devices,
+            strategy="ddp_spawn" if devices > 1 else "auto",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
         )
         results.append(trainer.validate(make_module(), data, verbose=False)[0])
     single, ddp = results
@@ -95,13 +117,24 @@ def test_validation_metrics_under_ddp_equal_one_process(tmp_path: Path) -> None:
 
 
 def test_cli_fit_with_ddp_spawn_logs_once(tmp_path: Path) -> None:
-    main([
-        "fit", "--config", str(ROOT / "experiments" / "digits.yaml"), f"--output_root={tmp_path}",
-        "--trainer.strategy=ddp_spawn", "--trainer.devices=2", "--trainer.accelerator=cpu",
-        "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1", "--data.p=5",
-        "--data.batches_per_epoch=3", "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false", "--model.gather_embeddings=true",
-    ])
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "experiments" / "digits.yaml"),
+            f"--output_root={tmp_path}",
+            "--trainer.strategy=ddp_spawn",
+            "--trainer.devices=2",
+            "--trainer.accelerator=cpu",
+            "--trainer.max_epochs=2",
+            "--trainer.check_val_every_n_epoch=1",
+            "--data.p=5",
+            "--data.batches_per_epoch=3",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false",
+            "--model.gather_embeddings=true",
+        ]
+    )
     runs = list((tmp_path / "digits").iterdir())
     assert [r.name for r in runs] == ["version_0"]
     metrics = pd.read_csv(runs[0] / "metrics.csv")

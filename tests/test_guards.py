@@ -32,9 +32,16 @@ def fit(nonfinite: str, tmp_path: Path) -> MetricLearningModule:
         aux_losses=[LossTerm(NaNOnSecondCall(), name="probe")],
         nonfinite=nonfinite,  # type: ignore[arg-type]
     )
-    trainer = pl.Trainer(accelerator="cpu", max_steps=4, limit_val_batches=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, RetrievalDataModule(p=4, k=2, batches_per_epoch=4))
     return module
 
@@ -44,7 +51,9 @@ def test_nan_loss_stops_with_step_term_and_labels(tmp_path: Path) -> None:
         fit("error", tmp_path)
 
 
-def test_nan_loss_step_is_skipped_when_configured(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_nan_loss_step_is_skipped_when_configured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     module = fit("skip", tmp_path)
     assert module.losses[1].loss.calls == 4  # training went on after the bad batch
     # had the NaN reached the optimiser, every weight would now be NaN

@@ -15,9 +15,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = [
-    "--config", str(ROOT / "experiments" / "digits.yaml"),
-    "--trainer.max_epochs=4", "--data.batches_per_epoch=7", "--trainer.check_val_every_n_epoch=2",
-    "--checkpoint.every_n_train_steps=3", "--checkpoint.monitor=null",
+    "--config",
+    str(ROOT / "experiments" / "digits.yaml"),
+    "--trainer.max_epochs=4",
+    "--data.batches_per_epoch=7",
+    "--trainer.check_val_every_n_epoch=2",
+    "--checkpoint.every_n_train_steps=3",
+    "--checkpoint.monitor=null",
     "--trainer.enable_progress_bar=false",
     "--model.model.init_args.dropout=0.1",  # the model's own random stream must resume too
 ]

@@ -93,7 +93,7 @@ class EmbedlabCLI(LightningCLI):
 
     def _run_dir(self) -> Path:
         cfg = self.config[self.subcommand]
-        if rank_zero_only.rank == 0:  # set from RANK / SLURM_PROCID / LOCAL_RANK
+        if getattr(rank_zero_only, "rank", 0) == 0:  # set from RANK / SLURM_PROCID / LOCAL_RANK
             return new_run_dir(cfg["output_root"], cfg["experiment"])
         # other ranks of a torchrun job write nothing: loggers and checkpoints are rank-0 only
         return Path(cfg["output_root"]) / cfg["experiment"] / "version_nonzero_rank"

@@ -96,13 +96,17 @@ class MetricLearningModule(pl.LightningModule):
         if len(self.losses) == 0:
             raise ValueError("model.loss: give a loss or at least one entry in model.aux_losses")
         self.classifier: nn.Module | None = None
-        if any(t.input == "logits" for t in self.losses):
+        if any(t.input == "logits" for t in self.terms):
             if num_classes is None:
                 raise ValueError("model.num_classes is required by a loss term reading logits")
             self.classifier = nn.Linear(model.embedding_dim, num_classes, bias=False)
         self.optimizer_factory = optimizer
         self.val_metric = RetrievalMetric(metric=eval_metric, ks=tuple(ks))
         self.test_metric = RetrievalMetric(metric=eval_metric, ks=tuple(ks))
+
+    @property
+    def terms(self) -> list[LossTerm]:
+        return [t for t in self.losses if isinstance(t, LossTerm)]
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -127,7 +131,7 @@ class MetricLearningModule(pl.LightningModule):
         total = images.new_zeros(())  # what the optimiser sees
         reported = images.new_zeros(())  # the objective itself, without the DDP scale
         logs: dict[str, float | Tensor] = {}
-        for term in self.losses:
+        for term in self.terms:
             x, y, scale = inputs[term.input], labels, 1.0
             if distributed and term.input != "logits":
                 # Gradients of the global loss reach each rank only through its own block;
@@ -135,7 +139,8 @@ class MetricLearningModule(pl.LightningModule):
                 x, y, scale = self._gather(x), self._gather(labels), float(dist.get_world_size())
             value = term.loss(x, y)
             if not torch.isfinite(value):
-                return self._nonfinite(f"loss term {term.name!r}", labels)
+                self._nonfinite(f"loss term {term.name!r}", labels)
+                return None
             total = total + term.weight * scale * value
             reported = reported + term.weight * value.detach()
             logs[f"train/{term.name}"] = value.detach()
@@ -174,13 +179,14 @@ class MetricLearningModule(pl.LightningModule):
             return
         if self.logger is not None:
             self.logger.log_metrics({"data/skipped_files": float(len(skipped))}, step=0)
-        if skipped and self.trainer.is_global_zero and self.trainer.log_dir:
+        if skipped and datamodule is not None and self.trainer.is_global_zero and self.trainer.log_dir:
             datamodule.write_skipped(self.trainer.log_dir)
 
     # -- checkpoints -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain tensors and numbers only, so that `weights_only` loading accepts them.
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+        keys = np.asarray(keys)
         checkpoint["embedlab_rng"] = {
             "torch": torch.get_rng_state(),
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
@@ -215,7 +221,7 @@ class MetricLearningModule(pl.LightningModule):
     # -- evaluation ------------------------------------------------------------------------
     def _eval_roles(self, stage: str) -> tuple[Tensor, Tensor]:
         loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
-        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        loader: Any = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
         dataset = loader.dataset
         if not hasattr(dataset, "is_query"):
             n = len(dataset)

@@ -29,7 +29,9 @@ def baseline_metrics(datamodule: Any, metric: str) -> dict[str, float] | None:
     from embedlab.metrics import evaluate
 
     eval_set = getattr(datamodule, "eval_set", None)
-    pixels = eval_set.raw_pixels() if eval_set is not None else None
+    if eval_set is None:
+        return None
+    pixels = eval_set.raw_pixels()
     if pixels is None:
         return None
     q, g = eval_set.is_query, eval_set.is_gallery

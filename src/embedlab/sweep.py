@@ -181,6 +181,8 @@ SAMPLERS: dict[str, Any] = {
 def sample_value(spec: dict[str, Any], rng: np.random.Generator, name: str = "?") -> Any:
     """One draw of a parameter from its (wandb) distribution."""
     value = SAMPLERS[_distribution(spec, name)](spec, rng)
+    if isinstance(value, float):
+        value = float(f"{value:.6g}")  # readable command lines; far finer than any search needs
     return value
 
 

@@ -198,7 +198,9 @@ class RetrievalDataModule(pl.LightningDataModule):
         with ThreadPoolExecutor(max_workers=max(1, self.num_workers or 4)) as pool:
             reasons = list(pool.map(problem, frame["path"]))
         bad = np.array([r is not None for r in reasons], dtype=bool)
-        self.skipped = [(p, r) for p, r in zip(frame["path"], reasons, strict=True) if r is not None]
+        self.skipped = [
+            (p, r) for p, r in zip(frame["path"], reasons, strict=True) if r is not None
+        ]
         if self.skipped:
             warnings.warn(
                 f"bad_data=skip: {len(self.skipped)} unreadable image(s) left out, first "
@@ -270,12 +272,13 @@ class RetrievalDataModule(pl.LightningDataModule):
     def _batches_done(self) -> int:
         if self.trainer is None:
             return 0
-        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return int(getattr(progress, "processed", progress.completed))
 
     def eval_dataloader(self) -> DataLoader:
         assert self.eval_set is not None, "call setup() first"
         world_size, rank = self._world()
-        sampler = None
+        sampler: DistributedSampler[Any] | None = None
         if world_size > 1:
             # Pads with duplicates to equal length; the metric drops them by index.
             sampler = DistributedSampler(self.eval_set, world_size, rank, shuffle=False)

@@ -42,6 +42,8 @@ to do to produce its top-k lists.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +54,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+try:  # a scikit-learn dependency; only used to keep BLAS single-threaded inside worker threads
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    threadpool_limits = None
 
 from embedlab.metrics._inputs import ArrayLike, as_embeddings, as_ids, check_ks, check_metric
 
@@ -179,18 +186,8 @@ def _ranks_by_sorting(
     return rank
 
 
-def _parallel_rows(num_rows: int, fn: Callable[[int, int], Any]) -> list[Any]:
-    """Run ``fn(lo, hi)`` over row ranges on the available threads (numpy releases the GIL)."""
-    workers = max(1, min(torch.get_num_threads(), num_rows))
-    bounds = [int(b) for b in np.linspace(0, num_rows, workers + 1)]
-    if workers == 1:
-        return [fn(0, num_rows)]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda i: fn(bounds[i], bounds[i + 1]), range(workers)))
-
-
 def _positive_ranks_cpu(
-    scores: Tensor, rows: Tensor, cols: Tensor, q_labels: Tensor, g_labels: Tensor
+    scores: Tensor, rows: Tensor, cols: Tensor, q_labels: Tensor, g_labels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact ranks of the positives of one chunk (CPU), excluded items being ``-inf``.
 
@@ -212,37 +209,30 @@ def _positive_ranks_cpu(
     else:
         heavy_min = max(256, num_g // 16)
     ql = q_labels.numpy()
-    gl = g_labels.numpy()
 
-    def light(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        mask = s[lo:hi] >= threshold[lo:hi, None]
-        n_cand = np.count_nonzero(mask, axis=1)
-        heavy = n_cand > heavy_min
-        if heavy.any():
-            mask[heavy] = False
-        r, col = np.nonzero(mask)
-        v = s[lo:hi][r, col]
-        order = np.lexsort((col, -v, r))  # by row, similarity descending, index ascending
-        r, col = r[order], col[order]
-        first = np.searchsorted(r, np.arange(hi - lo))
-        hit = np.flatnonzero(gl[col] == ql[lo:hi][r])
-        return heavy, r[hit] + lo, hit - first[r[hit]] + 1, col
-
-    parts = _parallel_rows(c, light)
-    heavy = np.concatenate([p[0] for p in parts])
-    out_rows = [p[1] for p in parts]
-    out_ranks = [p[2] for p in parts]
+    mask = s >= threshold[:, None]
+    heavy = np.count_nonzero(mask, axis=1) > heavy_min
+    if heavy.any():
+        mask[heavy] = False
+    r, col = np.nonzero(mask)
+    del mask
+    v = s[r, col]
+    order = np.lexsort((col, -v, r))  # by row, similarity descending, index ascending
+    r, col = r[order], col[order]
+    first = np.searchsorted(r, np.arange(c))
+    hit = np.flatnonzero(g_labels[col] == ql[r])
+    out_rows = [r[hit]]
+    out_ranks = [hit - first[r[hit]] + 1]
     if heavy.any():
         heavy_rows = np.flatnonzero(heavy)
         sel = heavy[r_np]
-        local = np.searchsorted(heavy_rows, r_np[sel])
         sub = s[heavy_rows]
-        _parallel_rows(len(heavy_rows), lambda lo, hi: sub[lo:hi].sort(axis=1))
+        sub.sort(axis=1)
         sel_t = torch.from_numpy(sel)
         rank = _ranks_by_sorting(
             scores,
             rows[sel_t],
-            torch.from_numpy(local),
+            torch.from_numpy(np.searchsorted(heavy_rows, r_np[sel])),
             cols[sel_t],
             torch.from_numpy(a[sel]),
             torch.from_numpy(sub),
@@ -262,6 +252,80 @@ def _positive_ranks_torch(
     return rows.cpu().numpy(), rank.cpu().numpy()
 
 
+class _ChunkRanker:
+    """Exclusions and exact positive ranks for one chunk of queries (see :func:`rank_positives`)."""
+
+    def __init__(
+        self,
+        score_fn: ScoreFn,
+        q_labels: Tensor,
+        g_labels: Tensor,
+        q_cams: Tensor | None,
+        g_cams: Tensor | None,
+        q_ids: Tensor | None,
+        g_ids: Tensor | None,
+        junk_label: int | None,
+        use_torch: bool,
+    ) -> None:
+        self.score_fn = score_fn
+        self.q_labels, self.g_labels = q_labels, g_labels
+        self.q_cams, self.g_cams = q_cams, g_cams
+        self.q_ids, self.g_ids = q_ids, g_ids
+        self.junk_label = junk_label
+        self.use_torch = use_torch
+        self.g_sorted, self.g_order = torch.sort(g_labels, stable=True)
+        junk = (g_labels == junk_label).nonzero().flatten() if junk_label is not None else None
+        self.junk_cols = junk if junk is not None and len(junk) else None
+        self.gid_sorted: Tensor | None = None
+        self.gid_order: Tensor | None = None
+        if g_ids is not None:
+            self.gid_sorted, self.gid_order = torch.sort(g_ids, stable=True)
+        self.g_labels_np = g_labels.cpu().numpy()
+
+    def __call__(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.score_fn(start, stop)
+        if scores.dtype != torch.float32:
+            scores = scores.to(torch.float32)
+        ql = self.q_labels[start:stop]
+        rows, cols = _equal_pairs(ql, self.g_sorted, self.g_order)
+        if self.junk_label is not None:
+            keep = ql[rows] != self.junk_label
+            rows, cols = rows[keep], cols[keep]
+        ex_rows: list[Tensor] = []
+        ex_cols: list[Tensor] = []
+        if self.q_cams is not None and self.g_cams is not None:
+            same_cam = self.g_cams[cols] == self.q_cams[start:stop][rows]
+            ex_rows.append(rows[same_cam])
+            ex_cols.append(cols[same_cam])
+            rows, cols = rows[~same_cam], cols[~same_cam]
+        if self.q_ids is not None and self.g_ids is not None:
+            assert self.gid_sorted is not None and self.gid_order is not None
+            qi = self.q_ids[start:stop]
+            loc = torch.searchsorted(self.gid_sorted, qi).clamp(max=len(self.gid_sorted) - 1)
+            hit = self.gid_sorted[loc] == qi
+            ex_rows.append(torch.arange(stop - start, device=qi.device)[hit])
+            ex_cols.append(self.gid_order[loc[hit]])
+            not_self = self.g_ids[cols] != qi[rows]
+            rows, cols = rows[not_self], cols[not_self]
+        # Excluded items get -inf: they can then never precede a (finite) positive.
+        if scores.device.type == "cpu":
+            s = scores.numpy()
+            if self.junk_cols is not None:
+                s[:, self.junk_cols.numpy()] = -np.inf
+            for er, ec in zip(ex_rows, ex_cols, strict=True):
+                s[er.numpy(), ec.numpy()] = -np.inf
+        else:
+            if self.junk_cols is not None:
+                scores.index_fill_(1, self.junk_cols, float("-inf"))
+            for er, ec in zip(ex_rows, ex_cols, strict=True):
+                scores[er, ec] = float("-inf")
+        if self.use_torch:
+            r, rk = _positive_ranks_torch(scores, rows, cols)
+        else:
+            r, rk = _positive_ranks_cpu(scores, rows, cols, ql, self.g_labels_np)
+        return r.astype(np.int64) + start, rk.astype(np.int64)
+
+
 def rank_positives(
     score_fn: ScoreFn,
     num_queries: int,
@@ -273,63 +337,46 @@ def rank_positives(
     g_ids: Tensor | None = None,
     junk_label: int | None = -1,
     chunk_size: int | None = None,
-    force_sort: bool = False,
 ) -> _PerQuery:
     """Rank the positives of every query exactly, one chunk of queries at a time.
 
     ``score_fn(start, stop)`` returns the similarity block of queries ``[start, stop)`` against the
     gallery. Gallery items are excluded as described in the module docstring; ``q_ids``/``g_ids``
-    (unique within the gallery) exclude gallery items with the id of the query. ``force_sort``
-    uses the sort-every-row strategy of accelerators on CPU too (for testing).
+    (unique within the gallery) exclude gallery items with the id of the query.
+
+    On CPU, when ``score_fn`` is thread-safe (attribute ``thread_safe``), each chunk is split over
+    ``torch.get_num_threads()`` worker threads that compute their own sub-block with a
+    single-threaded BLAS call and rank it: no core idles while another post-processes, and no BLAS
+    thread pool spins in the way of the ranking. Peak memory stays about ``chunk_size x |gallery|``.
     """
-    device = g_labels.device
     num_gallery = len(g_labels)
     chunk = auto_chunk_size(num_gallery) if chunk_size is None else int(chunk_size)
-    g_sorted, g_order = torch.sort(g_labels, stable=True)
-    junk_cols = (g_labels == junk_label).nonzero().flatten() if junk_label is not None else None
-    if junk_cols is not None and len(junk_cols) == 0:
-        junk_cols = None
-    if g_ids is not None:
-        gid_sorted, gid_order = torch.sort(g_ids, stable=True)
-    all_rows: list[np.ndarray] = []
-    all_ranks: list[np.ndarray] = []
-    for start in range(0, num_queries, chunk):
-        stop = min(start + chunk, num_queries)
-        scores = score_fn(start, stop)
-        if scores.dtype != torch.float32:
-            scores = scores.to(torch.float32)
-        ql = q_labels[start:stop]
-        rows, cols = _equal_pairs(ql, g_sorted, g_order)
-        if junk_label is not None:
-            keep = ql[rows] != junk_label
-            rows, cols = rows[keep], cols[keep]
-        neg_inf = torch.tensor(float("-inf"), device=scores.device)
-        if junk_cols is not None:
-            scores.index_fill_(1, junk_cols, float("-inf"))
-        if q_cams is not None and g_cams is not None:
-            same_cam = g_cams[cols] == q_cams[start:stop][rows]
-            scores.index_put_((rows[same_cam], cols[same_cam]), neg_inf)
-            rows, cols = rows[~same_cam], cols[~same_cam]
-        if q_ids is not None and g_ids is not None:
-            qi = q_ids[start:stop]
-            loc = torch.searchsorted(gid_sorted, qi).clamp(max=num_gallery - 1)
-            hit = gid_sorted[loc] == qi
-            scores.index_put_(
-                (torch.arange(stop - start, device=device)[hit], gid_order[loc[hit]]), neg_inf
-            )
-            not_self = g_ids[cols] != qi[rows]
-            rows, cols = rows[not_self], cols[not_self]
-        if scores.device.type == "cpu" and not force_sort and CPU_STRATEGY != "torch":
-            r, rk = _positive_ranks_cpu(scores, rows, cols, ql, g_labels)
-        else:
-            r, rk = _positive_ranks_torch(scores, rows, cols)
-        all_rows.append(r + start)
-        all_ranks.append(rk)
-        del scores
+    on_cpu = g_labels.device.type == "cpu"
+    ranker = _ChunkRanker(
+        score_fn, q_labels, g_labels, q_cams, g_cams, q_ids, g_ids, junk_label,
+        use_torch=not on_cpu or CPU_STRATEGY == "torch",
+    )  # fmt: skip
+    workers = max(1, torch.get_num_threads()) if on_cpu else 1
+    if not getattr(score_fn, "thread_safe", False) or num_queries < 2 * workers:
+        workers = 1
+    step = max(1, -(-chunk // workers))
+    tasks = [(s, min(s + step, num_queries)) for s in range(0, num_queries, step)]
+    if workers == 1:
+        results = [ranker(a, b) for a, b in tasks]
+    else:
+        limit = (
+            threadpool_limits(limits=1, user_api="blas")
+            if threadpool_limits is not None
+            else contextlib.nullcontext()
+        )
+        with limit, ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(lambda t: ranker(*t), tasks))
+    if not results:
+        return _metrics_from_ranks(num_queries, np.zeros(0, np.int64), np.zeros(0, np.int64))
     return _metrics_from_ranks(
         num_queries,
-        np.concatenate(all_rows).astype(np.int64),
-        np.concatenate(all_ranks).astype(np.int64),
+        np.concatenate([r for r, _ in results]),
+        np.concatenate([k for _, k in results]),
     )
 
 
@@ -375,9 +422,11 @@ class _SimilarityBlocks:
     query's own norm is a per-row constant) without the cancellation of adding ``|q|^2``; the
     factor 2 is applied to the query beforehand (exact in floating point).
 
-    On CPU the product runs through numpy's BLAS into one reused buffer (faster than torch's here
-    and free of per-chunk allocations), so a returned block is only valid until the next call.
+    On CPU the product runs through numpy's BLAS into a buffer reused by the calling thread (no
+    per-chunk allocation), so a returned block is only valid until that thread's next call.
     """
+
+    thread_safe = True
 
     def __init__(self, query: Tensor, gallery: Tensor, metric: str) -> None:
         if metric == "cosine":
@@ -392,16 +441,17 @@ class _SimilarityBlocks:
         if self.on_cpu:
             self.q_np = self.q.numpy()
             self.g_np = self.g.numpy()
-        self.buffer: np.ndarray | None = None
+        self.local = threading.local()
 
     def __call__(self, start: int, stop: int) -> Tensor:
         if not self.on_cpu:
             block = self.q[start:stop] @ self.g.t()
             return block if self.g_sq is None else block.sub_(self.g_sq)
         rows = stop - start
-        if self.buffer is None or self.buffer.shape[0] < rows:
-            self.buffer = np.empty((rows, self.g_np.shape[0]), dtype=np.float32)
-        out = self.buffer[:rows]
+        buffer = getattr(self.local, "buffer", None)
+        if buffer is None or buffer.shape[0] < rows:
+            buffer = self.local.buffer = np.empty((rows, self.g_np.shape[0]), dtype=np.float32)
+        out = buffer[:rows]
         np.matmul(self.q_np[start:stop], self.g_np.T, out=out)
         block = torch.from_numpy(out)
         return block if self.g_sq is None else block.sub_(self.g_sq)

@@ -139,3 +139,17 @@ def test_wandb_offline_run_records_the_validation_metrics(tmp_path: Path) -> Non
     csv = pd.read_csv(run / "metrics.csv").dropna(subset=["val/map@r"])
     assert [r["val/map@r"] for r in val] == pytest.approx(csv["val/map@r"].tolist(), abs=1e-6)
     assert any("train/loss" in r for r in rows)
+
+
+@pytest.mark.slow
+def test_evaluate_a_checkpoint_writes_metrics_next_to_the_run(tmp_path: Path) -> None:
+    main(["fit", "--config", DIGITS, f"--output_root={tmp_path}", *FAST, "--trainer.max_epochs=6"])
+    run = tmp_path / "digits" / "version_0"
+    assert main(["evaluate", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]) == 0
+    evaluation = json.loads((run / "evaluation.json").read_text())["metrics"]
+    trained = json.loads((run / "summary.json").read_text())["trained"]
+    # last.ckpt holds the weights that produced the final validation
+    for key in ("recall@1", "map", "map@r", "minp"):
+        assert evaluation[key] == pytest.approx(trained[key], abs=1e-6)
+    assert pd.read_csv(run / "evaluation.csv")["map@r"].iloc[0] == pytest.approx(trained["map@r"])
+    assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["version_0"]

@@ -96,3 +96,11 @@ def test_fit_one_epoch_on_market1501_tree_with_reid_protocol(tmp_path: Path) -> 
     assert val["val/num_valid_queries"] == 12
     for key in ("val/recall@1", "val/map", "val/map@r", "val/minp"):
         assert 0.0 <= val[key] <= 1.0 and np.isfinite(val[key])
+
+
+def test_data_check_subcommand_reports_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_market1501(tmp_path / "market")
+    assert main(["data", "check", "--dataset", "market1501", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "24" in out and "gallery" in out and "28" in out
+    assert main(["data", "check", "--dataset", "market1501", "--root", str(tmp_path / "nope")]) == 1

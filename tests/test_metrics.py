@@ -20,7 +20,7 @@ from metrics_reference import reference_distances, reference_evaluate, reference
 
 KS = (1, 3, 5, 10, 100)
 MAX_RANK = 20
-STRATEGIES = ["auto", "candidates", "sort", "torch"]
+STRATEGIES = ["auto", "candidates", "sort", "alternate", "torch"]
 
 
 @pytest.fixture(params=STRATEGIES)

@@ -137,7 +137,7 @@ class EmbedlabCLI(LightningCLI):
             if k.startswith("test/")
         }
         print_summary({"test": results})
-        if self.trainer.log_dir:
+        if self.trainer.logger is not None and self.trainer.log_dir:
             write_json(Path(self.trainer.log_dir) / "test_metrics.json", {"test": results})
 
 

@@ -40,25 +40,22 @@ def upcast(x: Tensor) -> Tensor:
 class _EuclideanDistance(torch.autograd.Function):
     """‖x_i − y_j‖ or ‖x_i − y_j‖² with one matmul forward and at most one matmul backward.
 
-    Forward: sq = ‖x‖² + ‖y‖² − 2·x·yᵀ (norms of a self-distance read off the Gram
-    diagonal, so the diagonal cancels exactly); entries below the rounding noise are 0.
-    Backward, with A = ∂L/∂sq (= ∂L/∂d / (2d) for the euclidean distance, 0 where d = 0):
-    ∂L/∂x = 2·(rowsum(A)·x − A·y) and ∂L/∂y = 2·(colsum(A)·y − Aᵀ·x). When A is sparse
-    (hard mining selects a few pairs per row) the product is a sparse one, which avoids
-    the dense N×N×D matmul.
+    Forward: sq = ‖x‖² + ‖y‖² − 2·x·yᵀ; entries below the rounding noise of that form
+    (and the diagonal of a self-distance) are exactly 0.
+    Backward, with B = 2·∂L/∂sq (= ∂L/∂d / d for the euclidean distance, 0 where d = 0):
+    ∂L/∂x = rowsum(B)·x − B·y and ∂L/∂y = colsum(B)·y − Bᵀ·x (for y = x, B + Bᵀ
+    replaces B). When B is sparse (mining keeps a few pairs per row) the product is a
+    sparse one, which avoids the dense N×N×D matmul.
     """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, y: Tensor | None, squared: bool) -> Tensor:
         other = x if y is None else y
-        sq = x @ other.T
-        if y is None:
-            x_sq = y_sq = sq.diagonal().clone()
-        else:
-            x_sq, y_sq = x.pow(2).sum(1), y.pow(2).sum(1)
-        noise = x_sq[:, None] + y_sq[None, :]
-        sq.mul_(-2.0).add_(noise)
-        nonzero = sq > noise.mul_(4.0 * torch.finfo(sq.dtype).eps)
+        x_sq = (x * x).sum(1)
+        y_sq = x_sq if y is None else (other * other).sum(1)
+        scale = x_sq[:, None] + y_sq[None, :]
+        sq = torch.addmm(scale, x, other.T, alpha=-2.0)
+        nonzero = sq > scale.mul_(4.0 * torch.finfo(sq.dtype).eps)
         if y is None:
             nonzero.fill_diagonal_(False)
         out = sq.mul_(nonzero) if squared else sq.mul_(nonzero).sqrt_()
@@ -70,17 +67,17 @@ class _EuclideanDistance(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         x, y, out, nonzero = ctx.saved_tensors
-        a = grad if ctx.squared else torch.where(nonzero, grad / out, 0.0).mul_(0.5)
-        if y is None:
-            sym = a + a.T
-            if int(torch.count_nonzero(sym)) * 16 <= sym.numel():  # sparse: a few pairs per row
-                product = torch.sparse.mm(sym.to_sparse(), x)
-                return (x * sym.sum(1, keepdim=True)).sub_(product).mul_(2.0), None, None
-            grad_x = torch.addmm(x * sym.sum(1, keepdim=True), sym, x, alpha=-1.0).mul_(2.0)
-            return grad_x, None, None
-        grad_x = torch.addmm(x * a.sum(1, keepdim=True), a, y, alpha=-1.0).mul_(2.0)
-        grad_y = torch.addmm(y * a.sum(0)[:, None], a.T, x, alpha=-1.0).mul_(2.0)
-        return grad_x, grad_y, None
+        b = grad * 2.0 if ctx.squared else torch.where(nonzero, grad / out, 0.0)
+        if y is not None:
+            grad_x = torch.addmm(x * b.sum(1, keepdim=True), b, y, alpha=-1.0)
+            grad_y = torch.addmm(y * b.sum(0)[:, None], b.T, x, alpha=-1.0)
+            return grad_x, grad_y, None
+        b = b + b.T
+        weight = x * b.sum(1, keepdim=True)
+        # a large matmul whose matrix is mostly zeros (a few mined pairs per row): go sparse
+        if b.numel() * x.shape[1] >= 1 << 22 and int(torch.count_nonzero(b)) * 16 <= b.numel():
+            return weight.sub_(torch.sparse.mm(b.to_sparse(), x)), None, None
+        return torch.addmm(weight, b, x, alpha=-1.0), None, None
 
 
 def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: Metric = "euclidean") -> Tensor:

@@ -109,7 +109,9 @@ def _grid_values(spec: dict[str, Any]) -> list[Any] | None:
 
 
 def _ints(spec: dict[str, Any]) -> bool:
-    return all(isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool) for k in ("min", "max"))
+    return all(
+        isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool) for k in ("min", "max")
+    )
 
 
 def _distribution(spec: dict[str, Any], name: str) -> str:
@@ -125,9 +127,13 @@ def _distribution(spec: dict[str, Any], name: str) -> str:
     elif "mu" in spec or "sigma" in spec:
         dist = "normal"
     else:
-        raise SweepError(f"parameter {name!r}: give `values`, `value`, `min`/`max` or a distribution")
+        raise SweepError(
+            f"parameter {name!r}: give `values`, `value`, `min`/`max` or a distribution"
+        )
     if dist not in SAMPLERS:
-        raise SweepError(f"parameter {name!r}: unsupported distribution {dist!r} ({sorted(SAMPLERS)})")
+        raise SweepError(
+            f"parameter {name!r}: unsupported distribution {dist!r} ({sorted(SAMPLERS)})"
+        )
     return dist
 
 
@@ -167,14 +173,17 @@ SAMPLERS: dict[str, Any] = {
     "q_log_uniform": lambda s, r: _quantise(math.exp(_uniform(s, r)), s),
     "q_log_uniform_values": lambda s, r: _quantise(_log_uniform_values(s, r), s),
     "inv_log_uniform": lambda s, r: 1.0 / math.exp(_uniform(s, r)),
-    "inv_log_uniform_values": lambda s, r: 1.0
-    / _log_uniform_values({"min": 1.0 / float(s["max"]), "max": 1.0 / float(s["min"])}, r),
+    "inv_log_uniform_values": lambda s, r: (
+        1.0 / _log_uniform_values({"min": 1.0 / float(s["max"]), "max": 1.0 / float(s["min"])}, r)
+    ),
     "normal": _normal,
     "q_normal": lambda s, r: _quantise(_normal(s, r), s),
     "log_normal": lambda s, r: math.exp(_normal(s, r)),
     "q_log_normal": lambda s, r: _quantise(math.exp(_normal(s, r)), s),
     "beta": lambda s, r: float(r.beta(float(s.get("a", 1.0)), float(s.get("b", 1.0)))),
-    "q_beta": lambda s, r: _quantise(float(r.beta(float(s.get("a", 1.0)), float(s.get("b", 1.0)))), s),
+    "q_beta": lambda s, r: _quantise(
+        float(r.beta(float(s.get("a", 1.0)), float(s.get("b", 1.0)))), s
+    ),
 }
 
 
@@ -222,7 +231,9 @@ def format_args(params: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
-def build_command(config: dict[str, Any], params: dict[str, Any], extra: Sequence[str] = ()) -> list[str]:
+def build_command(
+    config: dict[str, Any], params: dict[str, Any], extra: Sequence[str] = ()
+) -> list[str]:
     """The trial's command line: the sweep's ``command`` with its macros filled in, then ``extra``."""
     macros: dict[str, list[str]] = {
         "env": [],
@@ -251,7 +262,11 @@ def embedlab_args(command: Sequence[str]) -> list[str] | None:
         parts = parts[1:]
     if parts and Path(parts[0]).name == "embedlab":
         return parts[1:]
-    if len(parts) >= 3 and Path(parts[0]).name.startswith("python") and parts[1:3] == ["-m", "embedlab"]:
+    if (
+        len(parts) >= 3
+        and Path(parts[0]).name.startswith("python")
+        and parts[1:3] == ["-m", "embedlab"]
+    ):
         return parts[3:]
     return None
 
@@ -268,7 +283,9 @@ class Trial:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def trial_points(config: dict[str, Any], count: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+def trial_points(
+    config: dict[str, Any], count: int | None = None, seed: int = 0
+) -> list[dict[str, Any]]:
     """The parameter points a local run visits (grid: all, truncated by ``count``)."""
     parameters = config["parameters"]
     if config["method"] == "grid":
@@ -407,8 +424,12 @@ def run_local(
 
         metric = str((config.get("metric") or {}).get("name", PRIMARY)).removeprefix("val/")
         frame = compare_runs(finished, primary=metric)
-        print_table(summary_table(frame, primary=metric, sort=metric), title=f"sweep {config.get('name')}")
-        for path in write_comparison(frame, sweep_dir, primary=metric, sort=metric, plots=plots).values():
+        print_table(
+            summary_table(frame, primary=metric, sort=metric), title=f"sweep {config.get('name')}"
+        )
+        for path in write_comparison(
+            frame, sweep_dir, primary=metric, sort=metric, plots=plots
+        ).values():
             print(f"wrote {path}")
     return trials, sweep_dir
 
@@ -427,9 +448,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("sweep", help="sweep file in wandb's format (experiments/sweeps/*.yaml)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--online", action="store_true", help="use wandb's server (fail if unavailable)")
+    where.add_argument(
+        "--online", action="store_true", help="use wandb's server (fail if unavailable)"
+    )
     where.add_argument("--offline", action="store_true", help="run locally, without wandb's server")
-    parser.add_argument("--count", type=int, help="number of trials (grid: at most; random: default run_cap or 10)")
+    parser.add_argument(
+        "--count", type=int, help="number of trials (grid: at most; random: default run_cap or 10)"
+    )
     parser.add_argument("--output_root", default=os.environ.get("EMBEDLAB_OUTPUT_ROOT", "runs"))
     parser.add_argument("--experiment", help="run folder of the trials (default: the sweep's name)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the local random search")
@@ -439,11 +464,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="off",
         help="local trials: no wandb logging, or wandb offline runs (sync later with `wandb sync`)",
     )
-    parser.add_argument("--in_process", action="store_true", help="local trials in this process (faster start)")
-    parser.add_argument("--dry_run", action="store_true", help="print the local trials' commands and stop")
+    parser.add_argument(
+        "--in_process", action="store_true", help="local trials in this process (faster start)"
+    )
+    parser.add_argument(
+        "--dry_run", action="store_true", help="print the local trials' commands and stop"
+    )
     parser.add_argument("--no_compare", action="store_true", help="skip the comparison at the end")
     parser.add_argument("--no_plots", action="store_true", help="comparison tables without plots")
-    parser.add_argument("--project", help="wandb project (online; default $WANDB_PROJECT or embedlab)")
+    parser.add_argument(
+        "--project", help="wandb project (online; default $WANDB_PROJECT or embedlab)"
+    )
     parser.add_argument("--entity", help="wandb entity (online)")
     args = parser.parse_args(argv)
     if args.count is not None and args.count < 1:
@@ -459,11 +490,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     online = not args.dry_run and (args.online or (not args.offline and wandb_reachable()))
     if online:
         try:
-            return run_online(config, [*placement, *overrides], args.count, args.project, args.entity)
+            return run_online(
+                config, [*placement, *overrides], args.count, args.project, args.entity
+            )
         except Exception as error:
             if args.online:
                 raise
-            print(f"embedlab sweep: wandb is unavailable ({error}); running locally", file=sys.stderr)
+            print(
+                f"embedlab sweep: wandb is unavailable ({error}); running locally", file=sys.stderr
+            )
 
     if config["method"] == "bayes":
         print("embedlab sweep: bayes search needs wandb's server; running random search locally")
@@ -487,7 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         plots=not args.no_plots,
     )
     failed = [t for t in done if t.status != "finished"]
-    print(f"\nembedlab sweep: {len(done) - len(failed)}/{len(done)} trials finished; records in {sweep_dir}")
+    print(
+        f"\nembedlab sweep: {len(done) - len(failed)}/{len(done)} trials finished; records in {sweep_dir}"
+    )
     return 1 if failed else 0
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import pandas as pd
 
 
 def run(argv: list[str]) -> int:
@@ -29,13 +32,33 @@ def run(argv: list[str]) -> int:
 def _evaluate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="embedlab evaluate",
-        description="Embed a dataset with a checkpoint and print/write its retrieval metrics "
-        "(the same as `embedlab test --config CONFIG --ckpt_path CKPT`).",
+        description="Embed the evaluation split with a checkpoint, print the retrieval metrics and "
+        "write them as evaluation.json / evaluation.csv in the run folder.",
     )
-    parser.add_argument("--config", required=True, help="the run's config.yaml")
-    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--ckpt_path", required=True, help="e.g. runs/X/version_N/checkpoints/last.ckpt")
+    parser.add_argument("--config", help="default: config.yaml of the checkpoint's run folder")
+    parser.add_argument("--out", help="output folder (default: the checkpoint's run folder)")
     args, extra = parser.parse_known_args(argv)
+    ckpt = Path(args.ckpt_path)
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    config = Path(args.config) if args.config else run_dir / "config.yaml"
+    if not ckpt.is_file():
+        raise SystemExit(f"embedlab evaluate: checkpoint not found: {ckpt}")
+    if not config.is_file():
+        raise SystemExit(f"embedlab evaluate: no config at {config}; pass --config")
     from embedlab.cli import lightning_main
+    from embedlab.report import write_json
 
-    lightning_main(["test", "--config", args.config, "--ckpt_path", args.ckpt_path, *extra])
+    cli = lightning_main(
+        ["test", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.logger=false", *extra]
+    )
+    results = {
+        k.removeprefix("test/"): float(v)
+        for k, v in cli.trainer.callback_metrics.items()
+        if k.startswith("test/")
+    }
+    out = Path(args.out) if args.out else run_dir
+    write_json(out / "evaluation.json", {"checkpoint": str(ckpt), "metrics": results})
+    pd.DataFrame([results]).to_csv(out / "evaluation.csv", index=False)
+    print(f"wrote {out / 'evaluation.json'} and {out / 'evaluation.csv'}")
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from embedlab.analysis.runs import Run, find_runs, loss_label, short_class, training_history
 
@@ -275,6 +276,7 @@ def plot_metric_curves(
                 values = history[metric].dropna()
                 ax.plot(values.index, values.to_numpy() * scale, marker="o", ms=3, label=label)
         ax.set_title(metric_title(metric))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{metric_title(metric)}{' (%)' if percent else ''}")
         ax.grid(alpha=0.3)
@@ -327,6 +329,7 @@ def plot_training_loss(frame: pd.DataFrame) -> Figure:
             else series.to_numpy()
         )
         ax.plot(series.index, values, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss / first epoch's")
     ax.set_title("training loss (relative)")

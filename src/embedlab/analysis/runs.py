@@ -207,6 +207,31 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
     return path
 
 
+def instantiate_config(
+    config: dict[str, Any], data_overrides: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
+    """Build the ``MetricLearningModule`` and ``RetrievalDataModule`` of an ``embedlab fit``
+    configuration (a dict with ``model`` and ``data`` sections, as in ``config.yaml``).
+
+    ``model.num_classes`` is taken from the data, as the command line does; ``data_overrides``
+    replace data options (e.g. ``root``).
+    """
+    from pytorch_lightning.cli import LightningArgumentParser
+
+    from embedlab.data import RetrievalDataModule
+    from embedlab.module import MetricLearningModule
+
+    parser = LightningArgumentParser(exit_on_error=False)
+    parser.add_lightning_class_args(MetricLearningModule, "model", subclass_mode=False)
+    parser.add_lightning_class_args(RetrievalDataModule, "data", subclass_mode=False)
+    parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+    data = {**(config.get("data") or {}), **(data_overrides or {})}
+    model = {k: v for k, v in (config.get("model") or {}).items() if k != "num_classes"}
+    parsed = parser.parse_object({"model": model, "data": data})
+    objects = parser.instantiate_classes(parsed)
+    return objects["model"], objects["data"]
+
+
 def load_module(
     run_dir: str | Path,
     checkpoint: str | None = "best",
@@ -218,23 +243,10 @@ def load_module(
     initialisation) are loaded; ``data_overrides`` replace data options (e.g. ``root``).
     The module is returned in eval mode on the CPU.
     """
-    from pytorch_lightning.cli import LightningArgumentParser
-
-    from embedlab.data import RetrievalDataModule
-    from embedlab.module import MetricLearningModule
-
     config = read_config(run_dir)
     if not config:
         raise FileNotFoundError(f"{run_dir}: no config.yaml")
-    parser = LightningArgumentParser(exit_on_error=False)
-    parser.add_lightning_class_args(MetricLearningModule, "model", subclass_mode=False)
-    parser.add_lightning_class_args(RetrievalDataModule, "data", subclass_mode=False)
-    parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-    data = {**(config.get("data") or {}), **(data_overrides or {})}
-    model = {k: v for k, v in (config.get("model") or {}).items() if k != "num_classes"}
-    parsed = parser.parse_object({"model": model, "data": data})
-    objects = parser.instantiate_classes(parsed)
-    module, datamodule = objects["model"], objects["data"]
+    module, datamodule = instantiate_config(config, data_overrides)
     if checkpoint is not None:
         state = torch.load(
             checkpoint_path(run_dir, checkpoint), map_location="cpu", weights_only=False

@@ -6,6 +6,15 @@ When a batch holds no term of a loss's formula (a single identity: no negative; 
 labels distinct: no positive pair), the loss returns a zero that is still connected
 to the embeddings (its gradient is 0, never NaN) and emits a ``UserWarning``.
 
+Speed
+-----
+The losses compute their value without autograd and hand their exact gradient with
+respect to the distance matrix (and to their own parameters) to
+:func:`with_gradient`: one backward node per loss instead of one per elementwise op,
+which is what makes small batches fast. Each loss states its formula as code in
+``forward`` and its derivative right beside it; the tests check both against an
+autograd-differentiated brute-force reference and with ``gradcheck``.
+
 Statistics are gathered with a single host transfer per call.
 """
 
@@ -13,11 +22,37 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
-__all__ = ["MetricLoss"]
+__all__ = ["MetricLoss", "with_gradient"]
+
+
+class _GivenGradient(torch.autograd.Function):
+    """Returns ``value``; in the backward pass hands ``grad_i · upstream`` to ``input_i``."""
+
+    @staticmethod
+    def forward(ctx: Any, value: Tensor, n: int, *tensors: Tensor) -> Tensor:
+        ctx.save_for_backward(*tensors[n:])
+        ctx.n = n
+        return value.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, ...]:
+        grads = [g * upstream for g in ctx.saved_tensors]
+        return (None, None, *grads, *([None] * ctx.n))
+
+
+def with_gradient(value: Tensor, *pairs: tuple[Tensor, Tensor]) -> Tensor:
+    """``value`` (computed without autograd) connected to each ``input`` with ∂value/∂input."""
+    inputs = [t for t, _ in pairs]
+    grads = [g.to(t.dtype) for t, g in pairs]
+    out: Tensor = _GivenGradient.apply(value.to(inputs[0].dtype), len(inputs), *inputs, *grads)
+    return out
 
 
 class MetricLoss(nn.Module):
@@ -65,4 +100,5 @@ class MetricLoss(nn.Module):
             "positive pair); returning a zero loss.",
             stacklevel=2,
         )
-        return embeddings.sum().float() * 0.0
+        with torch.enable_grad():
+            return embeddings.sum().float() * 0.0

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from embedlab.distances import pairwise_distance, same_label
-from embedlab.losses.base import MetricLoss
+from embedlab.losses.base import MetricLoss, with_gradient
 
 
 class ContrastiveLoss(MetricLoss):
@@ -36,23 +36,28 @@ class ContrastiveLoss(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         dist = pairwise_distance(embeddings)
-        same = same_label(labels)
-        # y = 1: d − m₊; y = 0: m₋ − d. The diagonal gives [0 − m₊]₊ = 0 and drops out.
-        hinge = F.relu(torch.where(same, dist - self.pos_margin, self.neg_margin - dist))
-        n = len(labels)
         with torch.no_grad():
+            same = same_label(labels)
+            n = len(labels)
+            n_pairs = max(n * (n - 1), 1)
+            # y = 1: [d − m₊]₊; y = 0: [m₋ − d]₊. The diagonal gives [0 − m₊]₊ = 0.
+            pull = F.relu(dist - self.pos_margin)
+            push = F.relu(self.neg_margin - dist)
+            hinge = torch.where(same, pull, push)
+            loss = 0.5 * (hinge * hinge).sum() / n_pairs
+            grad = torch.where(same, pull, -push) / n_pairs  # ∂loss/∂d
             n_same, pos_sum, total, n_active = self._record(
                 n_same=same.sum(),
                 pos_sum=(dist * same).sum(),
                 total=dist.sum(),
                 n_active=(hinge > 0).sum(),
             )
-        n_pairs, n_pos = n * (n - 1), n_same - n
+        n_pos = n_same - n
         self.stats = {
-            "active_fraction": n_active / max(n_pairs, 1),
+            "active_fraction": n_active / n_pairs,
             "pos_dist": pos_sum / max(n_pos, 1),
-            "neg_dist": (total - pos_sum) / max(n_pairs - n_pos, 1),
+            "neg_dist": (total - pos_sum) / max(n * n - n_same, 1),
         }
-        if n_pos == 0 or n_pos == n_pairs:
+        if n_pos == 0 or n_same == n * n:
             return self._degenerate(embeddings)
-        return 0.5 * hinge.pow(2).sum() / n_pairs
+        return with_gradient(loss, (dist, grad))

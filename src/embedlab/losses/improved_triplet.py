@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from embedlab.distances import pairwise_distance
-from embedlab.losses.base import MetricLoss
+from embedlab.losses.base import MetricLoss, with_gradient
 from embedlab.miners import BatchHardMiner, TripletMiner
 
 
@@ -50,14 +51,21 @@ class ImprovedTripletLoss(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         dist = pairwise_distance(embeddings)
-        sel = self.miner(dist.detach(), labels, embeddings.shape[1])
-        d_ap, d_an = sel.distances(dist)
-        terms = F.relu(self.pos_weight * d_ap.pow(2) - self.neg_weight * d_an.pow(2) + self.margin)
-        if self.intra_weight != 0.0:
-            terms = terms + self.intra_weight * F.relu(d_ap - self.intra_margin)
-        count = self._masked_stats(
-            sel.valid, active_fraction=terms > 0, pos_dist=d_ap, neg_dist=d_an
-        )
-        if count == 0:
-            return self._degenerate(embeddings)
-        return self._mean_over(terms, sel.valid, count)
+        with torch.no_grad():
+            sel = self.miner(dist, labels, embeddings.shape[1])
+            d_ap, d_an = sel.distances(dist)
+            # [λ·d(a,p)² − β·d(a,n)² + α]₊ + γ·[d(a,p) − τ]₊
+            triplet = F.relu(self.pos_weight * d_ap**2 - self.neg_weight * d_an**2 + self.margin)
+            intra = F.relu(d_ap - self.intra_margin)
+            terms = triplet + self.intra_weight * intra
+            count = self._masked_stats(
+                sel.valid, active_fraction=terms > 0, pos_dist=d_ap, neg_dist=d_an
+            )
+            if count == 0:
+                return self._degenerate(embeddings)
+            loss = (terms * sel.valid).sum() / count
+            w = sel.valid * (triplet > 0) / count
+            g_ap = 2 * self.pos_weight * d_ap * w + self.intra_weight * sel.valid * (intra > 0) / count
+            g_an = -2 * self.neg_weight * d_an * w
+            grad = sel.scatter(g_ap.expand(sel.valid.shape), g_an, len(labels))
+        return with_gradient(loss, (dist, grad))

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from embedlab.distances import pairwise_distance
-from embedlab.losses.base import MetricLoss
+from embedlab.losses.base import MetricLoss, with_gradient
 from embedlab.miners import DistanceWeightedMiner, TripletMiner
 
 
@@ -54,21 +54,32 @@ class MarginLoss(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         dist = pairwise_distance(embeddings)
-        sel = self.miner(dist.detach(), labels, embeddings.shape[1])
-        d_ap, d_an = sel.distances(dist)
-        beta = self.beta[labels[sel.anchor]] if self.num_classes else self.beta
-        beta = beta.reshape(-1, *[1] * (sel.valid.dim() - 1)).to(dist.dtype)
-        pull = F.relu(self.margin + d_ap - beta)
-        push = F.relu(self.margin - d_an + beta)
-        count = self._masked_stats(
-            sel.valid,
-            active_fraction=((pull > 0).float() + (push > 0).float()) / 2,
-            pos_dist=d_ap,
-            neg_dist=d_an,
-            beta=beta,
-        )
-        if count == 0:
-            return self._degenerate(embeddings)
-        n_active = round(2 * count * self.stats["active_fraction"])
-        terms = (pull + push + self.nu * beta).expand(sel.valid.shape)
-        return self._mean_over(terms, sel.valid, n_active)
+        with torch.no_grad():
+            sel = self.miner(dist, labels, embeddings.shape[1])
+            d_ap, d_an = sel.distances(dist)
+            cls = labels[sel.anchor] if self.num_classes else torch.zeros_like(sel.anchor)
+            beta = self.beta[cls].reshape(-1, *[1] * (sel.valid.dim() - 1)).to(dist.dtype)
+            pull = F.relu(self.margin + (d_ap - beta))  # y = +1
+            push = F.relu(self.margin - (d_an - beta))  # y = −1
+            pulls, pushes = (pull > 0) & sel.valid, (push > 0) & sel.valid
+            count = self._masked_stats(
+                sel.valid,
+                active_fraction=(pulls.float() + pushes.float()) / 2,
+                pos_dist=d_ap,
+                neg_dist=d_an,
+                beta=beta,
+            )
+            if count == 0:
+                return self._degenerate(embeddings)
+            n_active = max(round(2 * count * self.stats["active_fraction"]), 1)
+            terms = torch.where(sel.valid, pull + push + self.nu * beta, 0.0)
+            loss = terms.sum() / n_active
+            # ∂/∂d(a,p) = 1[pull > 0], ∂/∂d(a,n) = −1[push > 0], ∂/∂β = ν − 1[pull > 0] + 1[push > 0]
+            grad = sel.scatter(pulls / n_active, -pushes / n_active, len(labels))
+            g_beta = (self.nu * sel.valid - pulls + pushes) / n_active
+            grad_beta = torch.zeros_like(self.beta).index_add_(
+                0, cls, g_beta.reshape(len(cls), -1).sum(1).to(self.beta.dtype)
+            )
+        if not self.beta.requires_grad:
+            return with_gradient(loss, (dist, grad))
+        return with_gradient(loss, (dist, grad), (self.beta, grad_beta))

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from embedlab.distances import pairwise_distance, same_label
-from embedlab.losses.base import MetricLoss
+from embedlab.losses.base import MetricLoss, with_gradient
 
 
 class MSMLLoss(MetricLoss):
@@ -31,16 +31,22 @@ class MSMLLoss(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         dist = pairwise_distance(embeddings)
-        same = same_label(labels)
-        d_pos = torch.where(same, dist, 0.0).max()  # the diagonal (0) never wins
-        d_neg = torch.where(same, torch.inf, dist).min()
-        loss = F.relu(d_pos - d_neg + self.margin)
-        n_same, d_p, d_n, active = self._record(
-            n_same=same.sum(), d_pos=d_pos, d_neg=d_neg, active=loss > 0
-        )
+        with torch.no_grad():
+            same = same_label(labels)
+            pos = torch.where(same, dist, -1.0)
+            pos.fill_diagonal_(-1.0)
+            d_pos, i_pos = pos.view(-1).max(0)  # the farthest positive pair
+            d_neg, i_neg = torch.where(same, torch.inf, dist).view(-1).min(0)  # closest negative
+            loss = F.relu(d_pos - d_neg + self.margin)
+            n_same, d_p, d_n, active = self._record(
+                n_same=same.sum(), d_pos=d_pos, d_neg=d_neg, active=loss > 0
+            )
+            grad = torch.zeros_like(dist).view(-1)
+            grad[i_pos] += active
+            grad[i_neg] -= active
         n = len(labels)
         if n_same == n or n_same == n * n:
             self.stats = {"active_fraction": 0.0, "pos_dist": 0.0, "neg_dist": 0.0}
             return self._degenerate(embeddings)
         self.stats = {"active_fraction": active, "pos_dist": d_p, "neg_dist": d_n}
-        return loss
+        return with_gradient(loss, (dist, grad.view_as(dist)))

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from embedlab.distances import pairwise_distance, same_label
-from embedlab.losses.base import MetricLoss
+from embedlab.losses.base import MetricLoss, with_gradient
 
 
 class RankedListLoss(MetricLoss):
@@ -48,24 +48,29 @@ class RankedListLoss(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         dist = pairwise_distance(embeddings)
-        same = same_label(labels)
-        pos_bound = self.boundary - self.margin
-        hard_pos = same & (dist > pos_bound)
-        hard_pos.fill_diagonal_(False)
-        loss_p = torch.where(hard_pos, dist - pos_bound, 0.0).sum(1) / hard_pos.sum(1).clamp_min(1)
-        hard_neg = ~same & (dist < self.boundary)
-        logits = torch.where(hard_neg, self.temperature * (self.boundary - dist), -torch.inf)
-        logits = torch.where(hard_neg.any(1, keepdim=True), logits, 0.0)  # keep empty rows finite
-        weights = torch.softmax(logits, dim=1)
-        loss_n = torch.where(hard_neg, weights * (self.boundary - dist), 0.0).sum(1)
         with torch.no_grad():
+            n = len(labels)
+            same = same_label(labels)
+            alpha, pos_bound, temp = self.boundary, self.boundary - self.margin, self.temperature
+            hard_pos = same & (dist > pos_bound)
+            hard_pos.fill_diagonal_(False)
+            n_hard_pos = hard_pos.sum(1, keepdim=True).clamp_min(1)
+            loss_p = torch.where(hard_pos, dist - pos_bound, 0.0).sum(1) / n_hard_pos[:, 0]
+            hard_neg = ~same & (dist < alpha)
+            logits = torch.where(hard_neg, temp * (alpha - dist), -torch.inf)
+            logits = torch.where(hard_neg.any(1, keepdim=True), logits, 0.0)  # empty rows
+            w = torch.softmax(logits, dim=1) * hard_neg  # exp(T(α − d)) / Σ exp(T(α − d'))
+            loss_n = (w * (alpha - dist)).sum(1, keepdim=True)
+            loss = (loss_p.sum() + self.neg_weight * loss_n.sum()) / n
+            # ∂L_P/∂d = 1/|P*| on P*; ∂L_N/∂d_j = −w_j·(1 + T·((α − d_j) − L_N)), softmax included
+            grad_n = -w * (1 + temp * ((alpha - dist) - loss_n))
+            grad = (hard_pos / n_hard_pos + self.neg_weight * grad_n) / n
             n_same, pos_sum, total, n_hard = self._record(
                 n_same=same.sum(),
                 pos_sum=(dist * same).sum(),
                 total=dist.sum(),
                 n_hard=hard_pos.sum() + hard_neg.sum(),
             )
-        n = len(labels)
         n_pos, n_neg = n_same - n, n * n - n_same
         self.stats = {
             "active_fraction": n_hard / max(n * (n - 1), 1),
@@ -74,4 +79,4 @@ class RankedListLoss(MetricLoss):
         }
         if n_pos == 0 or n_neg == 0:
             return self._degenerate(embeddings)
-        return (loss_p + self.neg_weight * loss_n).mean()
+        return with_gradient(loss, (dist, grad))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from embedlab.distances import pairwise_distance
-from embedlab.losses.base import MetricLoss
+from embedlab.losses.base import MetricLoss, with_gradient
 from embedlab.miners import BatchHardMiner, TripletMiner
 
 
@@ -47,18 +48,28 @@ class TripletLoss(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         dist = pairwise_distance(embeddings)
-        sel = self.miner(dist.detach(), labels, embeddings.shape[1])
-        d_ap, d_an = sel.distances(dist)
-        if self.squared:
-            ap, an = d_ap.pow(2), d_an.pow(2)  # FaceNet: ‖a − p‖² − ‖a − n‖²
-        else:
-            ap, an = d_ap, d_an
-        terms = F.softplus(ap - an) if self.soft_margin else F.relu(self.margin + ap - an)
-        active = terms > 0
-        count = self._masked_stats(sel.valid, active_fraction=active, pos_dist=d_ap, neg_dist=d_an)
-        if count == 0:
-            return self._degenerate(embeddings)
-        if self.nonzero_mean:
-            n_active = round(self.stats["active_fraction"] * count)
-            return self._mean_over(terms, sel.valid & active, n_active)
-        return self._mean_over(terms, sel.valid, count)
+        with torch.no_grad():
+            sel = self.miner(dist, labels, embeddings.shape[1])
+            d_ap, d_an = sel.distances(dist)
+            # FaceNet compares squared distances, Hermans et al. plain ones
+            ap, an = (d_ap**2, d_an**2) if self.squared else (d_ap, d_an)
+            if self.soft_margin:
+                terms = F.softplus(ap - an)  # ln(1 + exp(d(a,p) − d(a,n)))
+                slope = torch.sigmoid(ap - an)  # its derivative
+            else:
+                terms = F.relu(self.margin + ap - an)  # [m + d(a,p) − d(a,n)]₊
+                slope = (terms > 0).to(terms.dtype)
+            active = terms > 0
+            count = self._masked_stats(
+                sel.valid, active_fraction=active, pos_dist=d_ap, neg_dist=d_an
+            )
+            if count == 0:
+                return self._degenerate(embeddings)
+            mask = sel.valid & active if self.nonzero_mean else sel.valid
+            n_terms = max(float(mask.sum()) if self.nonzero_mean else count, 1.0)
+            loss = (terms * mask).sum() / n_terms
+            # ∂loss/∂d(a,p) = w·∂ap/∂d(a,p), ∂loss/∂d(a,n) = −w·∂an/∂d(a,n), w = mask·slope/n
+            w = mask * slope / n_terms
+            g_ap, g_an = (2 * d_ap * w, -2 * d_an * w) if self.squared else (w, -w)
+            grad = sel.scatter(g_ap, g_an, len(labels))
+        return with_gradient(loss, (dist, grad))

@@ -35,6 +35,9 @@ from embedlab.metrics._inputs import ArrayLike, as_embeddings, check_metric
 from embedlab.metrics.knn import knn
 from embedlab.metrics.retrieval import DEFAULT_BLOCK_ELEMENTS, ScoreFn, _float_order_key
 
+#: Pairs of embeddings gathered at once when computing the weights of the k-reciprocal sets.
+_PAIR_BATCH = 8192
+
 __all__ = [
     "average_query_expansion",
     "k_reciprocal_rerank",
@@ -162,12 +165,18 @@ class _KReciprocal:
         k = max(k1 + 1, k2)
         if k > n:
             raise ValueError(f"k1: re-ranking needs more than {k - 1} items, got {n}")
-        chunk = chunk_size or max(1, DEFAULT_BLOCK_ELEMENTS // (2 * n))
+        chunk = chunk_size or max(1, DEFAULT_BLOCK_ELEMENTS // (8 * n))
         self.chunk = chunk
         nn, self.row_max = _neighbours_and_max(x, self.x_sq, k, chunk)
         rows, cols = _expansion_sets(nn, k1, chunk)
         # V weights exp(-d(i, j) / m_i), each row normalised.
-        d = (self.x_sq[rows] + self.x_sq[cols] - 2.0 * (x[rows] * x[cols]).sum(1)).double()
+        dots = torch.cat(
+            [
+                (x[r] * x[c]).sum(1)
+                for r, c in zip(rows.split(_PAIR_BATCH), cols.split(_PAIR_BATCH), strict=True)
+            ]
+        )
+        d = (self.x_sq[rows] + self.x_sq[cols] - 2.0 * dots).double()
         w = torch.exp(-d / self.row_max[rows].double())
         row_sum = torch.zeros(n, dtype=torch.float64, device=x.device).index_add_(0, rows, w)
         w = w / row_sum[rows]

@@ -49,6 +49,22 @@ class TripletSelection:
         return d_ap, dist[self.anchor, self.negative]
 
 
+    def scatter(self, g_ap: Tensor, g_an: Tensor, n: int) -> Tensor:
+        """The [n, n] matrix with ``g_ap`` added at (a, p) and ``g_an`` at (a, n).
+
+        The inverse of :meth:`distances`: it turns gradients with respect to the
+        gathered distances into a gradient with respect to the distance matrix.
+        ``g_ap`` may have the shape of the terms ([R, N] for batch-all); it is summed
+        per row.
+        """
+        grad = g_an.new_zeros(n, n)
+        per_row = g_ap.reshape(len(self.anchor), -1).sum(1)
+        grad.index_put_((self.anchor, self.positive), per_row, accumulate=True)
+        if self.negative is None:
+            return grad.index_add_(0, self.anchor, g_an)
+        return grad.index_put_((self.anchor, self.negative), g_an, accumulate=True)
+
+
 class TripletMiner(ABC):
     """Base class of the triplet miners (``BatchHardMiner``, ``BatchAllMiner``, ...).
 

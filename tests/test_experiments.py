@@ -1,0 +1,138 @@
+"""Every experiment under experiments/ parses; the paper recipes build their model and data on
+miniature copies of their datasets; every sweep's generated commands parse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+import fake_datasets
+from embedlab.analysis.runs import instantiate_config
+from embedlab.cli import main
+from embedlab.data import RetrievalDataModule
+from embedlab.module import MetricLearningModule
+from embedlab.sweep import embedlab_args, load_sweep, local_trials
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+LOSS_PRESETS = sorted((EXPERIMENTS / "losses").glob("*.yaml"))
+SWEEPS = sorted((EXPERIMENTS / "sweeps").glob("*.yaml"))
+FRAGMENT_DIRS = {EXPERIMENTS / "losses", EXPERIMENTS / "sweeps"}
+CONFIGS = sorted(
+    p for p in EXPERIMENTS.rglob("*.yaml") if not any(d in p.parents for d in FRAGMENT_DIRS)
+)
+RECIPE_NAMES = {
+    "market1501_bot",
+    "market1501_trihard",
+    "market1501_msml",
+    "market1501_improved_triplet",
+    "cuhk03np_quadruplet",
+    "vehicleid_coupled_clusters",
+    "sop_ranked_list",
+    "cub200_margin",
+    "digits_compare",
+}
+
+
+def print_config(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", *args, "--print_config"])
+    captured = capsys.readouterr()
+    assert stop.value.code == 0, captured.err[-2000:]
+    return yaml.safe_load(captured.out)
+
+
+def test_the_expected_recipes_exist() -> None:
+    names = {p.stem for p in CONFIGS}
+    assert names >= RECIPE_NAMES, RECIPE_NAMES - names
+    assert len(LOSS_PRESETS) >= 8 and len(SWEEPS) >= 3
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
+def test_every_experiment_prints_its_config(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    printed = print_config(["--config", str(config)], capsys)
+    assert printed["model"]["loss"] or printed["model"]["aux_losses"]
+    assert printed["data"]["dataset"]
+    if config.stem in RECIPE_NAMES:
+        header = config.read_text().split("\n", 1)[0]
+        assert header.startswith("#"), f"{config.name}: recipes start with a comment citing sources"
+
+
+@pytest.mark.parametrize("preset", LOSS_PRESETS, ids=lambda p: p.stem)
+def test_loss_presets_select_their_loss(preset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    expected = yaml.safe_load(preset.read_text())
+    base = str(EXPERIMENTS / "digits_compare.yaml")
+    printed = print_config(["--config", base, f"--model.loss={preset}"], capsys)
+    loss = printed["model"]["loss"]
+    assert loss["class_path"] == expected["class_path"]
+    for key, value in (expected.get("init_args") or {}).items():
+        if isinstance(value, dict):
+            assert loss["init_args"][key]["class_path"] == value["class_path"]
+        else:
+            assert loss["init_args"][key] == value
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: p.stem)
+def test_every_sweep_command_parses(
+    sweep: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # sweeps name their files relative to the repository
+    config = load_sweep(sweep)
+    trials = local_trials(config, count=None if config["method"] == "grid" else 4)
+    assert trials
+    for trial in trials:
+        args = embedlab_args(trial.command)
+        assert args is not None and args[0] == "fit", trial.command
+        printed = print_config(args[1:], capsys)
+        for name, value in trial.params.items():
+            node: Any = printed
+            for part in name.split("."):
+                node = node[part]
+            if isinstance(value, str) and value.endswith(".yaml"):
+                assert node["class_path"] == yaml.safe_load(Path(value).read_text())["class_path"]
+            else:
+                assert node == pytest.approx(value), name
+
+
+# -- paper recipes build on miniature datasets ----------------------------------------------
+FAKE_MAKERS = {
+    "market1501": fake_datasets.make_market1501,
+    "cuhk03np": fake_datasets.make_cuhk03np,
+    "cub200": fake_datasets.make_cub200,
+    "sop": fake_datasets.make_sop,
+    "table": fake_datasets.make_table,
+}
+IMAGE_RECIPES = sorted(
+    p
+    for p in CONFIGS
+    if (yaml.safe_load(p.read_text()).get("data") or {}).get("dataset") in FAKE_MAKERS
+)
+
+
+@pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning")
+@pytest.mark.parametrize("config", IMAGE_RECIPES, ids=lambda p: p.stem)
+def test_paper_recipes_instantiate_and_take_a_step(config: Path, tmp_path: Path) -> None:
+    recipe = yaml.safe_load(config.read_text())
+    dataset = recipe["data"]["dataset"]
+    root = FAKE_MAKERS[dataset](tmp_path / dataset)
+    backbone = recipe["model"]["model"]["init_args"]["backbone"]
+    backbone["init_args"]["pretrained"] = False  # no download in the tests
+    module, data = instantiate_config(recipe, {"root": str(root), "num_workers": 0})
+    assert isinstance(module, MetricLearningModule) and isinstance(data, RetrievalDataModule)
+    data.setup("fit")
+    assert data.num_classes >= 2 and data.eval_set is not None
+    # one optimisation step on a small batch, at a small resolution
+    labels = torch.arange(min(3, data.num_classes)).repeat_interleave(2)
+    images = torch.randn(len(labels), 3, 32, 32)
+    module.train()
+    loss = module.training_step((images, labels), 0)
+    assert loss is not None and torch.isfinite(loss)
+    loss.backward()
+    optimisation = module.configure_optimizers()  # keeps the optimiser its scheduler refers to
+    optimisation["optimizer"].step()

@@ -115,6 +115,7 @@ IMAGE_RECIPES = sorted(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*self.log.*:UserWarning")
 @pytest.mark.parametrize("config", IMAGE_RECIPES, ids=lambda p: p.stem)
 def test_paper_recipes_instantiate_and_take_a_step(config: Path, tmp_path: Path) -> None:

@@ -115,6 +115,21 @@ def test_leave_one_out_matches_reference(metric: str, clustered: bool, strategy:
     assert_same(got, ref)
 
 
+def test_junk_queries_and_leave_one_out_with_junk(strategy: str) -> None:
+    case = reid_case(19, True)
+    case["query_labels"][5:9] = -1  # junk queries: skipped
+    got = evaluate(**case, ks=KS, max_rank=MAX_RANK, return_per_query=True)
+    ref = reference_evaluate(**case, ks=KS, max_rank=MAX_RANK)
+    assert_same(got, ref)
+    assert (got["per_query"]["num_positives"][5:9] == 0).all()
+    x, labels = case["gallery"], case["gallery_labels"]
+    assert_same(evaluate(x, labels, ks=KS), reference_evaluate(x, labels, ks=KS))
+    # everything junk: nothing to evaluate, but no crash
+    with pytest.warns(RuntimeWarning):
+        res = evaluate(x[:5], np.full(5, -1), ks=(1,))
+    assert res["num_skipped_queries"] == 5
+
+
 def test_leave_one_out_with_cameras(strategy: str) -> None:
     rng = np.random.default_rng(3)
     centres = rng.standard_normal((15, 8))
@@ -428,6 +443,13 @@ def test_average_query_expansion() -> None:
     np.testing.assert_allclose(np.linalg.norm(cos, axis=1), 1.0, atol=1e-6)
     res = evaluate(q, rng.integers(0, 3, 10), g, rng.integers(0, 3, 50), query_expansion=2)
     assert res["num_valid_queries"] == 10
+    # leave-one-out: the neighbours come from the set itself, never the item itself
+    loo = average_query_expansion(g, None, 2, metric="euclidean", exclude_self=True).numpy()
+    d = reference_distances(g, g, "euclidean")
+    nearest = [j for j in sorted(range(50), key=lambda j: (d[0, j], j)) if j != 0][:2]
+    np.testing.assert_allclose(loo[0], (g[0] + g[nearest].sum(0)) / 3, atol=1e-6)
+    res = evaluate(g, rng.integers(0, 3, 50), query_expansion=2)
+    assert res["num_valid_queries"] == 50
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])

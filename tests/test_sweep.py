@@ -79,6 +79,19 @@ def test_commands_mirror_wandb_agent_and_append_overrides(monkeypatch: pytest.Mo
     assert json.loads(flags["args_json"][0]) == {"x": True, "y": False, "z": 2}
 
 
+def test_embedlab_options_go_only_to_embedlab_commands() -> None:
+    other = {**BASE, "command": ["python", "train.py", "${args}"]}
+    [trial] = sweep.local_trials(
+        other, count=1, overrides=["--x=1"], embedlab_overrides=["--wandb=off"]
+    )
+    assert trial.command == ["python", "train.py", *trial.command[2:-1], "--x=1"]
+    assert "--wandb=off" not in trial.command
+    [trial] = sweep.local_trials(
+        BASE, count=1, overrides=["--x=1"], embedlab_overrides=["--wandb=off"]
+    )
+    assert trial.command[-2:] == ["--wandb=off", "--x=1"]
+
+
 def test_random_search_samples_inside_the_ranges_reproducibly() -> None:
     parameters = {
         "lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -258,7 +258,7 @@ def build_command(
 def embedlab_args(command: Sequence[str]) -> list[str] | None:
     """The arguments after ``embedlab`` when the command runs embedlab, else ``None``."""
     parts = list(command)
-    if parts and Path(parts[0]).name == "env":
+    if parts and (Path(parts[0]).name == "env" or parts[0] == "${env}"):
         parts = parts[1:]
     if parts and Path(parts[0]).name == "embedlab":
         return parts[1:]
@@ -280,7 +280,6 @@ class Trial:
     run_dir: str | None = None
     seconds: float | None = None
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def trial_points(
@@ -300,12 +299,20 @@ def local_trials(
     count: int | None = None,
     seed: int = 0,
     overrides: Sequence[str] = (),
+    embedlab_overrides: Sequence[str] = (),
 ) -> list[Trial]:
-    """The trials of a local run, each with its full command line."""
-    return [
-        Trial(i, params, build_command(config, params, overrides))
-        for i, params in enumerate(trial_points(config, count, seed))
-    ]
+    """The trials of a local run, each with its full command line.
+
+    ``embedlab_overrides`` (run placement, wandb mode) are added only to commands that run
+    embedlab; ``overrides`` (the user's arguments after ``--``) to every command, last.
+    """
+    trials = []
+    for i, params in enumerate(trial_points(config, count, seed)):
+        command = build_command(config, params)
+        if embedlab_args(command) is not None:
+            command += embedlab_overrides
+        trials.append(Trial(i, params, [*command, *overrides]))
+    return trials
 
 
 # -- online --------------------------------------------------------------------------------
@@ -486,13 +493,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     experiment = args.experiment or str(config["name"])
     placement = [f"--experiment={experiment}"]
+    template = [str(c) for c in config.get("command", DEFAULT_COMMAND)]
+    runs_embedlab = embedlab_args(template) is not None
 
     online = not args.dry_run and (args.online or (not args.offline and wandb_reachable()))
     if online:
         try:
-            return run_online(
-                config, [*placement, *overrides], args.count, args.project, args.entity
-            )
+            extra = [*placement, *overrides] if runs_embedlab else overrides
+            return run_online(config, extra, args.count, args.project, args.entity)
         except Exception as error:
             if args.online:
                 raise
@@ -502,9 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if config["method"] == "bayes":
         print("embedlab sweep: bayes search needs wandb's server; running random search locally")
-    local = [*placement, f"--output_root={args.output_root}", f"--wandb={args.wandb}", *overrides]
+    local = [*placement, f"--output_root={args.output_root}", f"--wandb={args.wandb}"]
     try:
-        trials = local_trials(config, args.count, args.seed, local)
+        trials = local_trials(config, args.count, args.seed, overrides, local)
     except SweepError as error:
         print(f"embedlab sweep: {error}", file=sys.stderr)
         return 2

@@ -87,12 +87,6 @@ class MetricLoss(nn.Module):
         self.stats = {k: s / max(count, 1.0) for k, s in zip(values, sums, strict=True)}
         return count
 
-    @staticmethod
-    def _mean_over(terms: Tensor, mask: Tensor, count: float) -> Tensor:
-        """Mean of ``terms`` over the True entries of ``mask``, given their number."""
-        weights = mask.to(terms.dtype).reshape(-1) / max(count, 1.0)
-        return torch.dot(terms.reshape(-1), weights)
-
     def _degenerate(self, embeddings: Tensor) -> Tensor:
         """Zero loss kept in the graph, with a warning: the batch holds no term."""
         warnings.warn(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from embedlab.distances import pairwise_distance, same_label
@@ -41,16 +40,14 @@ class ContrastiveLoss(MetricLoss):
             n = len(labels)
             n_pairs = max(n * (n - 1), 1)
             # y = 1: [d − m₊]₊; y = 0: [m₋ − d]₊. The diagonal gives [0 − m₊]₊ = 0.
-            pull = F.relu(dist - self.pos_margin)
-            push = F.relu(self.neg_margin - dist)
-            hinge = torch.where(same, pull, push)
-            loss = 0.5 * (hinge * hinge).sum() / n_pairs
-            grad = torch.where(same, pull, -push) / n_pairs  # ∂loss/∂d
+            hinge = torch.where(same, dist - self.pos_margin, self.neg_margin - dist).clamp_min_(0)
+            loss = 0.5 * torch.dot(hinge.view(-1), hinge.view(-1)) / n_pairs  # ½·Σ hinge²
+            grad = torch.where(same, hinge, -hinge).mul_(1.0 / n_pairs)  # ∂loss/∂d
             n_same, pos_sum, total, n_active = self._record(
                 n_same=same.sum(),
                 pos_sum=(dist * same).sum(),
                 total=dist.sum(),
-                n_active=(hinge > 0).sum(),
+                n_active=torch.count_nonzero(hinge),
             )
         n_pos = n_same - n
         self.stats = {

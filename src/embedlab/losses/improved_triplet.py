@@ -65,7 +65,9 @@ class ImprovedTripletLoss(MetricLoss):
                 return self._degenerate(embeddings)
             loss = (terms * sel.valid).sum() / count
             w = sel.valid * (triplet > 0) / count
-            g_ap = 2 * self.pos_weight * d_ap * w + self.intra_weight * sel.valid * (intra > 0) / count
+            g_ap = (
+                2 * self.pos_weight * d_ap * w + self.intra_weight * sel.valid * (intra > 0) / count
+            )
             g_an = -2 * self.neg_weight * d_an * w
             grad = sel.scatter(g_ap.expand(sel.valid.shape), g_an, len(labels))
         return with_gradient(loss, (dist, grad))

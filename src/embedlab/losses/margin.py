@@ -61,10 +61,11 @@ class MarginLoss(MetricLoss):
             beta = self.beta[cls].reshape(-1, *[1] * (sel.valid.dim() - 1)).to(dist.dtype)
             pull = F.relu(self.margin + (d_ap - beta))  # y = +1
             push = F.relu(self.margin - (d_an - beta))  # y = −1
-            pulls, pushes = (pull > 0) & sel.valid, (push > 0) & sel.valid
+            pulls = ((pull > 0) & sel.valid).to(dist.dtype)
+            pushes = ((push > 0) & sel.valid).to(dist.dtype)
             count = self._masked_stats(
                 sel.valid,
-                active_fraction=(pulls.float() + pushes.float()) / 2,
+                active_fraction=(pulls + pushes) / 2,
                 pos_dist=d_ap,
                 neg_dist=d_an,
                 beta=beta,

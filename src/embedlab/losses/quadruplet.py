@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from embedlab.distances import pairwise_distance, same_label
-from embedlab.losses.base import MetricLoss
+from embedlab.losses.base import MetricLoss, with_gradient
 
 
 class QuadrupletLoss(MetricLoss):
@@ -40,35 +40,52 @@ class QuadrupletLoss(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         sq = pairwise_distance(embeddings, metric="squared_euclidean")
-        same = same_label(labels)
-        count = same.sum(1)
-        valid = (count > 1) & (count < len(labels))
-        d_ap = torch.where(same, sq, 0.0).max(1).values
-        neg_sq = torch.where(same, torch.inf, sq)
-        d_an, nearest = neg_sq.min(1)
-        # Closest negative pair avoiding the anchor's identity: the global closest pair
-        # (identities c1, c2) serves every anchor outside c1 and c2; redo the min for those two.
-        row = d_an.argmin()
-        d_lk = d_an[row].expand(len(labels))
-        for c in (labels[row], labels[nearest[row]]):
-            keep = labels != c
-            d_c = torch.where(keep[:, None] & keep[None, :], neg_sq, torch.inf).min()
-            d_lk = torch.where(labels == c, d_c, d_lk)
-        has_pair = valid & torch.isfinite(d_lk)
-        d_an, d_lk = torch.where(valid, d_an, 0.0), torch.where(has_pair, d_lk, 0.0)
-        alpha1: float | Tensor = self.margin1
-        alpha2: float | Tensor = self.margin2
-        if self.adaptive:
-            with torch.no_grad():
-                n_same, pos_sum, total = (same.sum(), (sq * same).sum(), sq.sum())
-                n = len(labels)
-                mu_pos = pos_sum / (n_same - n).clamp_min(1)
-                mu_neg = (total - pos_sum) / (n * n - n_same).clamp_min(1)
-            alpha1, alpha2 = self.margin1 * (mu_neg - mu_pos), self.margin2 * (mu_neg - mu_pos)
-        terms = F.relu(d_ap - d_an + alpha1) + F.relu(d_ap - d_lk + alpha2) * has_pair
-        num = self._masked_stats(
-            valid, active_fraction=terms > 0, pos_dist=d_ap, neg_dist=d_an, neg_pair_dist=d_lk
-        )
-        if num == 0:
-            return self._degenerate(embeddings)
-        return self._mean_over(terms, valid, num)
+        with torch.no_grad():
+            n = len(labels)
+            same = same_label(labels)
+            count = same.sum(1)
+            valid = (count > 1) & (count < n)
+            pos_sq = torch.where(same, sq, -1.0)
+            pos_sq.fill_diagonal_(-1.0)
+            d_ap, p = pos_sq.max(1)  # hardest positive
+            neg_sq = torch.where(same, torch.inf, sq)
+            d_an, nearest = neg_sq.min(1)  # hardest negative
+            # Closest pair (l, k), y_l ≠ y_k, avoiding the anchor's identity: the global
+            # closest pair (identities c1, c2) serves every anchor outside c1 and c2; the
+            # min is redone without c1, then without c2, for those anchors.
+            row = d_an.argmin()
+            pair_l, pair_k = row.expand(n), nearest[row].expand(n)
+            d_lk = d_an[row].expand(n)
+            for c in (labels[row], labels[nearest[row]]):
+                keep = labels != c
+                flat = torch.where(keep[:, None] & keep[None, :], neg_sq, torch.inf).view(-1)
+                i = flat.argmin()
+                mine = labels == c
+                d_lk = torch.where(mine, flat[i], d_lk)
+                pair_l = torch.where(mine, i // n, pair_l)
+                pair_k = torch.where(mine, i % n, pair_k)
+            has_pair = valid & torch.isfinite(d_lk)
+            d_an, d_lk = torch.where(valid, d_an, 0.0), torch.where(has_pair, d_lk, 0.0)
+            alpha1, alpha2 = self.margin1, self.margin2
+            if self.adaptive:  # α = w·(μ_neg − μ_pos), batch means of squared distances
+                n_same, pos_sum, total = self._record(
+                    n_same=same.sum(), pos_sum=(sq * same).sum(), total=sq.sum()
+                )
+                gap = (total - pos_sum) / max(n * n - n_same, 1) - pos_sum / max(n_same - n, 1)
+                alpha1, alpha2 = self.margin1 * gap, self.margin2 * gap
+            term1 = F.relu(d_ap - d_an + alpha1)  # [d(a,p)² − d(a,n)² + α1]₊
+            term2 = F.relu(d_ap - d_lk + alpha2) * has_pair  # [d(a,p)² − d(l,k)² + α2]₊
+            terms = term1 + term2
+            num = self._masked_stats(
+                valid, active_fraction=terms > 0, pos_dist=d_ap, neg_dist=d_an, neg_pair_dist=d_lk
+            )
+            if num == 0:
+                return self._degenerate(embeddings)
+            loss = (terms * valid).sum() / num
+            w1 = (valid & (term1 > 0)).to(sq.dtype) / num
+            w2 = (valid & (term2 > 0)).to(sq.dtype) / num
+            anchor = torch.arange(n, device=sq.device)
+            grad = torch.zeros_like(sq).index_put_((anchor, p), w1 + w2, accumulate=True)
+            grad.index_put_((anchor, nearest), -w1, accumulate=True)
+            grad.index_put_((pair_l, pair_k), -w2, accumulate=True)
+        return with_gradient(loss, (sq, grad))

@@ -52,7 +52,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 try:  # a scikit-learn dependency; only used to keep BLAS single-threaded inside worker threads
@@ -76,7 +75,7 @@ _SCALAR_KEYS = ("map", "map@r", "r_precision", "precision@1", "minp")
 
 #: How CPU chunks are ranked: "auto" (candidates for most rows, whole-row sorts for rows whose
 #: candidates are many), "candidates", "sort" (every row sorted), "alternate" (every other row
-#: sorted) or "torch" (the accelerator code path). All give identical results; the switch exists
+#: sorted, and the fallback ordering of candidates) or "torch" (the accelerator code path). All give identical results; the switch exists
 #: for tests and benchmarks.
 CPU_STRATEGY = "auto"
 
@@ -235,13 +234,21 @@ def _positive_ranks_cpu(
         keep = ~heavy[r]
         idx, r = idx[keep], r[keep]
     col = idx - r * num_g
-    # Order the candidates by (row, similarity descending, index ascending): one stable sort of
-    # (row, similarity) packed in an int64; idx is already in (row, index) order.
+    # Order the candidates by (row, similarity descending, index ascending), packed in an int64:
+    # row | similarity order key (32 bits, complemented) | gallery index. When the three fit in 63
+    # bits the keys are distinct and one plain sort of them does it; otherwise a stable sort of
+    # (row, similarity) keeps the (row, index) order in which the candidates were found.
     bits = (s.reshape(-1)[idx] + np.float32(0.0)).view(np.int32).astype(np.int64)
     unsigned = bits & 0xFFFFFFFF
-    order_key = np.where(bits < 0, ~unsigned & 0xFFFFFFFF, unsigned | 0x80000000)
-    order = np.argsort((r << 32) | (0xFFFFFFFF - order_key), kind="stable")
-    r, col = r[order], col[order]
+    desc = 0xFFFFFFFF - np.where(bits < 0, ~unsigned & 0xFFFFFFFF, unsigned | 0x80000000)
+    col_bits = max(1, (num_g - 1).bit_length())
+    fits = max(1, (c - 1).bit_length()) + 32 + col_bits <= 63
+    if fits and CPU_STRATEGY != "alternate":
+        key = np.sort((((r << 32) | desc) << col_bits) | col)
+        r, col = key >> (32 + col_bits), key & ((1 << col_bits) - 1)
+    else:
+        order = np.argsort((r << 32) | desc, kind="stable")
+        r, col = r[order], col[order]
     first = np.searchsorted(r, np.arange(c))
     hit = np.flatnonzero(g_labels[col] == ql[r])
     out_rows = [r[hit]]
@@ -382,7 +389,9 @@ def rank_positives(
     workers = max(1, torch.get_num_threads()) if on_cpu else 1
     if not getattr(score_fn, "thread_safe", False) or num_queries < 2 * workers:
         workers = 1
-    step = max(1, -(-chunk // workers))
+    # Equal-sized tasks, ``workers`` per chunk of at most ``chunk`` queries.
+    num_chunks = -(-num_queries // chunk)
+    step = max(1, -(-num_queries // (num_chunks * workers)))
     tasks = [(s, min(s + step, num_queries)) for s in range(0, num_queries, step)]
     if workers == 1:
         results = [ranker(a, b) for a, b in tasks]
@@ -437,6 +446,14 @@ def _summarise(per_query: _PerQuery, ks: tuple[int, ...], max_rank: int) -> dict
     return out
 
 
+def _unit_rows(x: Tensor) -> Tensor:
+    """L2-normalised rows; ``x`` itself when its rows already have unit norm (to 1e-6)."""
+    norms = torch.linalg.vector_norm(x, dim=1)
+    if bool(((norms - 1.0).abs() <= 1e-6).all()):
+        return x
+    return x / norms.clamp(min=1e-12)[:, None]
+
+
 class _SimilarityBlocks:
     """Similarity blocks (larger is closer) for already prepared float32 embeddings.
 
@@ -453,8 +470,8 @@ class _SimilarityBlocks:
 
     def __init__(self, query: Tensor, gallery: Tensor, metric: str) -> None:
         if metric == "cosine":
-            self.q = F.normalize(query, dim=1)
-            self.g = F.normalize(gallery, dim=1)
+            self.q = _unit_rows(query)
+            self.g = self.q if gallery is query else _unit_rows(gallery)
             self.g_sq: Tensor | None = None
         else:
             self.q = query * 2.0
@@ -608,44 +625,45 @@ def evaluate(
             f"query_expansion: expected a non-negative integer, got {query_expansion!r}"
         )
 
-    if query_expansion > 0:
-        from embedlab.metrics.rerank import average_query_expansion
-
-        q = average_query_expansion(
-            q, g, query_expansion, metric=metric, exclude_self=leave_one_out
-        )
-    score_fn: ScoreFn
-    if rerank:
-        from embedlab.metrics.rerank import k_reciprocal_scores
-
-        score_fn = k_reciprocal_scores(
-            q,
-            None if leave_one_out else g,
-            metric=metric,
-            k1=rerank_k1,
-            k2=rerank_k2,
-            lambda_value=rerank_lambda,
-        )
+    # Junk gallery items are ignored by every query: drop them before any computation (also
+    # before re-ranking / query expansion). Junk-labelled queries have no valid positive: they are
+    # skipped, i.e. kept out of the computation and counted.
+    num_q_all = num_q
+    q_kept: Tensor | None = None
+    if junk_label is not None:
+        q_junk = ql == junk_label
+        if bool(q_junk.any()):
+            q_kept = (~q_junk).nonzero().flatten()
+            q, ql = q[q_kept], ql[q_kept]
+            qc = qc[q_kept] if qc is not None else None
+            num_q = len(ql)
+        if leave_one_out:
+            g, gl, gc = q, ql, qc
+            qid = gid = torch.arange(num_q, device=dev)
+        else:
+            g_keep = gl != junk_label
+            if not bool(g_keep.all()):
+                g, gl = g[g_keep], gl[g_keep]
+                gc = gc[g_keep] if gc is not None else None
+                gid = gid[g_keep] if gid is not None else None
+            if qid is not None and q_kept is not None:
+                qid = qid[q_kept]
+    if num_q == 0 or len(gl) == 0:
+        per_query = _metrics_from_ranks(0, np.zeros(0, np.int64), np.zeros(0, np.int64))
     else:
-        score_fn = similarity_fn(q, g, metric)
-    per_query = rank_positives(
-        score_fn,
-        num_q,
-        ql,
-        gl,
-        qc,
-        gc,
-        qid,
-        gid,
-        junk_label=junk_label,
-        chunk_size=chunk_size,
-    )
+        per_query = _rank(
+            q, ql, g, gl, qc, gc, qid, gid, leave_one_out, metric, chunk_size,
+            rerank, rerank_k1, rerank_k2, rerank_lambda, query_expansion,
+        )  # fmt: skip
+    if q_kept is not None or num_q == 0:
+        per_query = _scatter_queries(per_query, q_kept, num_q_all)
     out = _summarise(per_query, ks_t, max_rank)
-    if compute_nmi:
+    if compute_nmi and num_q > 1:
         from embedlab.metrics.clustering import nmi_kmeans
 
-        keep = ql != junk_label if junk_label is not None else torch.ones_like(ql, dtype=torch.bool)
-        out["nmi"] = nmi_kmeans(q[keep], ql[keep], metric=metric)
+        out["nmi"] = nmi_kmeans(q, ql, metric=metric)
+    elif compute_nmi:
+        out["nmi"] = 0.0
     if return_per_query:
         npos = per_query.num_positives
         last = per_query.last_rank
@@ -661,3 +679,60 @@ def evaluate(
             "inp": inp,
         }
     return out
+
+
+def _scatter_queries(per_query: _PerQuery, kept: Tensor | None, num_all: int) -> _PerQuery:
+    """Per-query results for all queries from those of the ``kept`` ones (others: skipped)."""
+    idx = np.arange(num_all) if kept is None else kept.cpu().numpy()
+    fields = []
+    for name in _PerQuery.__dataclass_fields__:
+        part = getattr(per_query, name)
+        full = np.zeros(num_all, dtype=part.dtype)
+        full[idx[: len(part)]] = part
+        fields.append(full)
+    return _PerQuery(*fields)
+
+
+def _rank(
+    q: Tensor,
+    ql: Tensor,
+    g: Tensor,
+    gl: Tensor,
+    qc: Tensor | None,
+    gc: Tensor | None,
+    qid: Tensor | None,
+    gid: Tensor | None,
+    leave_one_out: bool,
+    metric: str,
+    chunk_size: int | None,
+    rerank: bool,
+    rerank_k1: int,
+    rerank_k2: int,
+    rerank_lambda: float,
+    query_expansion: int,
+) -> _PerQuery:
+    """Optional query expansion / re-ranking, then exact ranking of all positives."""
+    if query_expansion > 0:
+        from embedlab.metrics.rerank import average_query_expansion
+
+        q = average_query_expansion(
+            q, None if leave_one_out else g, query_expansion, metric=metric,
+            exclude_self=leave_one_out,
+        )  # fmt: skip
+    score_fn: ScoreFn
+    if rerank:
+        from embedlab.metrics.rerank import k_reciprocal_scores
+
+        score_fn = k_reciprocal_scores(
+            q,
+            None if leave_one_out else g,
+            metric=metric,
+            k1=rerank_k1,
+            k2=rerank_k2,
+            lambda_value=rerank_lambda,
+        )
+    else:
+        score_fn = similarity_fn(q, g, metric)
+    return rank_positives(
+        score_fn, len(ql), ql, gl, qc, gc, qid, gid, junk_label=None, chunk_size=chunk_size
+    )

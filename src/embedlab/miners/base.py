@@ -48,7 +48,6 @@ class TripletSelection:
             return d_ap[:, None], dist[self.anchor]
         return d_ap, dist[self.anchor, self.negative]
 
-
     def scatter(self, g_ap: Tensor, g_an: Tensor, n: int) -> Tensor:
         """The [n, n] matrix with ``g_ap`` added at (a, p) and ``g_an`` at (a, n).
 

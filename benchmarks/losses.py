@@ -151,7 +151,9 @@ def main() -> None:
         table.add_section()
     Console(width=140).print(table)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"targets missed: {failures}   (load average at the end: {load} on {os.cpu_count()} cores)")
+    print(
+        f"targets missed: {failures}   (load average at the end: {load} on {os.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":

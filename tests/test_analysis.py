@@ -234,7 +234,8 @@ def test_ranked_list_figure_of_real_image_files(tmp_path: Path) -> None:
     assert {s for r in lists for s in r.status} >= {"wrong", "excluded"}
     for ranked in lists:
         assert sum(rank is not None for rank in ranked.ranks) == 5
-    fig = ranked_list_figure(lists, eval_set, emb.labels, title="fake market")
+    fig = ranked_list_figure(lists, eval_set, emb.labels, title="fake market", cameras=emb.cameras)
+    assert any("cam" in ax.get_title() for ax in fig.axes)
     assert png_ok(save_figure(fig, tmp_path / "ranked.png"))
 
 

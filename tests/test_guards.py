@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,20 @@ def test_nan_loss_step_is_skipped_when_configured(
     # had the NaN reached the optimiser, every weight would now be NaN
     assert all(torch.isfinite(p).all() for p in module.parameters())
     assert "skipping step" in capsys.readouterr().out
+
+
+def test_loss_parameters_get_their_own_optimiser_group() -> None:
+    from embedlab.losses import CenterLoss, MarginLoss
+
+    module = MetricLearningModule(
+        EmbeddingModel(SmallCNN(width=8, depth=2), embedding_dim=8, normalize=True),
+        MarginLoss(),
+        loss_lr=0.1,
+        aux_losses=[LossTerm(CenterLoss(num_classes=10, embedding_dim=8), weight=5e-4, lr=0.5)],
+        optimizer=partial(torch.optim.SGD, lr=0.01),
+    )
+    optimizer = module.configure_optimizers()["optimizer"]
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs == {"model": 0.01, "MarginLoss": 0.1, "CenterLoss": 0.5}
+    counted = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    assert counted == sum(p.numel() for p in module.parameters() if p.requires_grad)

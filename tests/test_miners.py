@@ -208,7 +208,7 @@ def test_a_custom_miner_is_accepted() -> None:
     x = torch.tensor([[0.0], [1.0], [3.0], [3.5]], requires_grad=True)
     loss = TripletLoss(margin=1.0, miner=FirstPositiveFirstNegative())
     # rows (a, p, n): (0, 1, 2) 1 + 1 − 3 < 0; (1, 0, 2) 1 + 1 − 2 = 0; (2, 3, 0), (3, 2, 0) < 0
-    assert loss(x, torch.tensor([0, 0, 1, 1])).item() == 0.0
+    assert loss(x, torch.tensor([0, 0, 1, 1])).item() == pytest.approx(0.0, abs=1e-6)
     loss = TripletLoss(margin=2.0, miner=FirstPositiveFirstNegative())
     # (0, 1, 2): 2 + 1 − 3 = 0; (1, 0, 2): 2 + 1 − 2 = 1; (2, 3, 0): 2 + .5 − 3 < 0; (3, 2, 0): < 0
-    assert loss(x, torch.tensor([0, 0, 1, 1])).item() == pytest.approx(0.25)
+    assert loss(x, torch.tensor([0, 0, 1, 1])).item() == pytest.approx(0.25, abs=1e-6)

@@ -8,10 +8,10 @@ Numerics
 * The squared euclidean distance is computed with one matrix product,
   ``‖x‖² + ‖y‖² − 2·x·yᵀ``, clamped at 0, with a hand-written backward pass
   (one matmul, or none when only a few pairs per row carry a gradient).
-* The euclidean distance is its square root, made safe at zero: wherever the squared
-  distance is below the rounding noise of the matrix-product form (a relative
-  ``4·eps·(‖x‖² + ‖y‖²)``), or on the diagonal of a self-distance matrix, the
-  distance is exactly 0 and its gradient is 0 (the sub-gradient of ‖x − y‖ at x = y),
+* The euclidean distance is its square root, made safe at zero: the rounding noise of
+  the matrix-product form (a relative ``4·eps·(‖x‖² + ‖y‖²)``) is subtracted before
+  clamping, so coincident points and the diagonal of a self-distance matrix get a
+  distance of exactly 0 and a gradient of 0 (the sub-gradient of ‖x − y‖ at x = y)
   instead of the ``inf``/``NaN`` a plain ``sqrt`` gives.
 * Half- and bfloat16 inputs (e.g. from a model under autocast) are computed in
   float32 with autocast switched off, so the result is float32 and finite.
@@ -40,8 +40,8 @@ def upcast(x: Tensor) -> Tensor:
 class _EuclideanDistance(torch.autograd.Function):
     """‖x_i − y_j‖ or ‖x_i − y_j‖² with one matmul forward and at most one matmul backward.
 
-    Forward: sq = ‖x‖² + ‖y‖² − 2·x·yᵀ; entries below the rounding noise of that form
-    (and the diagonal of a self-distance) are exactly 0.
+    Forward: sq = ‖x‖² + ‖y‖² − 2·x·yᵀ, less its rounding noise, clamped at 0 (the
+    diagonal of a self-distance is set to exactly 0).
     Backward, with B = 2·∂L/∂sq (= ∂L/∂d / d for the euclidean distance, 0 where d = 0):
     ∂L/∂x = rowsum(B)·x − B·y and ∂L/∂y = colsum(B)·y − Bᵀ·x (for y = x, B + Bᵀ
     replaces B). When B is sparse (mining keeps a few pairs per row) the product is a
@@ -54,20 +54,24 @@ class _EuclideanDistance(torch.autograd.Function):
         x_sq = (x * x).sum(1)
         y_sq = x_sq if y is None else (other * other).sum(1)
         scale = x_sq[:, None] + y_sq[None, :]
-        sq = torch.addmm(scale, x, other.T, alpha=-2.0)
-        nonzero = sq > scale.mul_(4.0 * torch.finfo(sq.dtype).eps)
+        # (1 − τ)·(‖x‖² + ‖y‖²) − 2·x·yᵀ: the rounding noise of the matmul form,
+        # τ·(‖x‖² + ‖y‖²), is taken off so that coincident points clamp to exactly 0.
+        tol = 4.0 * torch.finfo(x.dtype).eps
+        sq = torch.addmm(scale, x, other.T, beta=1.0 - tol, alpha=-2.0).clamp_min_(0.0)
         if y is None:
-            nonzero.fill_diagonal_(False)
-        out = sq.mul_(nonzero) if squared else sq.mul_(nonzero).sqrt_()
+            sq.fill_diagonal_(0.0)
+        out = sq if squared else sq.sqrt_()
         ctx.squared = squared
-        ctx.save_for_backward(x, y, out, nonzero)
+        # ∂d/∂sq = 1/(2d); at d = 0 (coincident points) the zero sub-gradient, not 1/0
+        inv = None if squared else torch.nan_to_num(out.reciprocal(), posinf=0.0)
+        ctx.save_for_backward(x, y, inv)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        x, y, out, nonzero = ctx.saved_tensors
-        b = grad * 2.0 if ctx.squared else torch.where(nonzero, grad / out, 0.0)
+        x, y, inv = ctx.saved_tensors
+        b = grad * 2.0 if ctx.squared else grad * inv
         if y is not None:
             grad_x = torch.addmm(x * b.sum(1, keepdim=True), b, y, alpha=-1.0)
             grad_y = torch.addmm(y * b.sum(0)[:, None], b.T, x, alpha=-1.0)

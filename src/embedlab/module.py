@@ -31,6 +31,8 @@ class LossTerm(nn.Module):
             (the retrieval embedding) or ``logits`` (identity classifier output, for
             ``CrossEntropyLoss``).
         name: key used in the logs; defaults to the loss class name.
+        lr: learning rate of the loss's own parameters (``MarginLoss`` β, ``CenterLoss``
+            centres) in a separate optimiser group; ``None`` uses the optimiser's.
     """
 
     def __init__(
@@ -39,12 +41,14 @@ class LossTerm(nn.Module):
         weight: float = 1.0,
         input: LossInput = "features",
         name: str | None = None,
+        lr: float | None = None,
     ) -> None:
         super().__init__()
         self.loss = loss
         self.weight = weight
         self.input: LossInput = input
         self.name = name or type(loss).__name__
+        self.lr = lr
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -58,6 +62,8 @@ class MetricLearningModule(pl.LightningModule):
         model: the embedding network.
         loss: main metric loss, called on the features as ``loss(features, labels)``.
         loss_weight: weight of ``loss``.
+        loss_lr: learning rate of the parameters of ``loss`` (e.g. ``MarginLoss`` β, 0.1 in
+            Wu et al.'s code); ``None`` uses the optimiser's.
         aux_losses: further ``LossTerm``s, e.g. identity cross-entropy on ``logits`` and
             ``CenterLoss`` on ``features`` (the Bag-of-Tricks recipe).
         num_classes: number of training identities; creates a bias-free identity classifier
@@ -75,6 +81,7 @@ class MetricLearningModule(pl.LightningModule):
         model: EmbeddingModel,
         loss: nn.Module | None = None,
         loss_weight: float = 1.0,
+        loss_lr: float | None = None,
         aux_losses: Sequence[LossTerm] = (),
         num_classes: int | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -91,7 +98,7 @@ class MetricLearningModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "loss", "aux_losses", "optimizer"])
         self.model = model
-        terms = [LossTerm(loss, loss_weight)] if loss is not None else []
+        terms = [LossTerm(loss, loss_weight, lr=loss_lr)] if loss is not None else []
         self.losses = nn.ModuleList([*terms, *aux_losses])
         if len(self.losses) == 0:
             raise ValueError("model.loss: give a loss or at least one entry in model.aux_losses")
@@ -285,8 +292,21 @@ class MetricLearningModule(pl.LightningModule):
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (epoch - warmup) / total)))
         return 1.0
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Model and classifier in one group; each loss term's parameters in a group of its own."""
+        owned = {id(p) for t in self.terms for p in t.parameters()}
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in self.parameters() if id(p) not in owned], "name": "model"}
+        ]
+        for term in self.terms:
+            params = [p for p in term.parameters() if p.requires_grad]
+            if params:
+                extra = {"lr": term.lr} if term.lr is not None else {}
+                groups.append({"params": params, "name": term.name, **extra})
+        return groups
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.param_groups())
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
         return {
             "optimizer": optimizer,

@@ -175,9 +175,12 @@ def ranked_list_figure(
     labels: np.ndarray | None = None,
     title: str | None = None,
     tile: float = 1.3,
+    cameras: np.ndarray | None = None,
 ) -> Figure:
     """A grid: one row per query — the query (black border), then its results with green
-    (correct), red (wrong) or grey (excluded: same identity and camera, or junk) borders."""
+    (correct), red (wrong) or grey (excluded: same identity and camera, or junk) borders.
+
+    Tiles are captioned with the rank, the identity (``labels``) and, when known, the camera."""
     if not lists:
         raise ValueError("no ranked lists to draw")
     ncols = 1 + max(len(r.results) for r in lists)
@@ -188,8 +191,13 @@ def ranked_list_figure(
     fig = Figure(figsize=(tile * ncols + 0.3, tile * aspect * nrows + 0.9), layout="constrained")
     axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
 
+    show_cameras = cameras is not None and not bool((np.asarray(cameras) == -1).all())
+
     def label_of(i: int) -> str:
-        return "" if labels is None else f"id {labels[i]}"
+        text = "" if labels is None else f"id {labels[i]}"
+        if show_cameras and cameras is not None:
+            text += f" · cam {cameras[i]}"
+        return text
 
     for row, ranked in enumerate(lists):
         ax = axes[row, 0]
@@ -322,7 +330,7 @@ def run_pictures(
     name = f"{Path(run_dir).parent.name}/{Path(run_dir).name}"
     figures = {
         "ranked_lists": ranked_list_figure(
-            lists, dataset, emb.labels, title=f"{name}: ranked lists"
+            lists, dataset, emb.labels, title=f"{name}: ranked lists", cameras=emb.cameras
         )
     }
     if projection is not None:
@@ -445,7 +453,7 @@ class RetrievalPictures(pl.Callback):
         )
         if lists:
             figures["ranked_lists"] = ranked_list_figure(
-                lists, dataset, emb.labels, title=f"ranked lists, {title}"
+                lists, dataset, emb.labels, title=f"ranked lists, {title}", cameras=emb.cameras
             )
         if self.projection != "none" and len(emb.labels) >= 3:
             figures["projection"] = projection_figure(

@@ -73,7 +73,7 @@ class MetricLoss(nn.Module):
     def _record(self, **values: Tensor) -> list[float]:
         """Host copies of some scalar tensors, fetched together."""
         with torch.no_grad():
-            return torch.stack([v.detach().float().reshape(()) for v in values.values()]).tolist()
+            return torch.stack([v.to(torch.float32) for v in values.values()]).tolist()
 
     def _masked_stats(self, valid: Tensor, **values: Tensor) -> float:
         """Set ``stats[name]`` to the mean of each value over the ``valid`` entries.

@@ -30,14 +30,24 @@ Each reported metric is the mean over the valid (non-skipped) queries.
 
 Algorithm
 ---------
-Every metric above is a function of the ranks of the positives only, so no ranking is ever sorted.
-Queries are processed in chunks: the chunk x gallery similarity block is computed with one matrix
-product, excluded items are set to ``-inf``, and only the items at least as similar as the hardest
-positive of their query (the "candidates", ``r_R`` of them per query) are extracted and ordered by
-(similarity descending, gallery index ascending). The position of each positive in that short list
-is its exact rank. Peak memory is a small multiple of ``chunk_size * |gallery| * 4`` bytes, and the
-similarity block is computed once, which is what a k-NN search (for instance with faiss) also has
-to do to produce its top-k lists.
+Every metric above is a function of the ranks of the positives only, so full rankings are never
+needed. Junk gallery items (and junk-labelled queries, which are skipped) are dropped first. Queries
+are then processed in chunks: the chunk x gallery similarity block is computed with one matrix
+product, excluded items are set to ``-inf``, and the rank of each positive with similarity ``a``
+at gallery index ``p`` is counted exactly as ``1 + #{v > a} + #{v = a, index < p}``:
+
+* on CPU, only the items at least as similar as the hardest positive of their query (the
+  "candidates", ``r_R`` of them per query) can precede a positive; they are extracted with one
+  comparison pass and ordered by (row, similarity descending, index ascending) with one sort of
+  packed 64-bit keys. Rows where candidates are a large share of the gallery are instead sorted
+  whole and ranked by binary search. Each chunk is split over ``torch.get_num_threads()`` worker
+  threads that each run a single-threaded BLAS product and rank their own rows;
+* on accelerators every row of the block is sorted and ranked by binary search.
+
+Peak memory is a small multiple of ``chunk_size * |gallery| * 4`` bytes. The similarity block is
+computed once, which is also what a flat k-NN search (for instance faiss's) has to do to produce
+its top-k lists; faiss itself serves the neighbour lists of :mod:`embedlab.metrics.knn` (re-ranking,
+query expansion) and the k-means of ``nmi``.
 """
 
 from __future__ import annotations

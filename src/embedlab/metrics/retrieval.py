@@ -197,7 +197,12 @@ def _ranks_by_sorting(
 
 
 def _positive_ranks_cpu(
-    scores: Tensor, rows: Tensor, cols: Tensor, q_labels: Tensor, g_labels: np.ndarray
+    scores: Tensor,
+    rows: Tensor,
+    cols: Tensor,
+    q_labels: Tensor,
+    g_labels: np.ndarray,
+    mask_buffer: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact ranks of the positives of one chunk (CPU), excluded items being ``-inf``.
 
@@ -215,7 +220,11 @@ def _positive_ranks_cpu(
     has_pos = np.isfinite(threshold)
     ql = q_labels.numpy()
 
-    mask = s >= threshold[:, None]
+    if mask_buffer is not None and mask_buffer.size >= s.size:
+        mask = mask_buffer.reshape(-1)[: s.size].reshape(s.shape)
+        np.greater_equal(s, threshold[:, None], out=mask)
+    else:
+        mask = s >= threshold[:, None]
     flat = mask.reshape(-1)
     n8 = flat.size // 8 * 8
     # Candidates are usually sparse: find the non-zero 8-byte words first, then their bytes.
@@ -321,6 +330,7 @@ class _ChunkRanker:
         if g_ids is not None:
             self.gid_sorted, self.gid_order = torch.sort(g_ids, stable=True)
         self.g_labels_np = g_labels.cpu().numpy()
+        self.local = threading.local()
 
     def __call__(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         scores = self.score_fn(start, stop)
@@ -362,7 +372,10 @@ class _ChunkRanker:
         if self.use_torch:
             r, rk = _positive_ranks_torch(scores, rows, cols)
         else:
-            r, rk = _positive_ranks_cpu(scores, rows, cols, ql, self.g_labels_np)
+            mask = getattr(self.local, "mask", None)
+            if mask is None or mask.size < scores.numel():
+                mask = self.local.mask = _empty((scores.shape[0], scores.shape[1]), torch.bool)
+            r, rk = _positive_ranks_cpu(scores, rows, cols, ql, self.g_labels_np, mask)
         return r.astype(np.int64) + start, rk.astype(np.int64)
 
 
@@ -456,6 +469,16 @@ def _summarise(per_query: _PerQuery, ks: tuple[int, ...], max_rank: int) -> dict
     return out
 
 
+def _empty(shape: tuple[int, int], dtype: torch.dtype) -> np.ndarray:
+    """A large uninitialised CPU array, allocated by torch.
+
+    numpy asks the kernel for transparent huge pages on large allocations, and faulting those in
+    can cost several times more than ordinary pages on a busy machine; blocks are rewritten for
+    every chunk anyway, so ordinary pages are the better deal here.
+    """
+    return torch.empty(shape, dtype=dtype).numpy()
+
+
 def _unit_rows(x: Tensor) -> Tensor:
     """L2-normalised rows; ``x`` itself when its rows already have unit norm (to 1e-6)."""
     norms = torch.linalg.vector_norm(x, dim=1)
@@ -500,7 +523,7 @@ class _SimilarityBlocks:
         rows = stop - start
         buffer = getattr(self.local, "buffer", None)
         if buffer is None or buffer.shape[0] < rows:
-            buffer = self.local.buffer = np.empty((rows, self.g_np.shape[0]), dtype=np.float32)
+            buffer = self.local.buffer = _empty((rows, self.g_np.shape[0]), torch.float32)
         out = buffer[:rows]
         np.matmul(self.q_np[start:stop], self.g_np.T, out=out)
         block = torch.from_numpy(out)

@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import faiss
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
@@ -99,9 +100,15 @@ def test_two_ranks_with_gathered_mining_equal_one_process(tmp_path: Path) -> Non
 
 
 def test_validation_metrics_under_ddp_equal_one_process(tmp_path: Path) -> None:
+    # Lightning gives each of the 2 spawned CPU processes 1 thread; BLAS sums depend on the thread
+    # count in the last bit, so the single process uses 1 thread too.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
     results = []
     for devices in (1, 2):
-        data = RetrievalDataModule(p=4, k=2, eval_batch_size=100)
+        # batches of one: a sample's embedding then cannot depend on which rank's batch it is in
+        data = RetrievalDataModule(p=4, k=2, eval_batch_size=1)
         trainer = pl.Trainer(
             accelerator="cpu",
             devices=devices,
@@ -111,6 +118,8 @@ def test_validation_metrics_under_ddp_equal_one_process(tmp_path: Path) -> None:
             enable_model_summary=False,
         )
         results.append(trainer.validate(make_module(), data, verbose=False)[0])
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
     single, ddp = results
     assert single["val/num_valid_queries"] == 237  # 719 held-out images: odd, so one is padded
     assert single == ddp

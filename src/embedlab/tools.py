@@ -50,7 +50,8 @@ def _evaluate(argv: list[str]) -> int:
     from embedlab.report import write_json
 
     cli = lightning_main(
-        ["test", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.logger=false", *extra]
+        ["test", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.logger=false",
+         f"--checkpoint.dirpath={run_dir / 'checkpoints'}", *extra]
     )
     results = {
         k.removeprefix("test/"): float(v)

@@ -85,8 +85,8 @@ _SCALAR_KEYS = ("map", "map@r", "r_precision", "precision@1", "minp")
 
 #: How CPU chunks are ranked: "auto" (candidates for most rows, whole-row sorts for rows whose
 #: candidates are many), "candidates", "sort" (every row sorted), "alternate" (every other row
-#: sorted, and the fallback ordering of candidates) or "torch" (the accelerator code path). All give identical results; the switch exists
-#: for tests and benchmarks.
+#: sorted, and the fallback ordering of candidates) or "torch" (the accelerator code path). All
+#: give identical results; the switch exists for tests and benchmarks.
 CPU_STRATEGY = "auto"
 
 

@@ -19,7 +19,7 @@ L2-normalised; cosine similarity throughout):
 Every method runs in a fresh subprocess with the same thread count (``--threads``, applied to
 OpenMP/BLAS/torch/faiss); the time is the wall time of the evaluation call, best over
 ``--rounds`` interleaved rounds (``--sop-rounds`` for sop; the argsort-loop runs once) and
-``--repeats`` runs per subprocess; "cpu s" is the CPU time (all threads) of that run,
+``--repeats`` runs per subprocess; "cpu s" is the smallest CPU time (all threads) of a run,
 and the peak memory is the subprocess's maximum resident set size (``getrusage``), which includes
 allocations made by faiss, BLAS and torch. "over data" subtracts the peak measured right after
 loading the embeddings and importing the libraries.

@@ -15,7 +15,8 @@ def labels_with_sizes(sizes: list[int]) -> np.ndarray:
 @pytest.mark.parametrize("p,k", [(4, 2), (3, 4), (8, 3)])
 def test_every_batch_is_p_by_k_with_distinct_identities(p: int, k: int) -> None:
     labels = labels_with_sizes([5, 1, 7, 2, 9, 3, 4, 6, 8, 2, 3])
-    sampler = PKBatchSampler(labels, p, k, seed=3)
+    with pytest.warns(UserWarning, match="single image"):
+        sampler = PKBatchSampler(labels, p, k, seed=3)
     batches = list(sampler)
     assert len(batches) == len(sampler) == len(labels) // (p * k)
     for batch in batches:
@@ -32,9 +33,12 @@ def test_identity_with_enough_images_has_no_repeats_in_a_batch() -> None:
 
 
 def test_small_identities_are_drawn_with_replacement() -> None:
-    labels = labels_with_sizes([1, 1, 1, 1])
-    batch = next(iter(PKBatchSampler(labels, 4, 3, seed=0)))
-    assert sorted(Counter(batch).values()) == [3, 3, 3, 3]
+    labels = labels_with_sizes([1, 1, 1, 2])
+    with pytest.warns(UserWarning, match="3 of 4 training identities have a single image"):
+        sampler = PKBatchSampler(labels, 4, 3, seed=0)
+    batch = next(iter(sampler))
+    assert Counter(labels[batch].tolist()) == {0: 3, 1: 3, 2: 3, 3: 3}
+    assert sorted(Counter(batch).values()) == [1, 2, 3, 3, 3]  # identity 3 uses both its images
 
 
 def test_deterministic_by_seed_and_epoch() -> None:

@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # torch and torchvision must be a matching pair (see README, "Installing").
 TORCH_PACKAGES ?= torch==2.14.1 torchvision==0.29.1
 CONFIG ?= experiments/digits.yaml
+SWEEP ?= experiments/sweeps/losses.yaml
 PYTEST_ARGS ?=
 
 -include .env
@@ -45,8 +46,8 @@ bench: install ## benchmarks against pytorch-metric-learning (tables, not pass/f
 	$(BIN)/python benchmarks/losses.py
 	$(BIN)/python benchmarks/retrieval.py
 
-sweep: install ## run a sweep: SWEEP=experiments/sweeps/losses.yaml (wandb agent when online, local otherwise)
-	$(BIN)/embedlab sweep $(SWEEP)
+sweep: install ## run a sweep (SWEEP=experiments/sweeps/losses.yaml; wandb agent when online, local grid/random otherwise)
+	$(BIN)/embedlab sweep $(SWEEP) $(SWEEP_ARGS)
 
 notebooks: install ## execute the notebooks
 	$(BIN)/python -m pytest tests/test_notebooks.py

@@ -64,7 +64,7 @@ def fake_run(
         "data": {"dataset": "digits"},
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    summary = {"raw pixels": {m: 0.5 for m in VAL}, "trained": {m: 0.9 for m in VAL}}
+    summary = {"raw pixels": {m: 0.5 for m in [*VAL, "recall@5"]}, "trained": {m: 0.9 for m in VAL}}
     (folder / "summary.json").write_text(json.dumps(summary))
     if params is not None:
         (folder / "sweep_trial.json").write_text(json.dumps({"params": params}))
@@ -173,7 +173,9 @@ def test_write_comparison_and_the_command(
     assert compare_main([str(runs), "--baseline", "--out", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out
     assert "raw pixels" in out and "msml (margin=0.4)" in out
-    assert (tmp_path / "cli" / "comparison.md").read_text().count("\n") == 2 + 4
+    markdown = (tmp_path / "cli" / "comparison.md").read_text()
+    assert markdown.count("\n") == 2 + 4
+    assert "R@5" not in markdown  # only the baseline has it: no empty column
     assert compare_main([str(tmp_path / "missing")]) == 2
 
 

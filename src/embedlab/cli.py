@@ -121,7 +121,8 @@ class EmbedlabCLI(LightningCLI):
             if k.startswith("val/")
         }
         rows = {"trained": trained}
-        baseline = baseline_metrics(self.datamodule, self.model.hparams["eval_metric"])
+        hparams = self.model.hparams
+        baseline = baseline_metrics(self.datamodule, hparams["eval_metric"], tuple(hparams["ks"]))
         if baseline is not None:
             rows = {"raw pixels": baseline, **rows}
         print_summary(rows)

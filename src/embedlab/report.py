@@ -24,7 +24,9 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def baseline_metrics(datamodule: Any, metric: str) -> dict[str, float] | None:
+def baseline_metrics(
+    datamodule: Any, metric: str, ks: tuple[int, ...] = (1, 5, 10)
+) -> dict[str, float] | None:
     """Retrieval metrics of the raw pixels on the evaluation split (``None`` if unavailable)."""
     from embedlab.metrics import evaluate
 
@@ -42,6 +44,7 @@ def baseline_metrics(datamodule: Any, metric: str) -> dict[str, float] | None:
         None if leave_one_out else pixels[g],
         None if leave_one_out else eval_set.labels[g],
         metric=metric,
+        ks=ks,
     )
     return {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}
 

@@ -195,7 +195,13 @@ def summary_table(
 
     Values are in percent with ``percent``; ``sort`` orders rows by that final metric, best first.
     """
-    available = [m for m in metrics if f"final/{m}" in frame.columns]
+    trained = frame["run"].astype(bool) if "run" in frame.columns else pd.Series(True, frame.index)
+    # a metric only the baseline row has (e.g. a K the runs did not log) would be an empty column
+    available = [
+        m
+        for m in metrics
+        if f"final/{m}" in frame.columns and frame.loc[trained, f"final/{m}"].notna().any()
+    ]
     scale = 100.0 if percent else 1.0
     table = pd.DataFrame({"loss": frame["loss"].to_numpy()})
     for name in available:
@@ -252,6 +258,14 @@ def _figure(nrows: int, ncols: int, width: float, height: float) -> tuple[Figure
     return fig, axes
 
 
+def line_style(i: int) -> dict[str, Any]:
+    """Distinct colour and dash for the i-th line: ten colours, then the next dash pattern."""
+    from matplotlib import colormaps
+
+    dashes = ("-", "--", ":", "-.")
+    return {"color": colormaps["tab10"](i % 10), "linestyle": dashes[(i // 10) % len(dashes)]}
+
+
 def _runs_and_labels(frame: pd.DataFrame) -> list[tuple[Run, str]]:
     rows = frame[frame["run"].astype(bool)] if "run" in frame.columns else frame
     return [(Run.load(run), str(loss)) for run, loss in zip(rows["run"], rows["loss"], strict=True)]
@@ -271,10 +285,17 @@ def plot_metric_curves(
     fig, axes = _figure(nrows, ncols, 5.0, 3.4)
     scale = 100.0 if percent else 1.0
     for ax, metric in zip(axes, present, strict=False):
-        for history, label in histories:
+        for i, (history, label) in enumerate(histories):
             if metric in history.columns:
                 values = history[metric].dropna()
-                ax.plot(values.index, values.to_numpy() * scale, marker="o", ms=3, label=label)
+                ax.plot(
+                    values.index,
+                    values.to_numpy() * scale,
+                    marker="o",
+                    ms=3,
+                    label=label,
+                    **line_style(i),
+                )
         ax.set_title(metric_title(metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
@@ -295,30 +316,33 @@ def plot_recall_at_k(frame: pd.DataFrame, stage: str = "final", percent: bool = 
     ks = recall_ks(frame, stage)
     if not ks:
         raise ValueError("no recall@K columns to plot")
-    fig, axes = _figure(1, 1, 6.5, 4.2)
+    fig, axes = _figure(1, 1, 8.0, 4.2)
     ax = axes[0]
     scale = 100.0 if percent else 1.0
+    i = 0  # the colour of a run matches the other plots, where the baseline has no line
     for _, row in frame.iterrows():
         values = np.asarray([row[f"{stage}/recall@{k}"] for k in ks], dtype=float) * scale
-        style: dict[str, Any] = (
-            {"linestyle": "--", "color": "grey"} if row["loss"] == "raw pixels" else {}
-        )
-        ax.plot(ks, values, marker="o", label=str(row["loss"]), **style)
+        baseline = row["loss"] == "raw pixels"
+        style = {"linestyle": "--", "color": "grey"} if baseline else line_style(i)
+        i += 0 if baseline else 1
+        logged = np.isfinite(values)  # runs may log different K
+        x = np.asarray(ks)[logged]
+        ax.plot(x, values[logged], marker="o", ms=4, label=str(row["loss"]), **style)
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("K")
     ax.set_ylabel(f"Recall@K{' (%)' if percent else ''}")
     ax.set_title(f"Recall@K ({stage} validation)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return fig
 
 
 def plot_training_loss(frame: pd.DataFrame) -> Figure:
     """Training loss per epoch, each divided by its first epoch's value (losses have different scales)."""
-    fig, axes = _figure(1, 1, 6.5, 4.2)
+    fig, axes = _figure(1, 1, 8.0, 4.2)
     ax = axes[0]
-    for run, label in _runs_and_labels(frame):
+    for i, (run, label) in enumerate(_runs_and_labels(frame)):
         series = training_history(run.metrics)
         if series.empty:
             continue
@@ -328,14 +352,14 @@ def plot_training_loss(frame: pd.DataFrame) -> Figure:
             if first not in (0.0,) and np.isfinite(first)
             else series.to_numpy()
         )
-        ax.plot(series.index, values, label=label)
+        ax.plot(series.index, values, label=label, **line_style(i))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss / first epoch's")
     ax.set_title("training loss (relative)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return fig
 
 

@@ -65,7 +65,13 @@ def test_fit_on_digits_beats_raw_pixels(tmp_path: Path, capsys: pytest.CaptureFi
     main(["fit", "--config", DIGITS, f"--output_root={tmp_path}", *FAST])
     run = tmp_path / "digits" / "version_0"
     metrics = pd.read_csv(run / "metrics.csv")
-    for key in ("val/recall@1", "val/map", "val/map@r", "train/loss", "train/TripletLoss/active_fraction"):
+    for key in (
+        "val/recall@1",
+        "val/map",
+        "val/map@r",
+        "train/loss",
+        "train/TripletLoss/active_fraction",
+    ):
         assert key in metrics.columns, key
     val = metrics.dropna(subset=["val/map@r"])
     assert len(val) == 2  # validated at epochs 6 and 12

@@ -98,7 +98,9 @@ def test_fit_one_epoch_on_market1501_tree_with_reid_protocol(tmp_path: Path) -> 
         assert 0.0 <= val[key] <= 1.0 and np.isfinite(val[key])
 
 
-def test_data_check_subcommand_reports_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_data_check_subcommand_reports_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = make_market1501(tmp_path / "market")
     assert main(["data", "check", "--dataset", "market1501", "--root", str(root)]) == 0
     out = capsys.readouterr().out

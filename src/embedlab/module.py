@@ -186,7 +186,12 @@ class MetricLearningModule(pl.LightningModule):
             return
         if self.logger is not None:
             self.logger.log_metrics({"data/skipped_files": float(len(skipped))}, step=0)
-        if skipped and datamodule is not None and self.trainer.is_global_zero and self.trainer.log_dir:
+        if (
+            skipped
+            and datamodule is not None
+            and self.trainer.is_global_zero
+            and self.trainer.log_dir
+        ):
             datamodule.write_skipped(self.trainer.log_dir)
 
     # -- checkpoints -----------------------------------------------------------------------

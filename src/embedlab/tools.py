@@ -35,7 +35,9 @@ def _evaluate(argv: list[str]) -> int:
         description="Embed the evaluation split with a checkpoint, print the retrieval metrics and "
         "write them as evaluation.json / evaluation.csv in the run folder.",
     )
-    parser.add_argument("--ckpt_path", required=True, help="e.g. runs/X/version_N/checkpoints/last.ckpt")
+    parser.add_argument(
+        "--ckpt_path", required=True, help="e.g. runs/X/version_N/checkpoints/last.ckpt"
+    )
     parser.add_argument("--config", help="default: config.yaml of the checkpoint's run folder")
     parser.add_argument("--out", help="output folder (default: the checkpoint's run folder)")
     args, extra = parser.parse_known_args(argv)
@@ -50,8 +52,16 @@ def _evaluate(argv: list[str]) -> int:
     from embedlab.report import write_json
 
     cli = lightning_main(
-        ["test", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.logger=false",
-         f"--checkpoint.dirpath={run_dir / 'checkpoints'}", *extra]
+        [
+            "test",
+            "--config",
+            str(config),
+            "--ckpt_path",
+            str(ckpt),
+            "--trainer.logger=false",
+            f"--checkpoint.dirpath={run_dir / 'checkpoints'}",
+            *extra,
+        ]
     )
     results = {
         k.removeprefix("test/"): float(v)

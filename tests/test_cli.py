@@ -159,3 +159,4 @@ def test_evaluate_a_checkpoint_writes_metrics_next_to_the_run(tmp_path: Path) ->
         assert evaluation[key] == pytest.approx(trained[key], abs=1e-6)
     assert pd.read_csv(run / "evaluation.csv")["map@r"].iloc[0] == pytest.approx(trained["map@r"])
     assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["version_0"]
+    assert not (Path.cwd() / "config.yaml").exists()  # nothing written outside the run folder

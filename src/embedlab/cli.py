@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -142,13 +142,14 @@ class EmbedlabCLI(LightningCLI):
             write_json(Path(self.trainer.log_dir) / "test_metrics.json", {"test": results})
 
 
-def lightning_main(args: list[str] | None = None) -> EmbedlabCLI:
+def lightning_main(args: list[str] | None = None, save_config: bool = True) -> EmbedlabCLI:
     return EmbedlabCLI(
         MetricLearningModule,
         RetrievalDataModule,
         seed_everything_default=0,
         auto_configure_optimizers=False,
         trainer_defaults={"use_distributed_sampler": False},
+        save_config_callback=SaveConfigCallback if save_config else None,
         save_config_kwargs={"overwrite": True},
         args=args,
     )

@@ -61,7 +61,8 @@ def _evaluate(argv: list[str]) -> int:
             "--trainer.logger=false",
             f"--checkpoint.dirpath={run_dir / 'checkpoints'}",
             *extra,
-        ]
+        ],
+        save_config=False,  # the run folder already has its config.yaml
     )
     results = {
         k.removeprefix("test/"): float(v)

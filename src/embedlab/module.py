@@ -108,6 +108,7 @@ class MetricLearningModule(pl.LightningModule):
                 raise ValueError("model.num_classes is required by a loss term reading logits")
             self.classifier = nn.Linear(model.embedding_dim, num_classes, bias=False)
         self.optimizer_factory = optimizer
+        self._roles: dict[str, tuple[Tensor, Tensor]] = {}  # query/gallery flags per eval stage
         self.val_metric = RetrievalMetric(metric=eval_metric, ks=tuple(ks))
         self.test_metric = RetrievalMetric(metric=eval_metric, ks=tuple(ks))
 
@@ -242,9 +243,9 @@ class MetricLearningModule(pl.LightningModule):
 
     def _eval_step(self, batch: Sequence[Tensor], metric: RetrievalMetric, stage: str) -> None:
         images, labels, cameras, indices = batch
-        if not hasattr(self, f"_{stage}_roles"):
-            setattr(self, f"_{stage}_roles", self._eval_roles(stage))
-        is_query, is_gallery = getattr(self, f"_{stage}_roles")
+        if stage not in self._roles:
+            self._roles[stage] = self._eval_roles(stage)
+        is_query, is_gallery = self._roles[stage]
         idx = indices.cpu()
         embeddings = self.model(images).float()
         metric.update(embeddings, labels, cameras, indices, is_query[idx], is_gallery[idx])
@@ -252,8 +253,7 @@ class MetricLearningModule(pl.LightningModule):
     def _eval_end(self, metric: RetrievalMetric, stage: str) -> dict[str, float]:
         results = metric.compute()
         metric.reset()
-        if hasattr(self, f"_{stage}_roles"):
-            delattr(self, f"_{stage}_roles")
+        self._roles.pop(stage, None)
         logged = {
             f"{stage}/{k}": float(v) for k, v in results.items() if isinstance(v, (int, float))
         }

@@ -92,17 +92,20 @@ def test_miner_matches_reference(batch_id: str, miner: TripletMiner, reference: 
 
 
 def test_selection_distances_gather_from_the_matrix() -> None:
-    labels = LABELS["unequalK"]
-    _, dist, y = batch(labels)
+    _, dist, y = batch(LABELS["with-singleton"])  # label 7 has no positive
     for miner in (BatchHardMiner(), SemiHardMiner()):
         sel = miner(dist, y)
         assert sel.negative is not None
         d_ap, d_an = sel.distances(dist)
-        torch.testing.assert_close(d_ap, dist[sel.anchor, sel.positive])
-        torch.testing.assert_close(d_an, dist[sel.anchor, sel.negative])
+        ok = sel.valid  # rows without a positive or a negative hold no triplet
+        assert torch.isfinite(d_ap).all() and torch.isfinite(d_an).all()
+        if isinstance(miner, BatchHardMiner):
+            assert ok.tolist() == [True] * 5 + [False]
+        torch.testing.assert_close(d_ap[ok], dist[sel.anchor, sel.positive][ok])
+        torch.testing.assert_close(d_an[ok], dist[sel.anchor, sel.negative][ok])
     sel = BatchAllMiner()(dist, y)
     d_ap, d_an = sel.distances(dist)
-    assert d_ap.shape == (len(sel.anchor), 1) and d_an.shape == (len(sel.anchor), len(labels))
+    assert d_ap.shape == (len(sel.anchor), 1) and d_an.shape == (len(sel.anchor), len(y))
 
 
 def test_semi_hard_prefers_the_closest_negative_farther_than_the_positive() -> None:

@@ -19,7 +19,9 @@ Numerics
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -29,12 +31,58 @@ from torch.autograd.function import once_differentiable
 
 Metric = Literal["euclidean", "squared_euclidean", "cosine"]
 
-__all__ = ["Metric", "label_masks", "pairwise_distance", "same_label", "upcast"]
+__all__ = [
+    "Metric",
+    "PairGradient",
+    "distance_matrix",
+    "label_masks",
+    "pairwise_distance",
+    "same_label",
+    "upcast",
+]
 
 
 def upcast(x: Tensor) -> Tensor:
     """Return ``x`` in float32 if it is a half/bfloat16 tensor (losses compute in float32)."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _euclidean(x: Tensor, y: Tensor | None, squared: bool) -> Tensor:
+    """‖x_i − y_j‖ or its square, in one matrix product and in-place steps."""
+    other = x if y is None else y
+    x_sq = x.square().sum(1)
+    y_sq = x_sq if y is None else other.square().sum(1)
+    # (1 − τ)·(‖x‖² + ‖y‖²) − 2·x·yᵀ: the rounding noise of the matmul form,
+    # τ·(‖x‖² + ‖y‖²), is taken off so that coincident points clamp to exactly 0.
+    tol = 4.0 * torch.finfo(x.dtype).eps
+    sq = torch.add(x_sq[:, None], y_sq[None, :]).addmm_(x, other.T, beta=1.0 - tol, alpha=-2.0)
+    sq.clamp_min_(0.0)
+    if y is None:
+        sq.fill_diagonal_(0.0)
+    return sq if squared else sq.sqrt_()
+
+
+def _euclidean_grad(
+    x: Tensor, y: Tensor | None, dist: Tensor, grad: Tensor, squared: bool, symmetric: bool
+) -> tuple[Tensor, Tensor | None]:
+    """∂L/∂x (and ∂L/∂y) from ∂L/∂d.
+
+    B = 2·∂L/∂sq = ∂L/∂d / d (0 where d = 0: the sub-gradient of ‖x − y‖ at x = y);
+    ∂L/∂x = rowsum(B)·x − B·y, ∂L/∂y = colsum(B)·y − Bᵀ·x. For y = x the two add up:
+    B + Bᵀ replaces B (2·B when the caller knows B is symmetric).
+    """
+    b = grad * 2.0 if squared else torch.div(grad, dist).nan_to_num_(0.0, 0.0, 0.0)
+    if y is not None:
+        grad_x = torch.addmm(x * b.sum(1, keepdim=True), b, y, alpha=-1.0)
+        return grad_x, torch.addmm(y * b.sum(0)[:, None], b.T, x, alpha=-1.0)
+    if not symmetric:
+        b = b + b.T
+    scale = 2.0 if symmetric else 1.0
+    weight = x * b.sum(1, keepdim=True)
+    # a large matmul whose matrix is mostly zeros (a few mined pairs per row): go sparse
+    if b.numel() * x.shape[1] >= 1 << 22 and int(torch.count_nonzero(b)) * 16 <= b.numel():
+        return weight.sub_(torch.sparse.mm(b.to_sparse(), x)).mul_(scale), None
+    return weight.addmm_(b, x, beta=scale, alpha=-scale), None
 
 
 class _EuclideanDistance(torch.autograd.Function):
@@ -50,38 +98,82 @@ class _EuclideanDistance(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, y: Tensor | None, squared: bool) -> Tensor:
-        other = x if y is None else y
-        x_sq = (x * x).sum(1)
-        y_sq = x_sq if y is None else (other * other).sum(1)
-        scale = x_sq[:, None] + y_sq[None, :]
-        # (1 − τ)·(‖x‖² + ‖y‖²) − 2·x·yᵀ: the rounding noise of the matmul form,
-        # τ·(‖x‖² + ‖y‖²), is taken off so that coincident points clamp to exactly 0.
-        tol = 4.0 * torch.finfo(x.dtype).eps
-        sq = torch.addmm(scale, x, other.T, beta=1.0 - tol, alpha=-2.0).clamp_min_(0.0)
-        if y is None:
-            sq.fill_diagonal_(0.0)
-        out = sq if squared else sq.sqrt_()
+        out = _euclidean(x, y, squared)
+        ctx.save_for_backward(x, y, out)
         ctx.squared = squared
-        # ∂d/∂sq = 1/(2d); at d = 0 (coincident points) the zero sub-gradient, not 1/0
-        inv = None if squared else torch.nan_to_num(out.reciprocal(), posinf=0.0)
-        ctx.save_for_backward(x, y, inv)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        x, y, inv = ctx.saved_tensors
-        b = grad * 2.0 if ctx.squared else grad * inv
-        if y is not None:
-            grad_x = torch.addmm(x * b.sum(1, keepdim=True), b, y, alpha=-1.0)
-            grad_y = torch.addmm(y * b.sum(0)[:, None], b.T, x, alpha=-1.0)
-            return grad_x, grad_y, None
-        b = b + b.T
-        weight = x * b.sum(1, keepdim=True)
-        # a large matmul whose matrix is mostly zeros (a few mined pairs per row): go sparse
-        if b.numel() * x.shape[1] >= 1 << 22 and int(torch.count_nonzero(b)) * 16 <= b.numel():
-            return weight.sub_(torch.sparse.mm(b.to_sparse(), x)), None, None
-        return torch.addmm(weight, b, x, alpha=-1.0), None, None
+        x, y, out = ctx.saved_tensors
+        return (*_euclidean_grad(x, y, out, grad, ctx.squared, False), None)
+
+
+@dataclass(frozen=True)
+class PairGradient:
+    """∂L/∂d given at a few entries of the distance matrix: ``values[e]`` at
+    (``rows[e]``, ``cols[e]``), repeated entries adding up; every other entry is 0.
+    ``dists``, when given, holds the distances at those entries (saves a gather)."""
+
+    rows: Tensor
+    cols: Tensor
+    values: Tensor
+    dists: Tensor | None = None
+
+
+def _pair_grad(x: Tensor, dist: Tensor, grad: PairGradient, squared: bool) -> Tensor:
+    """∂L/∂x from ∂L/∂d at a few pairs: ∂d_ij/∂x_i = −∂d_ij/∂x_j = (x_i − x_j)/d_ij
+    (0 where d_ij = 0), or 2·(x_i − x_j) for the squared distance."""
+    i, j = grad.rows, grad.cols
+    diff = x.index_select(0, i).sub_(x.index_select(0, j))
+    if squared:
+        scale = grad.values * 2.0
+    else:
+        d_ij = grad.dists
+        if d_ij is None:
+            d_ij = dist.view(-1).index_select(0, i * dist.shape[1] + j)
+        scale = torch.div(grad.values, d_ij).nan_to_num_(0.0, 0.0, 0.0)
+    diff.mul_(scale[:, None])
+    out = torch.zeros_like(x).index_add_(0, i, diff)
+    return out.index_add_(0, j, diff.neg_())
+
+
+Pullback = Callable[..., Tensor]
+
+
+def distance_matrix(
+    x: Tensor, metric: Literal["euclidean", "squared_euclidean"] = "euclidean"
+) -> tuple[Tensor, Pullback]:
+    """The [N, N] distance matrix of ``x`` with itself, without autograd, and its pullback.
+
+    The same numbers as :func:`pairwise_distance` (``x``, ``y=None``), for losses that
+    compute their own gradient G = ∂L/∂d: ``pullback(G, symmetric=False)`` returns ∂L/∂x
+    (in x's dtype), so that a loss is a single backward node. G is a dense [N, N]
+    tensor (pass ``symmetric=True`` when it equals its transpose: one N×N addition
+    fewer) or a :class:`PairGradient` when only a few entries per row are non-zero
+    (mined triplets: no N×N×D product at all). The matrix must not be modified in place.
+    """
+    if metric not in ("euclidean", "squared_euclidean"):
+        raise ValueError(f"unknown metric {metric!r}")
+    squared = metric == "squared_euclidean"
+    with torch.no_grad(), _no_autocast(x):
+        xf = upcast(x.detach())
+        out = _euclidean(xf, None, squared)
+
+    def pullback(grad: Tensor | PairGradient, symmetric: bool = False) -> Tensor:
+        with torch.no_grad():
+            if isinstance(grad, PairGradient):
+                return _pair_grad(xf, out, grad, squared).to(x.dtype)
+            return _euclidean_grad(xf, None, out, grad, squared, symmetric)[0].to(x.dtype)
+
+    return out, pullback
+
+
+def _no_autocast(x: Tensor) -> AbstractContextManager[Any]:
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(device_type=x.device.type, enabled=False)
+    return nullcontext()
 
 
 def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: Metric = "euclidean") -> Tensor:
@@ -98,12 +190,7 @@ def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: Metric = "eucl
         The [N, M] distance matrix, float32 for low-precision inputs, else x's dtype.
         Gradients are finite everywhere, including where two embeddings coincide.
     """
-    ctx = (
-        torch.autocast(device_type=x.device.type, enabled=False)
-        if torch.is_autocast_enabled(x.device.type)
-        else nullcontext()
-    )
-    with ctx:
+    with _no_autocast(x):
         x = upcast(x)
         y = None if y is None else upcast(y).to(x.dtype)
         if metric == "cosine":
@@ -119,9 +206,18 @@ def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: Metric = "eucl
         return out
 
 
-def same_label(labels: Tensor) -> Tensor:
-    """Boolean [N, N] mask, True where labels match (the diagonal included)."""
-    return labels[:, None] == labels[None, :]
+def same_label(labels: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """[N, N] mask, True (or 1.0 with a floating ``dtype``) where labels match, diagonal included.
+
+    The floating mask is written directly by the comparison (of the labels as float64,
+    exact up to 2⁵³): on the CPU, arithmetic with it is several times faster than
+    ``where`` or products with a boolean mask.
+    """
+    if dtype is None:
+        return labels[:, None] == labels[None, :]
+    out = torch.empty(len(labels), len(labels), dtype=dtype, device=labels.device)
+    exact = labels.to(torch.float64)
+    return torch.eq(exact[:, None], exact[None, :], out=out)
 
 
 def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:

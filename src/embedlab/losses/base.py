@@ -15,13 +15,15 @@ which is what makes small batches fast. Each loss states its formula as code in
 ``forward`` and its derivative right beside it; the tests check both against an
 autograd-differentiated brute-force reference and with ``gradcheck``.
 
-Statistics are gathered with a single host transfer per call.
+Statistics are computed when first read (``loss.stats``), with a single host transfer:
+a call whose statistics nobody reads does not pay for them.
 """
 
 from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,38 +33,62 @@ from torch.autograd.function import once_differentiable
 __all__ = ["MetricLoss", "with_gradient"]
 
 
+Gradient = Tensor | Callable[[], Tensor]
+
+
 class _GivenGradient(torch.autograd.Function):
     """Returns ``value``; in the backward pass hands ``grad_i · upstream`` to ``input_i``."""
 
     @staticmethod
-    def forward(ctx: Any, value: Tensor, n: int, *tensors: Tensor) -> Tensor:
-        ctx.save_for_backward(*tensors[n:])
-        ctx.n = n
+    def forward(ctx: Any, value: Tensor, grads: list[Gradient], *inputs: Tensor) -> Tensor:
+        ctx.grads = grads
+        ctx.dtypes = [t.dtype for t in inputs]
         return value.clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor | None, ...]:
-        grads = [g * upstream for g in ctx.saved_tensors]
-        return (None, None, *grads, *([None] * ctx.n))
+        # a gradient made by a function is a fresh tensor: it may be scaled in place
+        scaled = [
+            g().mul_(upstream) if callable(g) else (g * upstream).to(t)
+            for g, t in zip(ctx.grads, ctx.dtypes, strict=True)
+        ]
+        return (None, None, *scaled)
 
 
-def with_gradient(value: Tensor, *pairs: tuple[Tensor, Tensor]) -> Tensor:
-    """``value`` (computed without autograd) connected to each ``input`` with ∂value/∂input."""
-    inputs = [t for t, _ in pairs]
-    grads = [g.to(t.dtype) for t, g in pairs]
-    out: Tensor = _GivenGradient.apply(value.to(inputs[0].dtype), len(inputs), *inputs, *grads)
+def with_gradient(value: Tensor, *pairs: tuple[Tensor, Gradient]) -> Tensor:
+    """``value`` (computed without autograd) connected to each ``input`` with ∂value/∂input.
+
+    A gradient may be given as a function, called in the backward pass only (e.g. the
+    pullback of :func:`embedlab.distances.distance_matrix` applied to ∂value/∂d).
+    """
+    out: Tensor = _GivenGradient.apply(value, [g for _, g in pairs], *(t for t, _ in pairs))
     return out
 
 
 class MetricLoss(nn.Module):
     """Base of the embedlab losses. After each call, ``stats`` holds python floats to log."""
 
-    stats: dict[str, float]
-
     def __init__(self) -> None:
         super().__init__()
-        self.stats = {}
+        self._stats: dict[str, float] = {}
+        self._pending: Callable[[], dict[str, float]] | None = None
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """Statistics of the last call (python floats), computed on first read."""
+        if self._pending is not None:
+            self._stats, self._pending = self._pending(), None
+        return self._stats
+
+    @stats.setter
+    def stats(self, value: dict[str, float]) -> None:
+        self._stats, self._pending = value, None
+
+    def _defer_stats(self, compute: Callable[[], dict[str, float]]) -> None:
+        """Compute ``stats`` with ``compute()`` when they are read (the tensors it uses
+        must not be modified in place afterwards)."""
+        self._pending = compute
 
     def extra_repr(self) -> str:
         names = list(inspect.signature(type(self).__init__).parameters)[1:]
@@ -70,21 +96,24 @@ class MetricLoss(nn.Module):
         shown = {n: v for n, v in values.items() if not isinstance(v, nn.Module | Tensor)}
         return ", ".join(f"{n}={v!r}" for n, v in shown.items())
 
-    def _record(self, **values: Tensor) -> list[float]:
+    @staticmethod
+    def _record(**values: Tensor) -> list[float]:
         """Host copies of some scalar tensors, fetched together."""
         with torch.no_grad():
             return torch.stack([v.to(torch.float32) for v in values.values()]).tolist()
 
-    def _masked_stats(self, valid: Tensor, **values: Tensor) -> float:
-        """Set ``stats[name]`` to the mean of each value over the ``valid`` entries.
+    def _masked_stats(self, valid: Tensor, **values: Tensor) -> int:
+        """Return the number of ``valid`` entries; defer ``stats[name]``, the mean of each
+        value over those entries (values broadcast to ``valid``'s shape)."""
+        count = int(valid.sum())
 
-        Values broadcast to ``valid``'s shape. Returns the number of valid entries.
-        """
-        with torch.no_grad():
-            rows = [valid] + [v.detach().expand(valid.shape) for v in values.values()]
-            stacked = torch.stack([r.to(torch.float32) for r in rows])
-            count, *sums = (stacked * valid).reshape(len(rows), -1).sum(1).tolist()
-        self.stats = {k: s / max(count, 1.0) for k, s in zip(values, sums, strict=True)}
+        def compute() -> dict[str, float]:
+            with torch.no_grad():
+                rows = [v.detach().expand(valid.shape).to(torch.float32) for v in values.values()]
+                sums = (torch.stack(rows) * valid).reshape(len(rows), -1).sum(1).tolist()
+            return {k: s / max(count, 1) for k, s in zip(values, sums, strict=True)}
+
+        self._defer_stats(compute)
         return count
 
     def _degenerate(self, embeddings: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from embedlab.distances import pairwise_distance, same_label
+from embedlab.distances import distance_matrix, same_label
 from embedlab.losses.base import MetricLoss, with_gradient
 
 
@@ -34,27 +34,33 @@ class ContrastiveLoss(MetricLoss):
         self.neg_margin = neg_margin
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        dist = pairwise_distance(embeddings)
+        dist, pullback = distance_matrix(embeddings)
         with torch.no_grad():
-            same = same_label(labels)
+            y = same_label(labels, dist.dtype)  # y = 1.0 for same-label pairs, else 0.0
             n = len(labels)
+            n_same = int(y.sum())
             n_pairs = max(n * (n - 1), 1)
-            # y = 1: [d − m₊]₊; y = 0: [m₋ − d]₊. The diagonal gives [0 − m₊]₊ = 0.
-            hinge = torch.where(same, dist - self.pos_margin, self.neg_margin - dist).clamp_min_(0)
-            loss = 0.5 * torch.dot(hinge.view(-1), hinge.view(-1)) / n_pairs  # ½·Σ hinge²
-            grad = torch.where(same, hinge, -hinge).mul_(1.0 / n_pairs)  # ∂loss/∂d
-            n_same, pos_sum, total, n_active = self._record(
-                n_same=same.sum(),
-                pos_sum=(dist * same).sum(),
+            # y = 1: [d − m₊]₊, y = 0: [m₋ − d]₊, i.e. [s·(d − c)]₊ with the sign s = 2y − 1
+            # and c = m₋ − (m₋ − m₊)·y. The diagonal gives [0 − m₊]₊ = 0.
+            sign = torch.rsub(y, -1.0, alpha=-2.0)  # 2y − 1
+            c = torch.rsub(y, self.neg_margin, alpha=self.neg_margin - self.pos_margin)
+            hinge = torch.sub(dist, c).mul_(sign).clamp_min_(0.0)
+            loss = torch.dot(hinge.view(-1), hinge.view(-1)).mul_(0.5 / n_pairs)  # ½·Σ hinge²
+            grad = hinge.mul(sign).mul_(1.0 / n_pairs)  # ∂loss/∂d = s·hinge / pairs
+
+        def stats() -> dict[str, float]:
+            pos_sum, total, n_active = self._record(
+                pos_sum=torch.dot(dist.view(-1), y.view(-1)),
                 total=dist.sum(),
                 n_active=torch.count_nonzero(hinge),
             )
-        n_pos = n_same - n
-        self.stats = {
-            "active_fraction": n_active / n_pairs,
-            "pos_dist": pos_sum / max(n_pos, 1),
-            "neg_dist": (total - pos_sum) / max(n * n - n_same, 1),
-        }
-        if n_pos == 0 or n_same == n * n:
+            return {
+                "active_fraction": n_active / n_pairs,
+                "pos_dist": pos_sum / max(n_same - n, 1),
+                "neg_dist": (total - pos_sum) / max(n * n - n_same, 1),
+            }
+
+        self._defer_stats(stats)
+        if n_same == n or n_same == n * n:
             return self._degenerate(embeddings)
-        return with_gradient(loss, (dist, grad))
+        return with_gradient(loss, (embeddings, lambda: pullback(grad, symmetric=True)))

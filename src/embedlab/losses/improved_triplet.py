@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.distances import pairwise_distance
+from embedlab.distances import distance_matrix
 from embedlab.losses.base import MetricLoss, with_gradient
 from embedlab.miners import BatchHardMiner, TripletMiner
 
@@ -50,7 +50,7 @@ class ImprovedTripletLoss(MetricLoss):
         self.miner = miner if miner is not None else BatchHardMiner()
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        dist = pairwise_distance(embeddings)
+        dist, pullback = distance_matrix(embeddings)
         with torch.no_grad():
             sel = self.miner(dist, labels, embeddings.shape[1])
             d_ap, d_an = sel.distances(dist)
@@ -70,4 +70,4 @@ class ImprovedTripletLoss(MetricLoss):
             )
             g_an = -2 * self.neg_weight * d_an * w
             grad = sel.scatter(g_ap.expand(sel.valid.shape), g_an, len(labels))
-        return with_gradient(loss, (dist, grad))
+        return with_gradient(loss, (embeddings, lambda: pullback(grad)))

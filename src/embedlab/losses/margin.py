@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from embedlab.distances import pairwise_distance
+from embedlab.distances import distance_matrix
 from embedlab.losses.base import MetricLoss, with_gradient
 from embedlab.miners import DistanceWeightedMiner, TripletMiner
 
@@ -53,7 +53,7 @@ class MarginLoss(MetricLoss):
         self.miner = miner if miner is not None else DistanceWeightedMiner()
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        dist = pairwise_distance(embeddings)
+        dist, pullback = distance_matrix(embeddings)
         with torch.no_grad():
             sel = self.miner(dist, labels, embeddings.shape[1])
             d_ap, d_an = sel.distances(dist)
@@ -72,7 +72,7 @@ class MarginLoss(MetricLoss):
             )
             if count == 0:
                 return self._degenerate(embeddings)
-            n_active = max(round(2 * count * self.stats["active_fraction"]), 1)
+            n_active = max(int((pulls + pushes).sum()), 1)
             terms = torch.where(sel.valid, pull + push + self.nu * beta, 0.0)
             loss = terms.sum() / n_active
             # ∂/∂d(a,p) = 1[pull > 0], ∂/∂d(a,n) = −1[push > 0], ∂/∂β = ν − 1[pull > 0] + 1[push > 0]
@@ -82,5 +82,5 @@ class MarginLoss(MetricLoss):
                 0, cls, g_beta.reshape(len(cls), -1).sum(1).to(self.beta.dtype)
             )
         if not self.beta.requires_grad:
-            return with_gradient(loss, (dist, grad))
-        return with_gradient(loss, (dist, grad), (self.beta, grad_beta))
+            return with_gradient(loss, (embeddings, lambda: pullback(grad)))
+        return with_gradient(loss, (embeddings, lambda: pullback(grad)), (self.beta, grad_beta))

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.distances import pairwise_distance, same_label
+from embedlab.distances import distance_matrix, same_label
 from embedlab.losses.base import MetricLoss, with_gradient
 
 
@@ -30,7 +30,7 @@ class MSMLLoss(MetricLoss):
         self.margin = margin
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        dist = pairwise_distance(embeddings)
+        dist, pullback = distance_matrix(embeddings)
         with torch.no_grad():
             same = same_label(labels)
             pos = torch.where(same, dist, -1.0)
@@ -49,4 +49,4 @@ class MSMLLoss(MetricLoss):
             self.stats = {"active_fraction": 0.0, "pos_dist": 0.0, "neg_dist": 0.0}
             return self._degenerate(embeddings)
         self.stats = {"active_fraction": active, "pos_dist": d_p, "neg_dist": d_n}
-        return with_gradient(loss, (dist, grad.view_as(dist)))
+        return with_gradient(loss, (embeddings, lambda: pullback(grad.view_as(dist))))

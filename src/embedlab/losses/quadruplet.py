@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.distances import pairwise_distance, same_label
+from embedlab.distances import distance_matrix, same_label
 from embedlab.losses.base import MetricLoss, with_gradient
 
 
@@ -39,7 +39,7 @@ class QuadrupletLoss(MetricLoss):
         self.adaptive = adaptive
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        sq = pairwise_distance(embeddings, metric="squared_euclidean")
+        sq, pullback = distance_matrix(embeddings, "squared_euclidean")
         with torch.no_grad():
             n = len(labels)
             same = same_label(labels)
@@ -88,4 +88,4 @@ class QuadrupletLoss(MetricLoss):
             grad = torch.zeros_like(sq).index_put_((anchor, p), w1 + w2, accumulate=True)
             grad.index_put_((anchor, nearest), -w1, accumulate=True)
             grad.index_put_((pair_l, pair_k), -w2, accumulate=True)
-        return with_gradient(loss, (sq, grad))
+        return with_gradient(loss, (embeddings, lambda: pullback(grad)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from embedlab.distances import pairwise_distance, same_label
+from embedlab.distances import distance_matrix, same_label
 from embedlab.losses.base import MetricLoss, with_gradient
 
 
@@ -47,7 +47,7 @@ class RankedListLoss(MetricLoss):
         self.neg_weight = neg_weight
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        dist = pairwise_distance(embeddings)
+        dist, pullback = distance_matrix(embeddings)
         with torch.no_grad():
             n = len(labels)
             same = same_label(labels)
@@ -79,4 +79,4 @@ class RankedListLoss(MetricLoss):
         }
         if n_pos == 0 or n_neg == 0:
             return self._degenerate(embeddings)
-        return with_gradient(loss, (dist, grad))
+        return with_gradient(loss, (embeddings, lambda: pullback(grad)))

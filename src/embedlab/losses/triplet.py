@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.distances import pairwise_distance
+from embedlab.distances import distance_matrix
 from embedlab.losses.base import MetricLoss, with_gradient
 from embedlab.miners import BatchHardMiner, TripletMiner
 
@@ -47,7 +47,7 @@ class TripletLoss(MetricLoss):
         self.nonzero_mean = nonzero_mean
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        dist = pairwise_distance(embeddings)
+        dist, pullback = distance_matrix(embeddings)
         with torch.no_grad():
             sel = self.miner(dist, labels, embeddings.shape[1])
             d_ap, d_an = sel.distances(dist)
@@ -57,19 +57,20 @@ class TripletLoss(MetricLoss):
                 terms = F.softplus(ap - an)  # ln(1 + exp(d(a,p) − d(a,n)))
                 slope = torch.sigmoid(ap - an)  # its derivative
             else:
-                terms = F.relu(self.margin + ap - an)  # [m + d(a,p) − d(a,n)]₊
-                slope = (terms > 0).to(terms.dtype)
-            active = terms > 0
+                terms = torch.sub(ap, an).add_(self.margin).relu_()  # [m + d(a,p) − d(a,n)]₊
+                slope = terms.sign()  # its derivative: 1 where active, else 0
+            active = terms > 0 if self.soft_margin else slope
             count = self._masked_stats(
                 sel.valid, active_fraction=active, pos_dist=d_ap, neg_dist=d_an
             )
             if count == 0:
                 return self._degenerate(embeddings)
-            mask = sel.valid & active if self.nonzero_mean else sel.valid
-            n_terms = max(float(mask.sum()) if self.nonzero_mean else count, 1.0)
-            loss = (terms * mask).sum() / n_terms
-            # ∂loss/∂d(a,p) = w·∂ap/∂d(a,p), ∂loss/∂d(a,n) = −w·∂an/∂d(a,n), w = mask·slope/n
-            w = mask * slope / n_terms
-            g_ap, g_an = (2 * d_ap * w, -2 * d_an * w) if self.squared else (w, -w)
+            mask = sel.valid & (terms > 0) if self.nonzero_mean else sel.valid
+            n_terms = max(int(mask.sum()) if self.nonzero_mean else count, 1)
+            w = mask.to(terms.dtype).div_(n_terms)  # each averaged term weighs 1/n
+            loss = torch.dot(terms.reshape(-1), w.reshape(-1))
+            g = w.mul_(slope)  # ∂loss/∂term · ∂term/∂(ap − an)
+            # ∂loss/∂d(a,p) = g·∂ap/∂d(a,p), ∂loss/∂d(a,n) = −g·∂an/∂d(a,n)
+            g_ap, g_an = (2 * d_ap * g, -2 * d_an * g) if self.squared else (g, -g)
             grad = sel.scatter(g_ap, g_an, len(labels))
-        return with_gradient(loss, (dist, grad))
+        return with_gradient(loss, (embeddings, lambda: pullback(grad)))

@@ -20,12 +20,14 @@ class BatchHardMiner(TripletMiner):
     def __call__(
         self, dist: Tensor, labels: Tensor, embedding_dim: int | None = None
     ) -> TripletSelection:
-        same = same_label(labels)
-        count = same.sum(1)
-        valid = (count > 1) & (count < len(labels))
-        pos_dist = torch.where(same, dist, -1.0)
-        pos_dist.fill_diagonal_(-1.0)
-        positive = pos_dist.argmax(1)
-        negative = torch.where(same, torch.inf, dist).argmin(1)
-        anchor = torch.arange(len(labels), device=dist.device)
-        return TripletSelection(anchor, positive, negative, valid)
+        n = len(labels)
+        same = same_label(labels, dist.dtype)  # 1.0 where labels match
+        big = torch.finfo(dist.dtype).max
+        # positives keep their distance (exactly), negatives and the anchor itself become −1
+        d_ap, positive = torch.addcmul(same - 1.0, dist, same).fill_diagonal_(-1.0).max(1)
+        # same-label entries (the anchor included) are pushed to the largest finite value
+        d_an, negative = torch.add(dist, same, alpha=big).min(1)
+        valid = (d_ap >= 0) & (d_an < big)  # has a positive and a negative
+        anchor = torch.arange(n, device=dist.device)
+        d_ap, d_an = d_ap.mul_(valid), d_an.mul_(valid)  # 0 on invalid rows, not −1 or max
+        return TripletSelection(anchor, positive, negative, valid, d_ap, d_an)

@@ -4,8 +4,8 @@ Run: ``python benchmarks/losses.py [--quick] [--threads N]`` (``make bench``).
 
 Both libraries get the same L2-normalised float32 embeddings (a leaf tensor), the same
 labels (P identities × K images) and non-squared euclidean distances, in the same
-process with the same thread count. Each number is the median over repeats of one
-forward and backward pass, after warm-up. Targets (issue 3): embedlab/PML ≤ 0.5 for
+process with the same thread count. Each number is the median of one forward and
+backward pass over rounds of alternating blocks (see ``time_pair``). Targets (issue 3): embedlab/PML ≤ 0.5 for
 every shared loss, ≤ 0.2 for batch-all, semi-hard and margin + distance-weighted at
 (128, 4, 512); seed-only losses within 2× of embedlab's batch-hard triplet.
 """
@@ -30,6 +30,7 @@ from embedlab import miners as em
 SHAPES = [(32, 4, 128), (64, 4, 2048), (128, 4, 512)]
 FAST_AT_SCALE = {"triplet batch-all", "triplet semi-hard", "margin + distance-weighted"}
 LossFn = Callable[[Tensor, Tensor], Tensor]
+BLOCK = 8  # timed calls per block
 
 
 def pml_losses() -> dict[str, LossFn]:
@@ -83,19 +84,24 @@ def embedlab_losses(num_classes: int, dim: int) -> dict[str, LossFn]:
 def time_pair(
     first: LossFn, second: LossFn, x: Tensor, y: Tensor, warmup: int, repeats: int
 ) -> tuple[float, float]:
-    """Median ms of forward+backward of two losses, measured alternately.
+    """Median ms of forward+backward of two losses, measured in alternating blocks.
 
-    Alternating the two keeps a busy machine from favouring either side.
+    Each round runs a block of calls of one loss, then a block of the other (the order
+    swaps every round), discarding the first ``warmup`` calls of each block: every
+    timing is a steady-state call, as in ``torch.utils.benchmark``, and a machine whose
+    load drifts during the run affects both sides alike.
     """
     times: tuple[list[float], list[float]] = ([], [])
-    for i in range(warmup + repeats):
-        for fn, out in ((first, times[0]), (second, times[1])):
-            start = time.perf_counter()
-            fn(x, y).backward()
-            elapsed = time.perf_counter() - start
-            x.grad = None
-            if i >= warmup:
-                out.append(elapsed * 1e3)
+    pairs = [(first, times[0]), (second, times[1])]
+    for round_ in range(repeats):
+        for fn, out in pairs if round_ % 2 == 0 else pairs[::-1]:
+            for i in range(warmup + BLOCK):
+                start = time.perf_counter()
+                fn(x, y).backward()
+                elapsed = time.perf_counter() - start
+                x.grad = None
+                if i >= warmup:
+                    out.append(elapsed * 1e3)
     return statistics.median(times[0]), statistics.median(times[1])
 
 
@@ -105,7 +111,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both libraries")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    warmup, repeats = (2, 5) if args.quick else (5, 25)
+    warmup, repeats = (2, 2) if args.quick else (2, 12)
     pml = pml_losses()
     table = Table(title=f"forward+backward, median ms ({args.threads} threads, float32, CPU)")
     for col in (

@@ -8,7 +8,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embedlab.distances import Metric, label_masks, pairwise_distance, same_label
+from embedlab.distances import (
+    Metric,
+    distance_matrix,
+    label_masks,
+    pairwise_distance,
+    same_label,
+)
 
 METRICS: list[Metric] = ["euclidean", "squared_euclidean", "cosine"]
 
@@ -86,6 +92,45 @@ def test_bf16_autocast_is_float32_and_finite(metric: Metric) -> None:
     assert lin.weight.grad is not None and torch.isfinite(lin.weight.grad).all()
     half = pairwise_distance(torch.randn(5, 3).bfloat16(), metric=metric)
     assert half.dtype == torch.float32
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "squared_euclidean"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_distance_matrix_pullback_equals_autograd(metric: Metric, sparse: bool) -> None:
+    g = torch.Generator().manual_seed(3)
+    n, dim = (96, 512) if sparse else (10, 4)  # the large case takes the sparse product
+    x = torch.randn(n, dim, generator=g, dtype=torch.float64)
+    x[3] = x[1]  # a coincident pair: zero distance, zero sub-gradient
+    grad = torch.randn(n, n, generator=g, dtype=torch.float64)
+    if sparse:
+        grad = grad * (torch.rand(n, n, generator=g, dtype=torch.float64) < 0.03)
+    dist, pullback = distance_matrix(x, metric)  # type: ignore[arg-type]
+    leaf = x.clone().requires_grad_()
+    expected = pairwise_distance(leaf, metric=metric)
+    torch.testing.assert_close(dist, expected.detach())
+    (want,) = torch.autograd.grad((expected * grad).sum(), leaf, retain_graph=True)
+    torch.testing.assert_close(pullback(grad.clone()), want)
+    sym = grad + grad.T
+    (want_sym,) = torch.autograd.grad((expected * sym).sum(), leaf)
+    torch.testing.assert_close(pullback(sym.clone(), symmetric=True), want_sym)
+    assert torch.isfinite(want).all()
+
+
+def test_distance_matrix_low_precision_and_errors() -> None:
+    x = torch.randn(6, 3).bfloat16()
+    dist, pullback = distance_matrix(x)
+    assert dist.dtype == torch.float32 and torch.isfinite(dist).all()
+    assert pullback(torch.ones(6, 6)).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown metric"):
+        distance_matrix(x, "cosine")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float_label_mask_matches_boolean(dtype: torch.dtype) -> None:
+    labels = torch.tensor([5, 2**40 + 1, 5, 2**40, 7])  # large ids stay distinct
+    mask = same_label(labels, dtype)
+    assert mask.dtype == dtype
+    assert torch.equal(mask.bool(), same_label(labels))
 
 
 def test_unknown_metric_raises() -> None:

@@ -249,6 +249,21 @@ def test_stats_are_floats_and_match_reference_triplet() -> None:
     assert loss.stats["active_fraction"] == pytest.approx(active / len(triplets))
 
 
+@pytest.mark.parametrize("case", [c for c in ALL if "dws" not in c])  # DW mining is random
+def test_stats_read_late_describe_the_last_call(case: str) -> None:
+    """Stats are computed when read: reading after a second call gives that call's."""
+    y = torch.tensor(LABELS["P3K4"])
+    g = torch.Generator().manual_seed(4)
+    first, second = (F.normalize(torch.randn(12, 5, generator=g), dim=1) for _ in range(2))
+    loss = ALL[case]()
+    loss(second, y)
+    alone = dict(loss.stats)
+    loss(first, y)
+    assert loss.stats != pytest.approx(alone)
+    loss(second, y)
+    assert loss.stats == pytest.approx(alone)
+
+
 @pytest.mark.parametrize("case", list(ALL))
 def test_every_loss_exposes_stats(case: str) -> None:
     loss = ALL[case]()
@@ -258,10 +273,18 @@ def test_every_loss_exposes_stats(case: str) -> None:
 
 def test_margin_loss_learns_beta_per_class() -> None:
     loss = L.MarginLoss(num_classes=4, miner=BatchHardMiner())
-    x = F.normalize(torch.randn(8, 5), dim=1)
-    loss(x, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])).backward()
+    g = torch.Generator().manual_seed(0)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    # tight classes: no pull is active, so ∂L/∂β_c = (active pushes of class c) / n_active
+    x = F.normalize(torch.randn(4, 5, generator=g)[y] + 0.01 * torch.randn(8, 5, generator=g))
+    loss(x, y).backward()
     assert loss.beta.shape == (4,) and loss.beta.grad is not None
-    assert torch.count_nonzero(loss.beta.grad) > 0
+    d = torch.cdist(x, x)
+    d_an = torch.where(y[:, None] == y[None, :], torch.inf, d).min(1).values
+    pushes = (0.2 - (d_an - 1.2) > 0).double()
+    want = torch.zeros(4, dtype=torch.float64).index_add_(0, y, pushes) / pushes.sum()
+    assert pushes.sum() > 0
+    torch.testing.assert_close(loss.beta.grad.double(), want)
     frozen = L.MarginLoss(learn_beta=False)
     assert not frozen.beta.requires_grad and torch.allclose(frozen.beta, torch.tensor([1.2]))
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -33,7 +32,6 @@ Metric = Literal["euclidean", "squared_euclidean", "cosine"]
 
 __all__ = [
     "Metric",
-    "PairGradient",
     "distance_matrix",
     "label_masks",
     "pairwise_distance",
@@ -110,35 +108,6 @@ class _EuclideanDistance(torch.autograd.Function):
         return (*_euclidean_grad(x, y, out, grad, ctx.squared, False), None)
 
 
-@dataclass(frozen=True)
-class PairGradient:
-    """∂L/∂d given at a few entries of the distance matrix: ``values[e]`` at
-    (``rows[e]``, ``cols[e]``), repeated entries adding up; every other entry is 0.
-    ``dists``, when given, holds the distances at those entries (saves a gather)."""
-
-    rows: Tensor
-    cols: Tensor
-    values: Tensor
-    dists: Tensor | None = None
-
-
-def _pair_grad(x: Tensor, dist: Tensor, grad: PairGradient, squared: bool) -> Tensor:
-    """∂L/∂x from ∂L/∂d at a few pairs: ∂d_ij/∂x_i = −∂d_ij/∂x_j = (x_i − x_j)/d_ij
-    (0 where d_ij = 0), or 2·(x_i − x_j) for the squared distance."""
-    i, j = grad.rows, grad.cols
-    diff = x.index_select(0, i).sub_(x.index_select(0, j))
-    if squared:
-        scale = grad.values * 2.0
-    else:
-        d_ij = grad.dists
-        if d_ij is None:
-            d_ij = dist.view(-1).index_select(0, i * dist.shape[1] + j)
-        scale = torch.div(grad.values, d_ij).nan_to_num_(0.0, 0.0, 0.0)
-    diff.mul_(scale[:, None])
-    out = torch.zeros_like(x).index_add_(0, i, diff)
-    return out.index_add_(0, j, diff.neg_())
-
-
 Pullback = Callable[..., Tensor]
 
 
@@ -149,23 +118,19 @@ def distance_matrix(
 
     The same numbers as :func:`pairwise_distance` (``x``, ``y=None``), for losses that
     compute their own gradient G = ∂L/∂d: ``pullback(G, symmetric=False)`` returns ∂L/∂x
-    (in x's dtype), so that a loss is a single backward node. G is a dense [N, N]
-    tensor (pass ``symmetric=True`` when it equals its transpose: one N×N addition
-    fewer) or a :class:`PairGradient` when only a few entries per row are non-zero
-    (mined triplets: no N×N×D product at all). The matrix must not be modified in place.
+    (in x's dtype), so that a loss is a single backward node; pass ``symmetric=True``
+    when G equals its transpose (one N×N addition fewer). The matrix must not be
+    modified in place.
     """
     if metric not in ("euclidean", "squared_euclidean"):
         raise ValueError(f"unknown metric {metric!r}")
     squared = metric == "squared_euclidean"
-    with torch.no_grad(), _no_autocast(x):
-        xf = upcast(x.detach())
+    xf = upcast(x.detach())  # detached: no autograd graph is recorded below
+    with _no_autocast(x):
         out = _euclidean(xf, None, squared)
 
-    def pullback(grad: Tensor | PairGradient, symmetric: bool = False) -> Tensor:
-        with torch.no_grad():
-            if isinstance(grad, PairGradient):
-                return _pair_grad(xf, out, grad, squared).to(x.dtype)
-            return _euclidean_grad(xf, None, out, grad, squared, symmetric)[0].to(x.dtype)
+    def pullback(grad: Tensor, symmetric: bool = False) -> Tensor:
+        return _euclidean_grad(xf, None, out, grad.detach(), squared, symmetric)[0].to(x.dtype)
 
     return out, pullback
 

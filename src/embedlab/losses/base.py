@@ -78,17 +78,17 @@ class MetricLoss(nn.Module):
     def stats(self) -> dict[str, float]:
         """Statistics of the last call (python floats), computed on first read."""
         if self._pending is not None:
-            self._stats, self._pending = self._pending(), None
+            self.__dict__.update(_stats=self._pending(), _pending=None)
         return self._stats
 
     @stats.setter
     def stats(self, value: dict[str, float]) -> None:
-        self._stats, self._pending = value, None
+        self.__dict__.update(_stats=value, _pending=None)
 
     def _defer_stats(self, compute: Callable[[], dict[str, float]]) -> None:
         """Compute ``stats`` with ``compute()`` when they are read (the tensors it uses
         must not be modified in place afterwards)."""
-        self._pending = compute
+        self.__dict__["_pending"] = compute  # plain attribute: skips nn.Module.__setattr__
 
     def extra_repr(self) -> str:
         names = list(inspect.signature(type(self).__init__).parameters)[1:]

@@ -41,13 +41,14 @@ class CoupledClustersLoss(MetricLoss):
         usable = len(classes) > 1
         d_neg = d_neg if usable else torch.zeros_like(d_neg)
         terms = 0.5 * F.relu(d_pos + self.margin - d_neg)
-        biggest, active, pos, neg = self._record(
-            biggest=size.max(),
-            active=(terms > 0).float().mean(),
-            pos=d_pos.mean(),
-            neg=d_neg.mean(),
-        )
-        self.stats = {"active_fraction": active, "pos_dist": pos, "neg_dist": neg}
-        if not usable or biggest < 2:
+
+        def stats() -> dict[str, float]:
+            active, pos, neg = self._record(
+                active=(terms > 0).float().mean(), pos=d_pos.mean(), neg=d_neg.mean()
+            )
+            return {"active_fraction": active, "pos_dist": pos, "neg_dist": neg}
+
+        self._defer_stats(stats)
+        if not usable or int(size.max()) < 2:
             return self._degenerate(embeddings)
         return terms.mean()

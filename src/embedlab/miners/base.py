@@ -20,8 +20,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from embedlab.distances import PairGradient
-
 __all__ = ["TripletMiner", "TripletSelection", "positive_pairs"]
 
 
@@ -57,27 +55,20 @@ class TripletSelection:
             return d_ap[:, None], dist[self.anchor]
         return d_ap, dist[self.anchor, self.negative]
 
-    def scatter(self, g_ap: Tensor, g_an: Tensor, n: int) -> Tensor | PairGradient:
-        """∂loss/∂d from ``g_ap`` at (a, p) and ``g_an`` at (a, n).
+    def scatter(self, g_ap: Tensor, g_an: Tensor, n: int) -> Tensor:
+        """The [n, n] matrix with ``g_ap`` added at (a, p) and ``g_an`` at (a, n).
 
         The inverse of :meth:`distances`: it turns gradients with respect to the
-        gathered distances into a gradient with respect to the [n, n] distance matrix,
-        a :class:`PairGradient` (two entries per row), or a dense matrix for batch-all.
+        gathered distances into a gradient with respect to the distance matrix.
         ``g_ap`` may have the shape of the terms ([R, N] for batch-all); it is summed
         per row.
         """
-        per_row = g_ap if g_ap.dim() == 1 else g_ap.reshape(len(self.anchor), -1).sum(1)
-        if self.negative is not None:
-            known = self.d_ap is not None and self.d_an is not None
-            return PairGradient(
-                torch.cat([self.anchor, self.anchor]),
-                torch.cat([self.positive, self.negative]),
-                torch.cat([per_row, g_an]),
-                torch.cat([self.d_ap, self.d_an]) if known else None,  # type: ignore[list-item]
-            )
         grad = g_an.new_zeros(n, n)
+        per_row = g_ap if g_ap.dim() == 1 else g_ap.reshape(len(self.anchor), -1).sum(1)
         grad.index_put_((self.anchor, self.positive), per_row, accumulate=True)
-        return grad.index_add_(0, self.anchor, g_an)
+        if self.negative is None:
+            return grad.index_add_(0, self.anchor, g_an)
+        return grad.index_put_((self.anchor, self.negative), g_an, accumulate=True)
 
 
 class TripletMiner(ABC):

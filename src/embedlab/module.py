@@ -69,8 +69,11 @@ class MetricLearningModule(pl.LightningModule):
         num_classes: number of training identities; creates a bias-free identity classifier
             when a term reads ``logits`` (linked from the data module by the CLI).
         optimizer: optimiser factory, e.g. ``torch.optim.Adam`` with ``init_args``.
-        scheduler: ``constant``, ``multistep`` (``milestones``, ``gamma``) or ``cosine``,
-            each after ``warmup_epochs`` of linear warm-up from ``warmup_start_factor``.
+        scheduler: ``constant``, ``multistep`` (×``gamma`` at each of ``milestones``),
+            ``cosine``, or ``exponential`` (Hermans et al.: constant until ``milestones[0]``,
+            then ``gamma ** ((epoch − t0) / (t1 − t0))`` down to ``gamma`` at
+            ``milestones[1]``), each after ``warmup_epochs`` of linear warm-up from
+            ``warmup_start_factor``.
         eval_metric: ``cosine`` or ``euclidean`` distance for retrieval metrics.
         gather_embeddings: under DDP, mine over the embeddings of all ranks (see README).
         nonfinite: ``error`` stops on a NaN/inf loss naming the term; ``skip`` skips the step.
@@ -85,7 +88,7 @@ class MetricLearningModule(pl.LightningModule):
         aux_losses: Sequence[LossTerm] = (),
         num_classes: int | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
-        scheduler: Literal["constant", "multistep", "cosine"] = "constant",
+        scheduler: Literal["constant", "multistep", "cosine", "exponential"] = "constant",
         warmup_epochs: int = 0,
         warmup_start_factor: float = 0.1,
         milestones: Sequence[int] = (),
@@ -96,6 +99,11 @@ class MetricLearningModule(pl.LightningModule):
         nonfinite: Literal["error", "skip"] = "error",
     ) -> None:
         super().__init__()
+        if scheduler == "exponential" and (len(milestones) != 2 or milestones[0] >= milestones[1]):
+            raise ValueError(
+                "model.milestones: the exponential schedule needs [start, end] epochs with "
+                f"start < end, got {list(milestones)}"
+            )
         self.save_hyperparameters(ignore=["model", "loss", "aux_losses", "optimizer"])
         self.model = model
         terms = [LossTerm(loss, loss_weight, lr=loss_lr)] if loss is not None else []
@@ -292,6 +300,9 @@ class MetricLearningModule(pl.LightningModule):
             return start + (1.0 - start) * epoch / warmup
         if hp["scheduler"] == "multistep":
             return float(hp["gamma"] ** bisect_right(list(hp["milestones"]), epoch))
+        if hp["scheduler"] == "exponential":
+            start, end = hp["milestones"]
+            return float(hp["gamma"] ** min(1.0, max(0.0, (epoch - start) / (end - start))))
         if hp["scheduler"] == "cosine":
             total = max(1, (self.trainer.max_epochs or 1) - warmup)
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (epoch - warmup) / total)))

@@ -180,6 +180,8 @@ def same_label(labels: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """
     if dtype is None:
         return labels[:, None] == labels[None, :]
+    if labels.device.type == "mps":  # no float64 there
+        return (labels[:, None] == labels[None, :]).to(dtype)
     out = torch.empty(len(labels), len(labels), dtype=dtype, device=labels.device)
     exact = labels.to(torch.float64)
     return torch.eq(exact[:, None], exact[None, :], out=out)

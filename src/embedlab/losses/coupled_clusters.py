@@ -34,10 +34,12 @@ class CoupledClustersLoss(MetricLoss):
         classes, member_of, size = labels.unique(return_inverse=True, return_counts=True)
         centres = x.new_zeros(len(classes), x.shape[1]).index_add(0, member_of, x)
         centres = centres / size[:, None].to(x.dtype)
-        d_pos = (x - centres[member_of]).pow(2).sum(1)
+        d_pos = (x - centres.index_select(0, member_of)).pow(2).sum(1)  # index_add backward
         to_centres = pairwise_distance(x, centres, metric="squared_euclidean")  # [N, P]
         intruder = member_of[:, None] != torch.arange(len(classes), device=x.device)
-        d_neg = torch.where(intruder, to_centres, torch.inf).min(0).values[member_of]
+        d_neg = (
+            torch.where(intruder, to_centres, torch.inf).min(0).values.index_select(0, member_of)
+        )
         usable = len(classes) > 1
         d_neg = d_neg if usable else torch.zeros_like(d_neg)
         terms = 0.5 * F.relu(d_pos + self.margin - d_neg)

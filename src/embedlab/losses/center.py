@@ -31,7 +31,7 @@ class CenterLoss(MetricLoss):
         self.centers = nn.Parameter(torch.randn(num_classes, embedding_dim))
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        sq = (upcast(embeddings) - self.centers[labels]).pow(2).sum(1)
+        sq = (upcast(embeddings) - self.centers.index_select(0, labels)).pow(2).sum(1)
         (center_dist,) = self._record(center_dist=sq.detach().sqrt().mean())
         self.stats = {"center_dist": center_dist}
         return sq.mean()

@@ -497,3 +497,37 @@ def make_imagefolder(
             for k in range(images_per_class):
                 write_image(base / split / name / f"{k}.jpg", index)
     return base
+
+
+def make_vehicleid(
+    root: str | Path,
+    *,
+    num_train_ids: int = 4,
+    test_sizes: Sequence[int] = (3,),
+    images_per_id: int = 3,
+) -> Path:
+    """PKU VehicleID: ``image/<7-digit name>.jpg`` and ``train_test_split/`` lists.
+
+    List lines are ``<name without .jpg> <vehicle id>``. Train vehicles 1..num_train_ids;
+    ``test_list_<n>.txt`` holds the first n test vehicles (ids from 1001), as the real
+    nested lists do. Defaults: train 12 images; test_list_3.txt 9 images (3 gallery, 6
+    query).
+    """
+    base = Path(root)
+    split = base / "train_test_split"
+    split.mkdir(parents=True, exist_ok=True)
+    counter = iter(range(1, 10**7))
+
+    def images(vid: int) -> list[str]:
+        names = [f"{next(counter):07d}" for _ in range(images_per_id)]
+        for name in names:
+            write_image(base / "image" / f"{name}.jpg", vid)
+        return [f"{name} {vid}" for name in names]
+
+    train = [line for vid in range(1, num_train_ids + 1) for line in images(vid)]
+    (split / "train_list.txt").write_text("\n".join(train) + "\n")
+    test = [images(1000 + i) for i in range(1, max(test_sizes) + 1)]
+    for size in test_sizes:
+        lines = [line for vehicle in test[:size] for line in vehicle]
+        (split / f"test_list_{size}.txt").write_text("\n".join(lines) + "\n")
+    return base

@@ -107,7 +107,9 @@ FAKE_MAKERS = {
     "cub200": fake_datasets.make_cub200,
     "sop": fake_datasets.make_sop,
     "table": fake_datasets.make_table,
+    "vehicleid": fake_datasets.make_vehicleid,
 }
+FAKE_OPTIONS = {"vehicleid": {"test_size": 3, "seed": 0}}  # the miniature has 3 test vehicles
 IMAGE_RECIPES = sorted(
     p
     for p in CONFIGS
@@ -124,7 +126,11 @@ def test_paper_recipes_instantiate_and_take_a_step(config: Path, tmp_path: Path)
     root = FAKE_MAKERS[dataset](tmp_path / dataset)
     backbone = recipe["model"]["model"]["init_args"]["backbone"]
     backbone["init_args"]["pretrained"] = False  # no download in the tests
-    module, data = instantiate_config(recipe, {"root": str(root), "num_workers": 0})
+    overrides: dict[str, Any] = {"root": str(root), "num_workers": 0}
+    if dataset in FAKE_OPTIONS:
+        assert set(recipe["data"]["options"]) == set(FAKE_OPTIONS[dataset])
+        overrides["options"] = FAKE_OPTIONS[dataset]
+    module, data = instantiate_config(recipe, overrides)
     assert isinstance(module, MetricLearningModule) and isinstance(data, RetrievalDataModule)
     data.setup("fit")
     assert data.num_classes >= 2 and data.eval_set is not None

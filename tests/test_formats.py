@@ -34,6 +34,7 @@ from embedlab.data.formats import (
     read_msmt17,
     read_sop,
     read_table,
+    read_vehicleid,
 )
 from embedlab.data.image_dataset import BadImageError, ImageDataset, load_image
 from embedlab.data.transforms import IMAGENET_MEAN, build_transforms
@@ -48,6 +49,7 @@ from fake_datasets import (
     make_msmt17,
     make_sop,
     make_table,
+    make_vehicleid,
     truncate_file,
     write_image,
     write_truncated_jpeg,
@@ -320,6 +322,45 @@ def test_sop_errors(tmp_path: Path) -> None:
         read_sop(root)
 
 
+# ----------------------------------------------------------------------------- VehicleID
+
+
+def test_vehicleid_one_gallery_image_per_test_vehicle(tmp_path: Path) -> None:
+    root = make_vehicleid(tmp_path / "VehicleID_V1.0", test_sizes=(3, 5))
+    frame = read_vehicleid(tmp_path, test_size=5)  # the parent folder works too
+    assert_common_schema(frame, tmp_path)
+    assert summary(frame) == {"train": (12, 4, 0), "query": (10, 5, 0), "gallery": (5, 5, 0)}
+    assert row(frame, "VehicleID_V1.0/image/0000001.jpg") == (1, -1, "train")
+    gallery = frame[frame["split"] == "gallery"]
+    assert sorted(gallery["label"]) == [1001, 1002, 1003, 1004, 1005]
+    # the draw is seeded: the same seed gives the same gallery, others differ somewhere
+    again = read_vehicleid(root, test_size=5)
+    assert again.equals(read_vehicleid(tmp_path, test_size=5).assign(path=again["path"]))
+    draws = {tuple(read_vehicleid(root, test_size=5, seed=s)["split"]) for s in range(6)}
+    assert len(draws) > 1
+    small = read_vehicleid(root, test_size=3)
+    assert summary(small)["gallery"] == (3, 3, 0)
+
+
+def test_vehicleid_errors(tmp_path: Path) -> None:
+    root = make_vehicleid(tmp_path)
+    with pytest.raises(DatasetLayoutError, match=r"test_list_800\.txt.*present: 3"):
+        read_vehicleid(root)
+    lists = root / "train_test_split"
+    lines = (lists / "train_list.txt").read_text().splitlines()
+    (lists / "train_list.txt").write_text("\n".join([*lines[:2], "0000003 x"]))
+    with pytest.raises(DatasetFormatError, match=r"train_list\.txt:3: vehicle id 'x'"):
+        read_vehicleid(root, test_size=3)
+    (lists / "train_list.txt").write_text("\n".join([*lines[:2], "0000003"]))
+    with pytest.raises(DatasetFormatError, match=r"train_list\.txt:3: expected"):
+        read_vehicleid(root, test_size=3)
+    (lists / "train_list.txt").unlink()
+    with pytest.raises(DatasetLayoutError, match="train_list.txt"):
+        read_vehicleid(root, test_size=3)
+    with pytest.raises(DatasetLayoutError, match="train_test_split"):
+        read_vehicleid(tmp_path / "image")
+
+
 # ----------------------------------------------------------------------------- In-shop
 
 
@@ -463,6 +504,7 @@ def test_registry_and_unknown_name(tmp_path: Path) -> None:
         "inshop",
         "table",
         "imagefolder",
+        "vehicleid",
     } <= set(READERS)
     root = make_cub200(tmp_path)
     assert read_dataset("cub200", root).equals(read_cub200(root))

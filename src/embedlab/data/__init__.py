@@ -15,6 +15,7 @@ from embedlab.data.formats import (
     read_msmt17,
     read_sop,
     read_table,
+    read_vehicleid,
 )
 from embedlab.data.image_dataset import ImageDataset
 from embedlab.data.sampler import PKBatchSampler
@@ -40,4 +41,5 @@ __all__ = [
     "read_msmt17",
     "read_sop",
     "read_table",
+    "read_vehicleid",
 ]

@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="reader option, e.g. variant=labeled (cuhk03np), include_val=true (msmt17), "
-        "table=train.csv (table); repeatable",
+        "test_size=1600 (vehicleid), table=train.csv (table); repeatable",
     )
     parser.add_argument(
         "--no-images", action="store_true", help="only check that files exist, do not decode them"

@@ -88,7 +88,7 @@ class RetrievalDataModule(pl.LightningDataModule):
     Args:
         dataset: ``digits`` (bundled, no download) or an on-disk format name
             (``market1501``, ``dukemtmc``, ``msmt17``, ``cuhk03np``, ``cub200``, ``cars196``,
-            ``sop``, ``inshop``, ``table``).
+            ``sop``, ``inshop``, ``vehicleid``, ``table``).
         root: dataset folder; defaults to ``$EMBEDLAB_DATA_ROOT/<dataset>``.
         protocol: digits only, ``image_disjoint`` or ``class_disjoint``.
         p, k: identities per batch and images per identity (per rank under DDP).
@@ -97,8 +97,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         bad_data: ``error`` stops on an unreadable image naming it; ``skip`` decodes every image
             once at setup, leaves the unreadable ones out with a warning, logs their count as
             ``data/skipped_files`` and lists them in ``skipped_files.tsv`` in the run folder.
-        options: reader options, e.g. ``{variant: labeled}`` (CUHK03-NP) or
-            ``{include_val: true}`` (MSMT17).
+        options: reader options, e.g. ``{variant: labeled}`` (CUHK03-NP),
+            ``{include_val: true}`` (MSMT17) or ``{test_size: 1600, seed: 3}`` (VehicleID).
     """
 
     def __init__(

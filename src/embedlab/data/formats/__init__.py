@@ -33,6 +33,7 @@ from . import (
     msmt17,
     sop,
     table,
+    vehicleid,
 )
 from ._common import COLUMNS, SPLITS, DatasetFormatError, DatasetLayoutError
 from .cars196 import read_cars196
@@ -45,6 +46,7 @@ from .market1501 import read_market1501
 from .msmt17 import read_msmt17
 from .sop import read_sop
 from .table import read_table
+from .vehicleid import read_vehicleid
 
 READERS: dict[str, Callable[..., pd.DataFrame]] = {
     "market1501": read_market1501,
@@ -55,6 +57,7 @@ READERS: dict[str, Callable[..., pd.DataFrame]] = {
     "cars196": read_cars196,
     "sop": read_sop,
     "inshop": read_inshop,
+    "vehicleid": read_vehicleid,
     "table": read_table,
     "imagefolder": read_imagefolder,
 }
@@ -68,6 +71,7 @@ LAYOUTS: dict[str, str] = {
     "cars196": cars196.LAYOUT,
     "sop": sop.LAYOUT,
     "inshop": inshop.LAYOUT,
+    "vehicleid": vehicleid.LAYOUT,
     "table": table.LAYOUT,
     "imagefolder": imagefolder.LAYOUT,
 }
@@ -78,7 +82,8 @@ def read_dataset(name: str, root: str | Path, **options: Any) -> pd.DataFrame:
     """Read dataset ``name`` (a key of :data:`READERS`) from ``root``.
 
     ``options`` go to the reader (e.g. ``variant="labeled"`` for CUHK03-NP,
-    ``include_val=True`` for MSMT17, ``table="train.csv"`` for a table).
+    ``include_val=True`` for MSMT17, ``test_size=1600`` for VehicleID, ``table="train.csv"``
+    for a table).
     """
     reader = READERS.get(name)
     if reader is None:
@@ -105,4 +110,5 @@ __all__ = [
     "read_msmt17",
     "read_sop",
     "read_table",
+    "read_vehicleid",
 ]

@@ -29,6 +29,29 @@ def test_embedding_model_shapes_bnneck_and_normalisation() -> None:
     assert model.embedding_dim == 32
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+def test_flip_test_averages_image_and_mirror_in_eval_only(normalize: bool) -> None:
+    torch.manual_seed(0)
+    model = EmbeddingModel(SmallCNN(in_channels=1), embedding_dim=6, normalize=normalize)
+    flipped = EmbeddingModel(SmallCNN(in_channels=1), embedding_dim=6, normalize=normalize)
+    flipped.load_state_dict(model.state_dict())
+    flipped.flip_test = True
+    x = torch.randn(3, 1, 8, 8)
+    model.eval(), flipped.eval()
+    want = 0.5 * (model(x) + model(x.flip(-1)))
+    if normalize:
+        want = torch.nn.functional.normalize(want, dim=-1)
+    torch.testing.assert_close(flipped(x), want)
+    assert not torch.allclose(flipped(x), model(x))
+    # a mirrored image gets the same embedding
+    torch.testing.assert_close(flipped(x.flip(-1)), flipped(x))
+    model.train(), flipped.train()
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(flipped(x), a)
+
+
 def test_small_cnn_on_digits_sized_input() -> None:
     model = EmbeddingModel(SmallCNN(in_channels=1), normalize=False)
     assert model(torch.randn(5, 1, 8, 8)).shape == (5, 128)

@@ -31,6 +31,9 @@ class EmbeddingModel(nn.Module):
             retrieval and the identity classifier use the features after it.
         normalize: L2-normalise the retrieval embedding (and the features when there is no BNNeck).
         dropout: dropout probability on the pooled features, before the projection.
+        flip_test: in eval mode, embed each image and its horizontal mirror and average the
+            two embeddings (re-normalised when ``normalize``), the flip test-time augmentation
+            common in ReID evaluation. Training is unaffected.
 
     Under DDP, ``--trainer.sync_batchnorm=true`` turns every batch norm (backbone and BNNeck)
     into ``SyncBatchNorm``.
@@ -44,6 +47,7 @@ class EmbeddingModel(nn.Module):
         bnneck: bool = False,
         normalize: bool = False,
         dropout: float = 0.0,
+        flip_test: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone if backbone is not None else SmallCNN()
@@ -63,6 +67,7 @@ class EmbeddingModel(nn.Module):
             self.neck = neck
         self.bnneck = bnneck
         self.normalize = normalize
+        self.flip_test = flip_test
 
     def forward_train(self, images: Tensor) -> EmbeddingOutput:
         pooled = self.pool(self.backbone(images))
@@ -75,4 +80,9 @@ class EmbeddingModel(nn.Module):
         return EmbeddingOutput(features=features, embedding=embedding)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.forward_train(images).embedding
+        embedding = self.forward_train(images).embedding
+        if self.flip_test and not self.training:
+            embedding = 0.5 * (embedding + self.forward_train(images.flip(-1)).embedding)
+            if self.normalize:
+                embedding = F.normalize(embedding, dim=-1)
+        return embedding

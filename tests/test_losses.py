@@ -249,6 +249,18 @@ def test_stats_are_floats_and_match_reference_triplet() -> None:
     assert loss.stats["active_fraction"] == pytest.approx(active / len(triplets))
 
 
+@pytest.mark.parametrize("case", [k for k in ALL if not k.startswith(("center", "coupled"))])
+def test_pairwise_losses_are_one_backward_node(case: str) -> None:
+    """The speed design: value and ∂L/∂d without autograd, one node back to the embeddings."""
+    x = F.normalize(torch.randn(12, 5), dim=1).requires_grad_()
+    value = ALL[case]()(x, torch.tensor(LABELS["P3K4"]))
+    node = value.grad_fn
+    assert node is not None and type(node).__name__ == "_GivenGradientBackward"
+    leaves = [fn for fn, _ in node.next_functions if fn is not None]
+    assert any(type(fn).__name__ == "AccumulateGrad" and fn.variable is x for fn in leaves)
+    assert all(type(fn).__name__ == "AccumulateGrad" for fn in leaves)
+
+
 @pytest.mark.parametrize("case", [c for c in ALL if "dws" not in c])  # DW mining is random
 def test_stats_read_late_describe_the_last_call(case: str) -> None:
     """Stats are computed when read: reading after a second call gives that call's."""

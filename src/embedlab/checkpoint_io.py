@@ -1,17 +1,14 @@
-"""Checkpoints written atomically: a temporary file in the same folder, then ``os.replace``.
-
-A run killed while saving leaves the previous checkpoint intact instead of a truncated file.
-"""
+"""Checkpoints written atomically (:func:`embedlab.atomic.atomic_write`): a run killed while
+saving leaves the previous checkpoint intact instead of a truncated file."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from embedlab.atomic import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -21,15 +18,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):  # remote filesystems: Lightning's own writer
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path, "wb") as handle:
+            torch.save(checkpoint, handle)

@@ -18,10 +18,11 @@ import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from embedlab.checkpoint_io import AtomicCheckpointIO
+from embedlab.csv_logger import AtomicCSVLogger
 from embedlab.data import RetrievalDataModule
 from embedlab.module import MetricLearningModule
 from embedlab.report import baseline_metrics, print_summary, write_json
@@ -77,7 +78,7 @@ class EmbedlabCLI(LightningCLI):
             raise ValueError(f"--wandb must be off, online or offline, got {mode!r}")
         run_dir = self._run_dir()
         name, version = run_dir.parent.name, run_dir.name
-        loggers: list[Logger] = [CSVLogger(run_dir.parent.parent, name=name, version=version)]
+        loggers: list[Logger] = [AtomicCSVLogger(run_dir.parent.parent, name=name, version=version)]
         if mode not in ("off", "disabled"):
             loggers.append(
                 WandbLogger(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +10,15 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from embedlab.atomic import atomic_write
+
 SUMMARY_KEYS = ("recall@1", "recall@5", "map", "map@r", "r_precision", "minp")
 
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically: a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path) as f:
         json.dump(data, f, indent=2, default=float)
-    os.replace(tmp, path)
 
 
 def baseline_metrics(

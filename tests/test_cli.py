@@ -160,3 +160,24 @@ def test_evaluate_a_checkpoint_writes_metrics_next_to_the_run(tmp_path: Path) ->
     assert pd.read_csv(run / "evaluation.csv")["map@r"].iloc[0] == pytest.approx(trained["map@r"])
     assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["version_0"]
     assert not (Path.cwd() / "config.yaml").exists()  # nothing written outside the run folder
+    # --rerank / --flip_test: the same numbers as evaluate() on the checkpoint's embeddings
+    from embedlab.analysis.runs import run_embeddings
+    from embedlab.metrics import evaluate
+
+    emb, _, metric = run_embeddings(run, "last")
+    q, g = emb.is_query, emb.is_gallery
+    assert not (q.all() and g.all())  # a query / gallery split, not leave-one-out
+    args = (emb.embeddings[q], emb.labels[q], emb.embeddings[g], emb.labels[g])
+    for flag, expected in [
+        ("--rerank", evaluate(*args, metric=metric, rerank=True, chunk_size=1024)),
+        ("--flip_test", None),
+    ]:
+        out = tmp_path / flag.strip("-")
+        out.mkdir()
+        ckpt = str(run / "checkpoints" / "last.ckpt")
+        assert main(["evaluate", "--ckpt_path", ckpt, "--out", str(out), flag]) == 0
+        got = json.loads((out / "evaluation.json").read_text())["metrics"]
+        assert got["map"] != pytest.approx(evaluation["map"], abs=1e-6)
+        if expected is not None:
+            for key in ("recall@1", "map", "map@r", "minp"):
+                assert got[key] == pytest.approx(expected[key], abs=1e-6)

@@ -45,6 +45,15 @@ def new_run_dir(root: str | Path, name: str) -> Path:
 
 
 class EmbedlabCLI(LightningCLI):
+    def _parse_ckpt_path(self) -> None:
+        """Leave the configuration to ``--config`` and the command line.
+
+        Recent Lightning versions parse a checkpoint's saved hyperparameters over the command
+        line, so ``embedlab test --ckpt_path X --model.test_rerank=true`` would silently run
+        without re-ranking. In embedlab the run folder's ``config.yaml`` describes the model
+        and the checkpoint only provides the weights.
+        """
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--experiment", type=str, default="default", help="run folder name")
         parser.add_argument(

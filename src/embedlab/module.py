@@ -75,6 +75,10 @@ class MetricLearningModule(pl.LightningModule):
             ``milestones[1]``), each after ``warmup_epochs`` of linear warm-up from
             ``warmup_start_factor``.
         eval_metric: ``cosine`` or ``euclidean`` distance for retrieval metrics.
+        ks: the k of the reported ``recall@k``.
+        eval_nmi: also report NMI (faiss k-means of the queries, as many clusters as labels).
+        test_rerank: the test stage (``embedlab evaluate``, ``embedlab test``) ranks with
+            k-reciprocal re-ranking (Zhong et al. 2017; k1 = 20, k2 = 6, λ = 0.3).
         gather_embeddings: under DDP, mine over the embeddings of all ranks (see README).
         nonfinite: ``error`` stops on a NaN/inf loss naming the term; ``skip`` skips the step.
     """
@@ -95,6 +99,8 @@ class MetricLearningModule(pl.LightningModule):
         gamma: float = 0.1,
         eval_metric: Literal["cosine", "euclidean"] = "cosine",
         ks: Sequence[int] = (1, 5, 10),
+        eval_nmi: bool = False,
+        test_rerank: bool = False,
         gather_embeddings: bool = False,
         nonfinite: Literal["error", "skip"] = "error",
     ) -> None:
@@ -117,8 +123,10 @@ class MetricLearningModule(pl.LightningModule):
             self.classifier = nn.Linear(model.embedding_dim, num_classes, bias=False)
         self.optimizer_factory = optimizer
         self._roles: dict[str, tuple[Tensor, Tensor]] = {}  # query/gallery flags per eval stage
-        self.val_metric = RetrievalMetric(metric=eval_metric, ks=tuple(ks))
-        self.test_metric = RetrievalMetric(metric=eval_metric, ks=tuple(ks))
+        self.val_metric = RetrievalMetric(eval_metric, tuple(ks), compute_nmi=eval_nmi)
+        self.test_metric = RetrievalMetric(
+            eval_metric, tuple(ks), rerank=test_rerank, compute_nmi=eval_nmi
+        )
 
     @property
     def terms(self) -> list[LossTerm]:

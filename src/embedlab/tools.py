@@ -33,14 +33,25 @@ def _evaluate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="embedlab evaluate",
         description="Embed the evaluation split with a checkpoint, print the retrieval metrics and "
-        "write them as evaluation.json / evaluation.csv in the run folder.",
+        "write them as evaluation.json / evaluation.csv in the run folder. Other arguments go to "
+        "`embedlab test`, e.g. --data.options.seed=3 (another VehicleID gallery draw).",
     )
     parser.add_argument(
         "--ckpt_path", required=True, help="e.g. runs/X/version_N/checkpoints/last.ckpt"
     )
     parser.add_argument("--config", help="default: config.yaml of the checkpoint's run folder")
     parser.add_argument("--out", help="output folder (default: the checkpoint's run folder)")
+    parser.add_argument(
+        "--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)"
+    )
+    parser.add_argument(
+        "--flip_test", action="store_true", help="average each image's and its mirror's embedding"
+    )
     args, extra = parser.parse_known_args(argv)
+    if args.rerank:
+        extra.append("--model.test_rerank=true")
+    if args.flip_test:
+        extra.append("--model.model.init_args.flip_test=true")
     ckpt = Path(args.ckpt_path)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     config = Path(args.config) if args.config else run_dir / "config.yaml"

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from embedlab.models import EmbeddingModel, GeM, ResNet, SmallCNN
+from embedlab.models import EmbeddingModel, GeM, ResNet, SmallCNN, TorchvisionBackbone
 
 
 @pytest.mark.parametrize("depth,channels", [(18, 512), (50, 2048)])
@@ -76,3 +76,35 @@ def test_local_pretrained_weights_are_loaded(tmp_path: Path) -> None:
     loaded = ResNet(18, pretrained=str(path))
     assert torch.equal(loaded.trunk[0].weight, reference.conv1.weight)
     assert torch.equal(loaded.trunk[-1][-1].bn2.running_var, reference.layer4[-1].bn2.running_var)
+
+
+@pytest.mark.parametrize("name", ["googlenet", "mobilenet_v3_small", "densenet121"])
+def test_torchvision_backbone_feature_map_in_train_and_eval(name: str) -> None:
+    backbone = TorchvisionBackbone(name)
+    model = EmbeddingModel(backbone, pooling="gem", embedding_dim=8)
+    x = torch.randn(2, 3, 80, 80)
+    out = model.forward_train(x)  # train mode: googlenet's auxiliary heads stay out
+    assert out.features.shape == (2, 8)
+    out.features.sum().backward()
+    assert all(p.grad is not None for p in model.projection.parameters())
+    fmap = backbone(x)
+    assert fmap.dim() == 4 and fmap.shape[1] == backbone.out_channels
+    model.eval()
+    assert model(x).shape == (2, 8)
+
+
+def test_torchvision_backbone_local_weights_match_resnet(tmp_path: Path) -> None:
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    ours, reference = TorchvisionBackbone("resnet18", str(path)), ResNet(18, pretrained=str(path))
+    assert ours.node == "layer4.1.relu_1" and ours.out_channels == reference.out_channels == 512
+    x = torch.randn(2, 3, 64, 64)
+    ours.eval(), reference.eval()
+    torch.testing.assert_close(ours(x), reference(x))
+
+
+def test_torchvision_backbone_errors() -> None:
+    with pytest.raises(ValueError, match="unknown torchvision classification model 'resnet7'"):
+        TorchvisionBackbone("resnet7")
+    with pytest.raises(ValueError, match="vit_b_16: no global pooling"):
+        TorchvisionBackbone("vit_b_16")

@@ -1,6 +1,6 @@
 """Embedding models: backbones, pooling, BNNeck."""
 
-from embedlab.models.backbones import ResNet, SmallCNN, TimmBackbone
+from embedlab.models.backbones import ResNet, SmallCNN, TimmBackbone, TorchvisionBackbone
 from embedlab.models.embedding import EmbeddingModel, EmbeddingOutput
 from embedlab.models.pooling import AvgPool, GeM
 
@@ -12,4 +12,5 @@ __all__ = [
     "ResNet",
     "SmallCNN",
     "TimmBackbone",
+    "TorchvisionBackbone",
 ]

@@ -1,4 +1,5 @@
-"""Backbones: torchvision ResNets, timm models when installed, and a small CNN for tiny inputs.
+"""Backbones: torchvision models (ResNets with last stride, or any CNN), timm models when
+installed, and a small CNN for tiny inputs.
 
 Every backbone is an ``nn.Module`` returning a feature map ``[B, C, H, W]`` and exposing
 ``out_channels``. Pretrained weights are opt-in: ``pretrained=True`` asks torchvision's hub,
@@ -7,12 +8,16 @@ Every backbone is an ``nn.Module`` returning a feature map ``[B, C, H, W]`` and 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torchvision
 from torch import Tensor, nn
+
+#: Classifier heads of torchvision models, dropped by the backbones (their weights may be absent).
+HEAD_PREFIXES = ("fc.", "classifier.", "heads.", "head.", "aux1.", "aux2.", "AuxLogits.")
 
 
 def _load_local_weights(module: nn.Module, path: str | Path) -> None:
@@ -23,7 +28,7 @@ def _load_local_weights(module: nn.Module, path: str | Path) -> None:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     missing, unexpected = module.load_state_dict(state, strict=False)
-    ignored = [k for k in missing if not k.startswith("fc.")]
+    ignored = [k for k in missing if not k.startswith(HEAD_PREFIXES)]
     if ignored:
         raise ValueError(f"{path}: weights lack {len(ignored)} backbone keys, e.g. {ignored[:3]}")
 
@@ -65,6 +70,53 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.trunk(x)
+
+
+class TorchvisionBackbone(nn.Module):
+    """Any torchvision CNN classifier cut before its global pooling (``get_model(name)``).
+
+    The feature map is taken with torchvision's feature extraction at the node that feeds
+    the model's global average pooling (e.g. ``inception5b`` of ``googlenet``, the last
+    ``features`` block of ``efficientnet_b0`` or ``convnext_tiny``).
+
+    Args:
+        name: a torchvision model name (``torchvision.models.list_models()``), e.g.
+            ``googlenet``, ``inception_v3``, ``densenet121``, ``efficientnet_b0``.
+        pretrained: ``True`` for torchvision's default ImageNet weights (downloaded),
+            or the path of a local state dict of the full classifier.
+    """
+
+    def __init__(self, name: str, pretrained: bool | str = False) -> None:
+        super().__init__()
+        from torchvision.models.feature_extraction import (
+            create_feature_extractor,
+            get_graph_node_names,
+        )
+
+        if name not in torchvision.models.list_models(torchvision.models):
+            raise ValueError(f"unknown torchvision classification model {name!r}")
+        extra = {"init_weights": False} if name in ("googlenet", "inception_v3") else {}
+        net = torchvision.models.get_model(
+            name, weights="DEFAULT" if pretrained is True else None, **extra
+        )
+        if isinstance(pretrained, str) and pretrained:
+            _load_local_weights(net, pretrained)
+        with warnings.catch_warnings():  # models with auxiliary heads trace two graphs
+            warnings.simplefilter("ignore", UserWarning)
+            nodes = get_graph_node_names(net)[1]
+        pools = [i for i, n in enumerate(nodes) if "avgpool" in n or "adaptive_avg_pool" in n]
+        if not pools or pools[0] == 0:
+            raise ValueError(f"{name}: no global pooling found; use TimmBackbone for this model")
+        self.node = nodes[pools[0] - 1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.trunk = create_feature_extractor(net.eval(), return_nodes={self.node: "map"})
+        with torch.no_grad():
+            self.out_channels = int(self.trunk(torch.zeros(1, 3, 96, 96))["map"].shape[1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.trunk(x)["map"]
+        return out
 
 
 class TimmBackbone(nn.Module):

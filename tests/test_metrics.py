@@ -26,9 +26,9 @@ STRATEGIES = ["auto", "candidates", "sort", "alternate", "torch"]
 @pytest.fixture(params=STRATEGIES)
 def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test under every ranking strategy (they must agree exactly)."""
-    import embedlab.metrics.retrieval as retrieval
+    import embedlab.metrics.ranking as ranking
 
-    monkeypatch.setattr(retrieval, "CPU_STRATEGY", request.param)
+    monkeypatch.setattr(ranking, "CPU_STRATEGY", request.param)
     return str(request.param)
 
 

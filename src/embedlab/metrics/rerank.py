@@ -33,7 +33,7 @@ from torch import Tensor
 
 from embedlab.metrics._inputs import ArrayLike, as_embeddings, check_metric
 from embedlab.metrics.knn import knn
-from embedlab.metrics.retrieval import DEFAULT_BLOCK_ELEMENTS, ScoreFn, _float_order_key
+from embedlab.metrics.ranking import DEFAULT_BLOCK_ELEMENTS, ScoreFn, _float_order_key
 
 #: Pairs of embeddings gathered at once when computing the weights of the k-reciprocal sets.
 _PAIR_BATCH = 8192

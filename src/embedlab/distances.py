@@ -1,7 +1,10 @@
-"""The one pairwise-distance function of embedlab, and the label masks every loss shares.
+"""The pairwise distance of embedlab, and the label masks every loss shares.
 
-All losses and miners compute the N×N distance matrix of a batch once, with
-:func:`pairwise_distance`, and read everything else from it.
+All losses and miners compute the N×N distance matrix of a batch once and read everything
+else from it: :func:`distance_matrix` gives the matrix without autograd together with its
+pullback (∂L/∂d → ∂L/∂x), which the losses use to be a single backward node;
+:func:`pairwise_distance` is the same computation as an ordinary differentiable function
+(also between two sets, and cosine).
 
 Numerics
 --------

@@ -8,10 +8,11 @@ to the embeddings (its gradient is 0, never NaN) and emits a ``UserWarning``.
 
 Speed
 -----
-The losses compute their value without autograd and hand their exact gradient with
-respect to the distance matrix (and to their own parameters) to
-:func:`with_gradient`: one backward node per loss instead of one per elementwise op,
-which is what makes small batches fast. Each loss states its formula as code in
+The losses compute their value without autograd, and their exact gradient with respect
+to the distance matrix, which the pullback of :func:`embedlab.distances.distance_matrix`
+turns into the gradient of the embeddings; :func:`with_gradient` connects the value to the
+embeddings (and to the loss's own parameters) through that single backward node instead
+of one node per elementwise op, which is what makes small batches fast. Each loss states its formula as code in
 ``forward`` and its derivative right beside it; the tests check both against an
 autograd-differentiated brute-force reference and with ``gradcheck``.
 

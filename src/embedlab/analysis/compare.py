@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from embedlab.analysis.pictures import save_figure
 from embedlab.analysis.runs import Run, find_runs, loss_label, short_class, training_history
 
 PRIMARY = "map@r"
@@ -361,13 +362,6 @@ def plot_training_loss(frame: pd.DataFrame) -> Figure:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return fig
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
 
 
 def write_comparison(

@@ -54,7 +54,10 @@ def test_market1501_frame_and_train_label_remap(tmp_path: Path) -> None:
     dm.setup("fit")
     frame = dm.frame
     train = frame[frame["split"] == "train"]
-    assert sorted(train["label"].unique()) == list(range(dm.num_classes)) == list(range(6))
+    # one of the 6 training identities is held out for validation
+    assert sorted(train["label"].unique()) == list(range(dm.num_classes)) == list(range(5))
+    val = frame[frame["split"].isin(["val_query", "val_gallery"])]
+    assert val["label"].unique().tolist() == [5]
     gallery = frame[frame["split"] == "gallery"]
     assert (gallery["label"] == -1).sum() == 2 and (gallery["label"] == 0).sum() == 2
     image, label, camera, index = dm.eval_set[0]
@@ -92,10 +95,13 @@ def test_fit_one_epoch_on_market1501_tree_with_reid_protocol(tmp_path: Path) -> 
     )
     metrics = pd.read_csv(tmp_path / "runs" / "market" / "version_0" / "metrics.csv")
     val = metrics.dropna(subset=["val/map"]).iloc[-1]
+    # the held-out training identity: a query per camera, matched on the other camera
+    assert val["val/num_valid_queries"] == 2
+    test = metrics.dropna(subset=["test/map"]).iloc[-1]
     # 6 test identities × 2 cameras: every query has a valid match on the other camera
-    assert val["val/num_valid_queries"] == 12
-    for key in ("val/recall@1", "val/map", "val/map@r", "val/minp"):
-        assert 0.0 <= val[key] <= 1.0 and np.isfinite(val[key])
+    assert test["test/num_valid_queries"] == 12
+    for key in ("recall@1", "map", "map@r", "minp"):
+        assert 0.0 <= test[f"test/{key}"] <= 1.0 and np.isfinite(test[f"test/{key}"])
 
 
 def test_data_check_subcommand_reports_counts(

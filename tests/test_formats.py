@@ -82,7 +82,7 @@ def assert_common_schema(frame: pd.DataFrame, root: Path) -> None:
     assert list(frame.columns) == list(COLUMNS)
     assert frame["label"].dtype == np.int64
     assert frame["camera"].dtype == np.int64
-    assert set(frame["split"]) <= {"train", "query", "gallery", "test"}
+    assert set(frame["split"]) <= {"train", "val", "query", "gallery", "test"}
     assert (frame["camera"] >= -1).all()
     for path in frame["path"].iloc[:: max(1, len(frame) // 5)]:
         assert isinstance(path, str) and not Path(path).is_absolute()
@@ -195,13 +195,18 @@ def test_msmt17_versions(tmp_path: Path, version: str, train_dir: str, test_dir:
     root = make_msmt17(tmp_path, version=version)
     frame = read_msmt17(root)
     assert_common_schema(frame, root)
-    assert summary(frame) == {"train": (18, 6, 2), "query": (12, 6, 2), "gallery": (24, 6, 2)}
+    assert summary(frame) == {
+        "train": (18, 6, 2),
+        "val": (6, 6, 1),
+        "query": (12, 6, 2),
+        "gallery": (24, 6, 2),
+    }
     first = f"{train_dir}/0000/0000_000_01_0302morning_0015_0.jpg"
     assert row(frame, first) == (0, 0, "train")
     assert row(frame, f"{test_dir}/0005/0005_003_02_0302morning_0036_1.jpg") == (5, 1, "query")
-    # the validation images (last of each train identity) are left out by default
+    # the official validation images (last of each train identity) are the val split
     val_lines = (root / "list_val.txt").read_text().split()
-    assert f"{train_dir}/{val_lines[0]}" not in set(frame["path"])
+    assert row(frame, f"{train_dir}/{val_lines[0]}")[2] == "val"
 
 
 def test_msmt17_include_val_and_camera_15(tmp_path: Path) -> None:
@@ -458,7 +463,7 @@ def test_table_flags_and_defaults(tmp_path: Path) -> None:
         ("file,label\nx.png,1\n", r"bad\.csv: missing required column\(s\) \['path'\]"),
         ("path,label\nx.png,1\ny.png,one\n", r"bad\.csv: line 3: label 'one' is not an integer"),
         ("path,label\nx.png,1\ny.png,2.5\n", r"line 3: label '2.5'"),
-        ("path,label,split\nx.png,1,train\ny.png,1,val\n", r"line 3: split 'val'"),
+        ("path,label,split\nx.png,1,train\ny.png,1,dev\n", r"line 3: split 'dev'"),
         ("path,label,camera\nx.png,1,-3\n", r"line 2: camera -3"),
         ("path,label,is_query\nx.png,1,maybe\n", r"line 2: is_query 'maybe'"),
         ("path,label,split,is_query\nx.png,1,train,true\n", r"line 2: split 'train' disagrees"),

@@ -25,6 +25,7 @@ from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.csv_logger import AtomicCSVLogger
 from embedlab.data import RetrievalDataModule
 from embedlab.module import MetricLearningModule
+from embedlab.protocol import ValHistory, selected
 from embedlab.report import baseline_metrics, print_summary, write_json
 
 TOOL_COMMANDS = ("data", "compare", "sweep", "evaluate")
@@ -75,7 +76,7 @@ class EmbedlabCLI(LightningCLI):
                 "checkpoint.monitor": "val/map@r",
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
-                "checkpoint.filename": "best-epoch{epoch}-step{step}",
+                "checkpoint.filename": "best-step{step}",
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
@@ -118,24 +119,42 @@ class EmbedlabCLI(LightningCLI):
             kwargs["logger"] = self._loggers()
         if not trainer_cfg.get("plugins") and "plugins" not in kwargs:
             kwargs["plugins"] = [AtomicCheckpointIO()]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(ValHistory())  # type: ignore[attr-defined]
+        return trainer
+
+    def before_instantiate_classes(self) -> None:
+        """Without a validation split (``data.val: none``) nothing is monitored."""
+        cfg = self.config.get(self.subcommand) if self.subcommand else self.config
+        if cfg is None or "checkpoint" not in cfg:
+            return
+        if cfg["data"].get("val") in (None, "none") and cfg["checkpoint"].get("monitor"):
+            cfg["checkpoint"]["monitor"] = None
+            cfg["checkpoint"]["save_top_k"] = 0
 
     def after_fit(self) -> None:
-        if not any(k.startswith("val/") for k in self.trainer.callback_metrics):
-            self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
+        """Evaluate the selected checkpoint (best on val, or the last) once on the test split."""
+        ckpt_path, epochs, val = selected(self.trainer)
+        self.trainer.test(
+            self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False
+        )
         if self.trainer.global_rank != 0:
             return
-        trained = {
-            k.removeprefix("val/"): float(v)
+        test = {
+            k.removeprefix("test/"): float(v)
             for k, v in self.trainer.callback_metrics.items()
-            if k.startswith("val/")
+            if k.startswith("test/")
         }
-        rows = {"trained": trained}
+        rows: dict[str, dict[str, float]] = {}
         hparams = self.model.hparams
         baseline = baseline_metrics(self.datamodule, hparams["eval_metric"], tuple(hparams["ks"]))
         if baseline is not None:
-            rows = {"raw pixels": baseline, **rows}
-        print_summary(rows)
+            rows["raw pixels"] = baseline
+        if val:
+            rows["val"] = {**val, "epochs": float(epochs or 0)}
+        rows["test"] = {**test, "epochs": float(epochs or 0)}
+        which = {"best": "best on val", "last": "last"}.get(str(ckpt_path), "final weights")
+        print_summary(rows, title=f"retrieval, {which} checkpoint (epoch {epochs}): val and test")
         if self.trainer.log_dir:
             write_json(Path(self.trainer.log_dir) / "summary.json", rows)
 

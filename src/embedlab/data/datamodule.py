@@ -1,4 +1,9 @@
-"""RetrievalDataModule: files → DataFrame → Dataset → P×K batches (train) / query+gallery (eval)."""
+"""RetrievalDataModule: files → DataFrame → Dataset → P×K batches (train) / val and test sets.
+
+The validation split is held out of the training split (:mod:`embedlab.data.splits`):
+``val_dataloader`` serves it and ``test_dataloader`` serves the dataset's test split, so model
+selection never sees the test images.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from embedlab.data.digits import DigitsDataset, Protocol, digits_frame
 from embedlab.data.sampler import PKBatchSampler, SeededDataset
+from embedlab.data.splits import RUN_SPLITS, ValSplit, split_validation
 
 Item = tuple[Tensor, int, int, int]
 
@@ -32,6 +38,7 @@ class EvalDataset(Dataset[Item]):
         self.offset = len(query)
         n = len(query) + (len(gallery) if gallery is not None else 0)
         self.labels = np.concatenate([np.asarray(p.labels) for p in self.parts])
+        self.paths: list[str] = [str(x) for p in self.parts for x in p.paths]
         self.cameras = np.concatenate([np.asarray(p.cameras) for p in self.parts])
         self.is_query = np.arange(n) < self.offset if gallery is not None else np.ones(n, bool)
         self.is_gallery = ~self.is_query if gallery is not None else np.ones(n, bool)
@@ -91,6 +98,10 @@ class RetrievalDataModule(pl.LightningDataModule):
             ``sop``, ``inshop``, ``vehicleid``, ``table``).
         root: dataset folder; defaults to ``$EMBEDLAB_DATA_ROOT/<dataset>``.
         protocol: digits only, ``image_disjoint`` or ``class_disjoint``.
+        val: the validation split held out of the training split
+            (:class:`~embedlab.data.splits.ValSplit`: ``size``, ``seed``, ``folds``, ``fold``),
+            or ``none``: train on the whole training split, validate nothing (then the CLI
+            monitors nothing and tests the last checkpoint).
         p, k: identities per batch and images per identity (per rank under DDP).
         batches_per_epoch: fixed epoch length; default ``len(train) // (world_size·P·K)``.
         transforms: torchvision recipe for image datasets (``reid``, ``dml`` or ``none``).
@@ -106,6 +117,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         dataset: str = "digits",
         root: str | None = None,
         protocol: Protocol = "image_disjoint",
+        val: ValSplit | Literal["none"] | None = ValSplit(),  # noqa: B008 (a frozen-by-use value)
         p: int = 8,
         k: int = 4,
         batches_per_epoch: int | None = None,
@@ -123,6 +135,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.dataset_name = dataset
         self.root = root
         self.protocol: Protocol = protocol
+        self.val: ValSplit | None = None if val in (None, "none") else val  # type: ignore[assignment]
         self.p, self.k = p, k
         self.batches_per_epoch = batches_per_epoch
         self.eval_batch_size = eval_batch_size
@@ -136,7 +149,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         self._scanned = False
         self.skipped: list[tuple[str, str]] = []
         self.train_set: Any = None
-        self.eval_set: EvalDataset | None = None
+        self.val_set: EvalDataset | None = None
+        self.test_set: EvalDataset | None = None
         self.train_sampler: PKBatchSampler | None = None
 
     # -- the DataFrame ---------------------------------------------------------------------
@@ -147,8 +161,17 @@ class RetrievalDataModule(pl.LightningDataModule):
         return Path(os.environ.get("EMBEDLAB_DATA_ROOT", "data")) / self.dataset_name
 
     @property
+    def eval_set(self) -> EvalDataset | None:
+        """The test set (query/gallery or leave-one-out), after :meth:`setup`."""
+        return self.test_set
+
+    @property
     def frame(self) -> pd.DataFrame:
-        """The dataset description; train labels are remapped to ``0..num_classes-1``."""
+        """The run's table (``path, label, camera, split``, split in :data:`RUN_SPLITS`).
+
+        Training classes are numbered ``0..num_classes-1``, held-out validation classes after
+        them; test labels stay as the dataset numbers them.
+        """
         if self._frame is None:
             if self.dataset_name == "digits":
                 frame = digits_frame(self.protocol, self.seed)
@@ -156,12 +179,36 @@ class RetrievalDataModule(pl.LightningDataModule):
                 from embedlab.data.formats import read_dataset
 
                 frame = read_dataset(self.dataset_name, self.data_root, **self.options)
-            train = frame["split"] == "train"
+            image_disjoint = self.dataset_name == "digits" and self.protocol == "image_disjoint"
+            frame = split_validation(frame, self.val, self.dataset_name, image_disjoint)
             frame["label"] = frame["label"].astype(np.int64)
-            codes = pd.factorize(frame.loc[train, "label"], sort=True)[0]
-            frame.loc[train, "label"] = codes
+            train = (frame["split"] == "train").to_numpy()
+            held = frame["split"].isin(["val", "val_query", "val_gallery"]).to_numpy()
+            train_classes = np.unique(frame.loc[train, "label"])
+            other = np.setdiff1d(np.unique(frame.loc[held, "label"]), train_classes)
+            codes = {int(c): i for i, c in enumerate([*train_classes, *other])}
+            mask = train | held
+            frame.loc[mask, "label"] = frame.loc[mask, "label"].map(codes).astype(np.int64)
             self._frame = frame
         return self._frame
+
+    def splits_table(self) -> pd.DataFrame:
+        """One row per image (``path, label, camera, split``), ordered by split, as served."""
+        frame = self.frame
+        order = pd.Categorical(frame["split"], categories=list(RUN_SPLITS), ordered=True)
+        return (
+            frame.assign(_order=order)
+            .sort_values("_order", kind="stable")
+            .drop(columns="_order")
+            .reset_index(drop=True)[["path", "label", "camera", "split"]]
+        )
+
+    def write_splits(self, folder: str | Path) -> Path:
+        """Write ``splits.csv`` (see :meth:`splits_table`) into ``folder``."""
+        target = Path(folder) / "splits.csv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.splits_table().to_csv(target, index=False)
+        return target
 
     @property
     def num_classes(self) -> int:
@@ -232,20 +279,35 @@ class RetrievalDataModule(pl.LightningDataModule):
             )
         if self.train_set is None and len(train_rows):
             self.train_set = self._dataset(train_rows, train=True)
-        if self.eval_set is None:
-            if "query" in splits:
-                query = self._dataset(frame[frame["split"] == "query"], train=False)
-                gallery = self._dataset(frame[frame["split"] == "gallery"], train=False)
-                self.eval_set = EvalDataset(query, gallery)
-            elif "test" in splits:
-                self.eval_set = EvalDataset(self._dataset(frame[frame["split"] == "test"], False))
-            else:
+        if self.val_set is None:
+            self.val_set = self._eval_set(frame, "val_query", "val_gallery", "val")
+        if self.test_set is None:
+            self.test_set = self._eval_set(frame, "query", "gallery", "test")
+            if self.test_set is None:
                 raise ValueError(
-                    f"dataset {self.dataset_name!r} has no query/gallery or test split (found {sorted(splits)})"
+                    f"dataset {self.dataset_name!r} has no query/gallery or test split "
+                    f"(found {sorted(splits)})"
                 )
         if self.trainer is not None:
             # The P×K sampler shards by identity itself; Lightning must not replace it.
             self.trainer._accelerator_connector.use_distributed_sampler = False
+            trainer = self.trainer
+            if trainer.is_global_zero and trainer.logger is not None and trainer.log_dir:
+                self.write_splits(trainer.log_dir)
+
+    def _eval_set(
+        self, frame: pd.DataFrame, query: str, gallery: str, both: str
+    ) -> EvalDataset | None:
+        """Query + gallery rows, or leave-one-out rows (``both``); ``None`` when there are none."""
+        split = frame["split"]
+        if (split == query).any() or (split == gallery).any():
+            return EvalDataset(
+                self._dataset(frame[split == query], train=False),
+                self._dataset(frame[split == gallery], train=False),
+            )
+        if (split == both).any():
+            return EvalDataset(self._dataset(frame[split == both], train=False))
+        return None
 
     # -- loaders ---------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:
@@ -275,25 +337,30 @@ class RetrievalDataModule(pl.LightningDataModule):
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
         return int(getattr(progress, "processed", progress.completed))
 
-    def eval_dataloader(self) -> DataLoader:
-        assert self.eval_set is not None, "call setup() first"
+    def eval_dataloader(self, dataset: EvalDataset | None = None) -> DataLoader:
+        """A loader over ``dataset`` (default: the test set), sharded across DDP ranks."""
+        dataset = dataset if dataset is not None else self.test_set
+        assert dataset is not None, "call setup() first"
         world_size, rank = self._world()
         sampler: DistributedSampler[Any] | None = None
         if world_size > 1:
             # Pads with duplicates to equal length; the metric drops them by index.
-            sampler = DistributedSampler(self.eval_set, world_size, rank, shuffle=False)
+            sampler = DistributedSampler(dataset, world_size, rank, shuffle=False)
         return DataLoader(
-            self.eval_set,
+            dataset,
             batch_size=self.eval_batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
         )
 
-    def val_dataloader(self) -> DataLoader:
-        return self.eval_dataloader()
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The validation split only; no loader (no validation) with ``val: none``."""
+        if self.val_set is None:
+            return []
+        return self.eval_dataloader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self.eval_dataloader()
+        return self.eval_dataloader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.eval_dataloader()
+        return self.eval_dataloader(self.test_set)

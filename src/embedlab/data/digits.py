@@ -60,6 +60,7 @@ class DigitsDataset(Dataset[tuple[Tensor, int, int, int]]):
         images = load_digits().images.astype(np.float32) / 16.0
         ids = frame["path"].str.removeprefix("digits/").astype(int).to_numpy()
         self.images = torch.from_numpy(images[ids] * 2.0 - 1.0).unsqueeze(1)
+        self.paths: list[str] = [str(p) for p in frame["path"]]
         self.labels = frame["label"].to_numpy(dtype=np.int64)
         self.cameras = frame["camera"].to_numpy(dtype=np.int64)
         self.augment = augment

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 COLUMNS: tuple[str, ...] = ("path", "label", "camera", "split")
-SPLITS: tuple[str, ...] = ("train", "query", "gallery", "test")
+SPLITS: tuple[str, ...] = ("train", "val", "query", "gallery", "test")
+"""``val``: a validation list shipped with the dataset (MSMT17's ``list_val.txt``)."""
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )

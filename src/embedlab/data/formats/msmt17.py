@@ -22,7 +22,7 @@ LAYOUT = """\
 ├── train/  or mask_train_v2/ 0000/0000_000_01_0303morning_0015_0.jpg ...
 ├── test/   or mask_test_v2/  0000/0000_000_01_0303morning_0036_1.jpg ...
 ├── list_train.txt            '<path under train dir> <pid>'  -> split train
-├── list_val.txt              same, train dir; merged into train only on request
+├── list_val.txt              same, train dir               -> split val (train with include_val)
 ├── list_query.txt            '<path under test dir> <pid>'   -> split query
 └── list_gallery.txt          '<path under test dir> <pid>'   -> split gallery
 """
@@ -61,15 +61,16 @@ def read_msmt17(root: str | Path, include_val: bool = False) -> pd.DataFrame:
     Layout (V1 shown; V2 names the folders ``mask_train_v2`` / ``mask_test_v2``)::
 
         <root>/train/<pid>/<name>.jpg       <root>/list_train.txt    -> train
-                                            <root>/list_val.txt      -> train if include_val
+                                            <root>/list_val.txt      -> val (train if include_val)
         <root>/test/<pid>/<name>.jpg        <root>/list_query.txt    -> query
                                             <root>/list_gallery.txt  -> gallery
 
     Each list line is ``<path relative to the image folder> <pid>``. The pids
     are used as written (train and test each count from 0). The camera is the
     third ``_`` field of the name (``0000_000_01_0303morning_0015_0.jpg`` is
-    camera 1 of 15, stored 0-based). The validation list is left out of train
-    by default, as is customary; ``include_val=True`` merges it.
+    camera 1 of 15, stored 0-based). The official validation list is the ``val`` split
+    (the run's validation set, see :mod:`embedlab.data.splits`); ``include_val=True``
+    merges it into train.
     """
     root_path = check_root("msmt17", root, LAYOUT)
     base = find_base(root_path, "list_train.txt", ("MSMT17_V1", "MSMT17_V2", "MSMT17", "msmt17"))
@@ -78,8 +79,7 @@ def read_msmt17(root: str | Path, include_val: bool = False) -> pd.DataFrame:
     train_dir = _pick_dir("msmt17", base, TRAIN_DIRS)
     test_dir = _pick_dir("msmt17", base, TEST_DIRS)
     lists = [("list_train.txt", train_dir, "train")]
-    if include_val:
-        lists.append(("list_val.txt", train_dir, "train"))
+    lists.append(("list_val.txt", train_dir, "train" if include_val else "val"))
     lists += [("list_query.txt", test_dir, "query"), ("list_gallery.txt", test_dir, "gallery")]
 
     rows = FrameBuilder()

@@ -25,9 +25,11 @@ def relu(v: Tensor) -> Tensor:
     return torch.clamp(v, min=0.0)
 
 
-def distances(x: Tensor) -> Dist:
+def distances(x: Tensor, fixed_others: bool = False) -> Dist:
+    """d[i][j] = ‖x_i − x_j‖; with ``fixed_others`` x_j is a constant (only row i's x_i moves)."""
     n = len(x)
-    return [[torch.linalg.vector_norm(x[i] - x[j]) for j in range(n)] for i in range(n)]
+    other = x.detach() if fixed_others else x
+    return [[torch.linalg.vector_norm(x[i] - other[j]) for j in range(n)] for i in range(n)]
 
 
 def positives(y: Sequence[int], a: int) -> list[int]:
@@ -72,7 +74,10 @@ def batch_all_triplets(d: Dist, y: Sequence[int]) -> list[tuple[int, int, int]]:
     return [(a, p, n) for a in range(len(y)) for p in positives(y, a) for n in negatives(y, a)]
 
 
-def semi_hard_triplets(d: Dist, y: Sequence[int]) -> list[tuple[int, int, int]]:
+def semi_hard_triplets(
+    d: Dist, y: Sequence[int], fallback: str = "easiest"
+) -> list[tuple[int, int, int]]:
+    """FaceNet's semi-hard negatives; without one: the farthest (TensorFlow), the closest, or none."""
     out = []
     for a in range(len(y)):
         ns = negatives(y, a)
@@ -80,7 +85,14 @@ def semi_hard_triplets(d: Dist, y: Sequence[int]) -> list[tuple[int, int, int]]:
             continue
         for p in positives(y, a):
             farther = [n for n in ns if val(d[a][n]) > val(d[a][p])]
-            n = min(farther or ns, key=lambda j: val(d[a][j]))
+            if farther:
+                n = min(farther, key=lambda j: val(d[a][j]))
+            elif fallback == "easiest":
+                n = max(ns, key=lambda j: val(d[a][j]))
+            elif fallback == "hardest":
+                n = min(ns, key=lambda j: val(d[a][j]))
+            else:
+                continue
             out.append((a, p, n))
     return out
 
@@ -89,6 +101,8 @@ MINERS: dict[str, Callable[[Dist, Sequence[int]], list[tuple[int, int, int]]]] =
     "batch_hard": batch_hard_triplets,
     "batch_all": batch_all_triplets,
     "semi_hard": semi_hard_triplets,
+    "semi_hard_hardest": lambda d, y: semi_hard_triplets(d, y, "hardest"),
+    "semi_hard_none": lambda d, y: semi_hard_triplets(d, y, "none"),
 }
 
 
@@ -123,12 +137,14 @@ def improved_triplet(
     neg_weight: float,
     intra_weight: float,
     intra_margin: float,
+    squared: bool = True,
 ) -> Tensor:
     d = distances(x)
     terms = []
     for a, p, n in MINERS[miner](d, y):
-        t = relu(pos_weight * d[a][p] ** 2 - neg_weight * d[a][n] ** 2 + margin)
-        terms.append(t + intra_weight * relu(d[a][p] - intra_margin))
+        ap, an = (d[a][p] ** 2, d[a][n] ** 2) if squared else (d[a][p], d[a][n])
+        t = relu(pos_weight * ap - neg_weight * an + margin)
+        terms.append(t + intra_weight * relu(ap - intra_margin))
     return mean(terms, x)
 
 
@@ -189,14 +205,18 @@ def ranked_list(
     margin: float,
     temperature: float,
     neg_weight: float,
+    paper_gradient: bool = True,
 ) -> Tensor:
-    d = distances(x)
+    """With ``paper_gradient`` the weights are constants and only the anchor of each list moves."""
+    d = distances(x, fixed_others=paper_gradient)
     per_anchor = []
     for a in range(len(y)):
         hard_p = [d[a][p] for p in positives(y, a) if val(d[a][p]) > boundary - margin]
         loss_p = sum(v - (boundary - margin) for v in hard_p) / len(hard_p) if hard_p else 0.0
         hard_n = [d[a][n] for n in negatives(y, a) if val(d[a][n]) < boundary]
         w = [torch.exp(temperature * (boundary - v)) for v in hard_n]
+        if paper_gradient:
+            w = [wi.detach() for wi in w]
         loss_n = (
             sum(wi * (boundary - v) for wi, v in zip(w, hard_n, strict=True)) / sum(w) if w else 0.0
         )

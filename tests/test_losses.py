@@ -80,6 +80,22 @@ CASES: dict[str, tuple[Factory, Reference]] = {
         lambda: L.TripletLoss(margin=0.2, miner=SemiHardMiner(), squared=True),
         lambda m, x, y: ref.triplet(x, y, "semi_hard", 0.2, squared=True),
     ),
+    "triplet-semihard-hardest-fallback": (
+        lambda: L.TripletLoss(miner=SemiHardMiner(fallback="hardest")),
+        lambda m, x, y: ref.triplet(x, y, "semi_hard_hardest", 0.3),
+    ),
+    "triplet-semihard-no-fallback": (
+        lambda: L.TripletLoss(miner=SemiHardMiner(fallback="none")),
+        lambda m, x, y: ref.triplet(x, y, "semi_hard_none", 0.3),
+    ),
+    "triplet-all-soft": (
+        lambda: L.TripletLoss(miner=BatchAllMiner(), soft_margin=True),
+        lambda m, x, y: ref.triplet(x, y, "batch_all", 0.3, soft_margin=True),
+    ),
+    "triplet-all-squared": (
+        lambda: L.TripletLoss(margin=0.5, miner=BatchAllMiner(), squared=True),
+        lambda m, x, y: ref.triplet(x, y, "batch_all", 0.5, squared=True),
+    ),
     "improved-triplet": (
         L.ImprovedTripletLoss,
         lambda m, x, y: ref.improved_triplet(x, y, "batch_hard", 1.0, 1.0, 1.0, 0.0, 0.01),
@@ -87,6 +103,14 @@ CASES: dict[str, tuple[Factory, Reference]] = {
     "improved-triplet-intra": (
         lambda: L.ImprovedTripletLoss(0.5, 1.5, 0.7, 0.4, 0.3, miner=BatchAllMiner()),
         lambda m, x, y: ref.improved_triplet(x, y, "batch_all", 0.5, 1.5, 0.7, 0.4, 0.3),
+    ),
+    "improved-triplet-plain-distances": (
+        lambda: L.ImprovedTripletLoss(0.3, 1.0, 1.0, 0.5, 0.2, squared=False),
+        lambda m, x, y: ref.improved_triplet(x, y, "batch_hard", 0.3, 1.0, 1.0, 0.5, 0.2, False),
+    ),
+    "improved-triplet-semihard": (
+        lambda: L.ImprovedTripletLoss(intra_weight=0.002, miner=SemiHardMiner()),
+        lambda m, x, y: ref.improved_triplet(x, y, "semi_hard", 1.0, 1.0, 1.0, 0.002, 0.01),
     ),
     "quadruplet": (L.QuadrupletLoss, lambda m, x, y: ref.quadruplet(x, y, 1.0, 0.5)),
     "quadruplet-adaptive": (
@@ -104,6 +128,10 @@ CASES: dict[str, tuple[Factory, Reference]] = {
         lambda: L.RankedListLoss(boundary=1.0, margin=0.3, temperature=60.0, neg_weight=0.5),
         lambda m, x, y: ref.ranked_list(x, y, 1.0, 0.3, 60.0, 0.5),
     ),
+    "ranked-list-autograd": (
+        lambda: L.RankedListLoss(paper_gradient=False),
+        lambda m, x, y: ref.ranked_list(x, y, 1.2, 0.4, 10.0, 1.0, paper_gradient=False),
+    ),
     "margin-hard": (
         lambda: L.MarginLoss(miner=BatchHardMiner()),
         lambda m, x, y: ref.margin_loss(x, y, "batch_hard", 0.2, m.beta, 0.0, False),
@@ -111,6 +139,10 @@ CASES: dict[str, tuple[Factory, Reference]] = {
     "margin-all-per-class": (
         lambda: L.MarginLoss(num_classes=16, nu=0.1, miner=BatchAllMiner()),
         lambda m, x, y: ref.margin_loss(x, y, "batch_all", 0.2, m.beta, 0.1, True),
+    ),
+    "margin-semihard": (
+        lambda: L.MarginLoss(nu=0.05, miner=SemiHardMiner()),
+        lambda m, x, y: ref.margin_loss(x, y, "semi_hard", 0.2, m.beta, 0.05, False),
     ),
     "center": (
         lambda: L.CenterLoss(num_classes=16, embedding_dim=5),
@@ -148,14 +180,19 @@ def test_cross_entropy_matches_reference() -> None:
     loss = L.CrossEntropyLoss()
     ours = loss(logits, torch.tensor(labels))
     torch.testing.assert_close(ours, ref.cross_entropy(logits, labels, 0.1), atol=1e-6, rtol=1e-6)
-    assert 0.0 <= loss.stats["accuracy"] <= 1.0
+    assert 0.0 <= loss.stats["accuracy"].item() <= 1.0
     assert L.CrossEntropyLoss().label_smoothing == 0.1
 
 
 # The adaptive quadruplet margins are batch statistics held constant in the backward
-# pass, so finite differences (which move them) disagree by design; its analytic
-# gradient is checked against the reference's in test_matches_brute_force_reference.
-@pytest.mark.parametrize("case", [c for c in ALL if c != "quadruplet-adaptive"])
+# pass, and the ranked-list paper gradient holds the softmax weights and the other
+# samples of each list constant, so finite differences (which move them) disagree by
+# design; their gradients are checked against the references' in
+# test_matches_brute_force_reference.
+NOT_TRUE_GRADIENT = ("quadruplet-adaptive", "ranked-list", "ranked-list-hot")
+
+
+@pytest.mark.parametrize("case", [c for c in ALL if c not in NOT_TRUE_GRADIENT])
 def test_gradcheck(case: str) -> None:
     labels = LABELS["P3K4"]
     x = make_batch(labels, seed=3)
@@ -193,16 +230,30 @@ def test_zero_distances_give_finite_loss_and_gradients(case: str) -> None:
 
 @pytest.mark.parametrize("labels", [[3] * 6, list(range(6))], ids=["one-identity", "no-positive"])
 @pytest.mark.parametrize("case", PAIR_LOSSES)
-def test_degenerate_batch_zero_loss_with_warning(case: str, labels: list[int]) -> None:
+def test_degenerate_batch_zero_loss_with_warning_when_stats_are_read(
+    case: str, labels: list[int]
+) -> None:
     x = F.normalize(make_batch(labels).detach(), dim=1).requires_grad_()
     loss = ALL[case]().double()
-    with pytest.warns(UserWarning, match="no valid term"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # forward itself never warns
         value = loss(x, torch.tensor(labels))
     assert value.item() == 0.0
     assert value.requires_grad
     (grad,) = torch.autograd.grad(value, x)
     assert torch.equal(grad, torch.zeros_like(grad))
-    assert all(isinstance(v, float) for v in loss.stats.values())
+    with pytest.warns(UserWarning, match="no valid term"):
+        stats = loss.stats
+    assert all(isinstance(v, Tensor) and v.dim() == 0 for v in stats.values())
+    assert all(torch.isfinite(v) for v in stats.values())
+
+
+def test_a_valid_batch_reads_its_stats_without_warning() -> None:
+    loss = L.TripletLoss()
+    loss(F.normalize(torch.randn(12, 5), dim=1), torch.tensor(LABELS["P3K4"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert set(loss.stats) == {"active_fraction", "pos_dist", "neg_dist"}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -232,33 +283,21 @@ def test_bf16_autocast_cpu_is_finite(case: str) -> None:
     assert model.weight.grad is not None and torch.isfinite(model.weight.grad).all()
 
 
-def test_stats_are_floats_and_match_reference_triplet() -> None:
+def test_stats_are_tensors_and_match_reference_triplet() -> None:
     labels = LABELS["P3K4"]
     x = make_batch(labels, seed=2)
     loss = L.TripletLoss()
     loss(x, torch.tensor(labels))
     assert set(loss.stats) == {"active_fraction", "pos_dist", "neg_dist"}
-    assert all(type(v) is float for v in loss.stats.values())
+    assert all(isinstance(v, Tensor) and v.dim() == 0 for v in loss.stats.values())
     d = ref.distances(x)
     triplets = ref.batch_hard_triplets(d, labels)
     pos = sum(ref.val(d[a][p]) for a, p, _ in triplets) / len(triplets)
     neg = sum(ref.val(d[a][n]) for a, _, n in triplets) / len(triplets)
     active = sum(0.3 + ref.val(d[a][p]) - ref.val(d[a][n]) > 0 for a, p, n in triplets)
-    assert loss.stats["pos_dist"] == pytest.approx(pos)
-    assert loss.stats["neg_dist"] == pytest.approx(neg)
-    assert loss.stats["active_fraction"] == pytest.approx(active / len(triplets))
-
-
-@pytest.mark.parametrize("case", [k for k in ALL if not k.startswith(("center", "coupled"))])
-def test_pairwise_losses_are_one_backward_node(case: str) -> None:
-    """The speed design: value and ∂L/∂d without autograd, one node back to the embeddings."""
-    x = F.normalize(torch.randn(12, 5), dim=1).requires_grad_()
-    value = ALL[case]()(x, torch.tensor(LABELS["P3K4"]))
-    node = value.grad_fn
-    assert node is not None and type(node).__name__ == "_GivenGradientBackward"
-    leaves = [fn for fn, _ in node.next_functions if fn is not None]
-    assert any(type(fn).__name__ == "AccumulateGrad" and fn.variable is x for fn in leaves)
-    assert all(type(fn).__name__ == "AccumulateGrad" for fn in leaves)
+    assert loss.stats["pos_dist"].item() == pytest.approx(pos, rel=1e-6)
+    assert loss.stats["neg_dist"].item() == pytest.approx(neg, rel=1e-6)
+    assert loss.stats["active_fraction"].item() == pytest.approx(active / len(triplets))
 
 
 @pytest.mark.parametrize("case", [c for c in ALL if "dws" not in c])  # DW mining is random
@@ -269,18 +308,18 @@ def test_stats_read_late_describe_the_last_call(case: str) -> None:
     first, second = (F.normalize(torch.randn(12, 5, generator=g), dim=1) for _ in range(2))
     loss = ALL[case]()
     loss(second, y)
-    alone = dict(loss.stats)
+    alone = {k: v.item() for k, v in loss.stats.items()}
     loss(first, y)
-    assert loss.stats != pytest.approx(alone)
+    assert {k: v.item() for k, v in loss.stats.items()} != pytest.approx(alone)
     loss(second, y)
-    assert loss.stats == pytest.approx(alone)
+    assert {k: v.item() for k, v in loss.stats.items()} == pytest.approx(alone)
 
 
 @pytest.mark.parametrize("case", list(ALL))
 def test_every_loss_exposes_stats(case: str) -> None:
     loss = ALL[case]()
     loss(F.normalize(torch.randn(12, 5), dim=1), torch.tensor(LABELS["P3K4"]))
-    assert loss.stats and all(type(v) is float for v in loss.stats.values())
+    assert loss.stats and all(isinstance(v, Tensor) for v in loss.stats.values())
 
 
 def test_margin_loss_learns_beta_per_class() -> None:

@@ -41,33 +41,35 @@ def sphere(n: int, dim: int, seed: int) -> Tensor:
 
 
 def check_layout(sel: TripletSelection, labels: list[int]) -> None:
-    """Index tensors in range, one row each; valid rows are real triplets."""
+    """Fixed-shape [N, J] tensors, indices in range; valid slots are real triplets."""
     n, y = len(labels), torch.tensor(labels)
-    rows = len(sel.anchor)
-    assert sel.positive.shape == (rows,)
-    for idx in (sel.anchor, sel.positive, sel.negative):
+    assert sel.positive.dim() == 2 and sel.positive.shape[0] == n
+    assert sel.valid.shape == sel.positive.shape and sel.valid.dtype == torch.bool
+    for idx in (sel.positive, sel.negative):
         if idx is not None:
             assert idx.dtype == torch.long and bool(((idx >= 0) & (idx < n)).all())
-    a, p = sel.anchor, sel.positive
+    anchor = torch.arange(n)[:, None].expand_as(sel.positive)
+    real = sel.valid
+    assert bool((y[sel.positive][real] == y[anchor][real]).all())
+    assert bool((sel.positive != anchor)[real].all())
     if sel.negative is None:
-        assert sel.valid.shape == (rows, n)
-        assert torch.equal(sel.valid, y[a][:, None] != y[None, :])
-        real = torch.ones(rows, dtype=torch.bool)
+        assert sel.negatives is not None
+        assert torch.equal(sel.negatives, y[:, None] != y[None, :])
     else:
-        assert sel.valid.shape == (rows,)
-        real = sel.valid
-        assert bool((y[sel.negative][real] != y[a][real]).all())
-    assert bool((y[p][real] == y[a][real]).all()) and bool((p != a)[real].all())
+        assert sel.negative.shape == sel.positive.shape
+        assert bool((y[sel.negative][real] != y[anchor][real]).all())
 
 
 def triplets(sel: TripletSelection) -> list[tuple[int, int, int]]:
-    if sel.negative is None:
-        r, n = sel.valid.nonzero(as_tuple=True)
-        a, p, ns = sel.anchor[r].tolist(), sel.positive[r].tolist(), n.tolist()
-    else:
-        v = sel.valid
-        a, p, ns = sel.anchor[v].tolist(), sel.positive[v].tolist(), sel.negative[v].tolist()
-    return sorted(zip(a, p, ns, strict=True))
+    out = []
+    for a, j in sel.valid.nonzero().tolist():
+        p = int(sel.positive[a, j])
+        if sel.negative is None:
+            assert sel.negatives is not None
+            out += [(a, p, int(n)) for n in sel.negatives[a].nonzero().flatten()]
+        else:
+            out.append((a, p, int(sel.negative[a, j])))
+    return sorted(out)
 
 
 Reference = Callable[[ref.Dist, list[int]], list[tuple[int, int, int]]]
@@ -80,8 +82,10 @@ Reference = Callable[[ref.Dist, list[int]], list[tuple[int, int, int]]]
         (BatchHardMiner(), ref.batch_hard_triplets),
         (BatchAllMiner(), ref.batch_all_triplets),
         (SemiHardMiner(), ref.semi_hard_triplets),
+        (SemiHardMiner("hardest"), ref.MINERS["semi_hard_hardest"]),
+        (SemiHardMiner("none"), ref.MINERS["semi_hard_none"]),
     ],
-    ids=["batch-hard", "batch-all", "semi-hard"],
+    ids=["batch-hard", "batch-all", "semi-hard", "semi-hard-hardest", "semi-hard-none"],
 )
 def test_miner_matches_reference(batch_id: str, miner: TripletMiner, reference: Reference) -> None:
     labels = LABELS[batch_id]
@@ -93,29 +97,36 @@ def test_miner_matches_reference(batch_id: str, miner: TripletMiner, reference: 
 
 def test_selection_distances_gather_from_the_matrix() -> None:
     _, dist, y = batch(LABELS["with-singleton"])  # label 7 has no positive
+    rows = torch.arange(len(y))[:, None]
     for miner in (BatchHardMiner(), SemiHardMiner()):
         sel = miner(dist, y)
         assert sel.negative is not None
         d_ap, d_an = sel.distances(dist)
-        ok = sel.valid  # rows without a positive or a negative hold no triplet
         assert torch.isfinite(d_ap).all() and torch.isfinite(d_an).all()
         if isinstance(miner, BatchHardMiner):
-            assert ok.tolist() == [True] * 5 + [False]
-        torch.testing.assert_close(d_ap[ok], dist[sel.anchor, sel.positive][ok])
-        torch.testing.assert_close(d_an[ok], dist[sel.anchor, sel.negative][ok])
+            assert sel.valid[:, 0].tolist() == [True] * 5 + [False]
+        torch.testing.assert_close(d_ap, dist[rows, sel.positive])
+        torch.testing.assert_close(d_an, dist[rows, sel.negative])
     sel = BatchAllMiner()(dist, y)
     d_ap, d_an = sel.distances(dist)
-    assert d_ap.shape == (len(sel.anchor), 1) and d_an.shape == (len(sel.anchor), len(y))
+    assert d_ap.shape == (len(y), len(y)) and d_an.shape == (len(y), len(y))
 
 
 def test_semi_hard_prefers_the_closest_negative_farther_than_the_positive() -> None:
     # 1-d points: anchor 0 at 0, positive at 1; negatives at 0.5 (hard), 1.5 (semi-hard), 3
     y = torch.tensor([0, 0, 1, 2, 3])
     sel = SemiHardMiner()(pairwise_distance(torch.tensor([[0.0], [1.0], [0.5], [1.5], [3.0]])), y)
-    assert sel.negative is not None and sel.negative[sel.anchor == 0].tolist() == [3]
-    # no negative farther than the positive: the hardest negative
-    sel = SemiHardMiner()(pairwise_distance(torch.tensor([[0.0], [5.0], [0.5], [1.5], [3.0]])), y)
-    assert sel.negative is not None and sel.negative[sel.anchor == 0].tolist() == [2]
+    assert sel.negative is not None and int(sel.negative[0, 1]) == 3
+    # no negative farther than the positive: the farthest negative (TensorFlow's choice) ...
+    far = pairwise_distance(torch.tensor([[0.0], [5.0], [0.5], [1.5], [3.0]]))
+    sel = SemiHardMiner()(far, y)
+    assert sel.negative is not None and int(sel.negative[0, 1]) == 4 and sel.valid[0, 1]
+    # ... or the closest one, or none
+    sel = SemiHardMiner(fallback="hardest")(far, y)
+    assert sel.negative is not None and int(sel.negative[0, 1]) == 2 and sel.valid[0, 1]
+    assert not SemiHardMiner(fallback="none")(far, y).valid[0, 1]
+    with pytest.raises(ValueError, match="fallback"):
+        SemiHardMiner(fallback="farthest")  # type: ignore[arg-type]
 
 
 def test_distance_weighted_samples_follow_inverse_density() -> None:
@@ -130,7 +141,8 @@ def test_distance_weighted_samples_follow_inverse_density() -> None:
     for _ in range(150):
         sel = miner(dist, y, dim)
         assert sel.negative is not None
-        counts += torch.bincount(sel.negative[sel.anchor == 0] - 21, minlength=len(probs))
+        drawn = sel.negative[0][sel.valid[0]]  # anchor 0's 20 positive slots
+        counts += torch.bincount(drawn - 21, minlength=len(probs))
     torch.testing.assert_close(counts / counts.sum(), probs.float(), atol=0.03, rtol=0)
     assert (counts[probs == 0] == 0).all()
 
@@ -142,8 +154,11 @@ def test_distance_weighted_only_negatives_below_cutoff_and_uniform_fallback() ->
         dist, torch.tensor(labels), 8
     )
     check_layout(sel, labels)
-    assert sel.valid.all() and sel.negative is not None
-    for a, n in zip(sel.anchor.tolist(), sel.negative.tolist(), strict=True):
+    assert sel.negative is not None
+    y = torch.tensor(labels)
+    assert torch.equal(sel.valid, (y[:, None] == y) & ~torch.eye(9, dtype=torch.bool))
+    for a, j in sel.valid.nonzero().tolist():
+        n = int(sel.negative[a, j])
         candidates = [j for j in range(len(labels)) if labels[j] != labels[a]]
         below = [j for j in candidates if dist[a, j] < 1.4]
         assert n in (below or candidates)
@@ -151,7 +166,7 @@ def test_distance_weighted_only_negatives_below_cutoff_and_uniform_fallback() ->
     far = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
     sel = DistanceWeightedMiner()(pairwise_distance(far), torch.tensor([0, 0, 1, 1]), 2)
     check_layout(sel, [0, 0, 1, 1])
-    assert sel.valid.all()
+    assert int(sel.valid.sum()) == 4  # every anchor–positive pair
 
 
 def test_distance_weighted_is_reproducible_with_a_seeded_generator() -> None:
@@ -205,8 +220,8 @@ def test_a_custom_miner_is_accepted() -> None:
             same = labels[:, None] == labels[None, :]
             pos = (same & ~torch.eye(len(labels), dtype=torch.bool)).float().argmax(1)
             neg = (~same).float().argmax(1)
-            rows = torch.arange(len(labels))
-            return TripletSelection(rows, pos, neg, torch.ones(len(labels), dtype=torch.bool))
+            valid = torch.ones(len(labels), 1, dtype=torch.bool)
+            return TripletSelection(pos[:, None], neg[:, None], valid)
 
     x = torch.tensor([[0.0], [1.0], [3.0], [3.5]], requires_grad=True)
     loss = TripletLoss(margin=1.0, miner=FirstPositiveFirstNegative())

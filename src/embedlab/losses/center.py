@@ -32,6 +32,5 @@ class CenterLoss(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         sq = (upcast(embeddings) - self.centers.index_select(0, labels)).pow(2).sum(1)
-        (center_dist,) = self._record(center_dist=sq.detach().sqrt().mean())
-        self.stats = {"center_dist": center_dist}
+        self._keep_stats(lambda: {"center_dist": sq.sqrt().mean()})
         return sq.mean()

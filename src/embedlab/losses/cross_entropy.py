@@ -29,6 +29,5 @@ class CrossEntropyLoss(MetricLoss):
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         logits = upcast(logits)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        (accuracy,) = self._record(accuracy=(logits.argmax(1) == labels).float().mean())
-        self.stats = {"accuracy": accuracy}
+        self._keep_stats(lambda: {"accuracy": (logits.argmax(1) == labels).float().mean()})
         return loss

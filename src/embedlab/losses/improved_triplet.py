@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.distances import distance_matrix
-from embedlab.losses.base import MetricLoss, with_gradient
+from embedlab.distances import pairwise_distance
+from embedlab.losses.base import MetricLoss, masked_mean
 from embedlab.miners import BatchHardMiner, TripletMiner
+from embedlab.miners.base import hinge_sum
 
 
 class ImprovedTripletLoss(MetricLoss):
-    """ℓ(a, p, n) = [λ·d(a,p)² − β·d(a,n)² + α]₊ + γ·[d(a,p) − τ]₊.
+    """ℓ(a, p, n) = [λ·D(a,p) − β·D(a,n) + α]₊ + γ·[D(a,p) − τ]₊, D = d² (or d).
 
-    The first term is the triplet hinge with separately weighted squared distances;
-    the second is Cheng et al.'s intra-class term, which also bounds the absolute
-    anchor–positive distance (off by default).
+    The first term is the triplet hinge with separately weighted distances; the second is
+    Cheng et al.'s intra-class term, which also bounds the absolute anchor–positive
+    distance. Cheng et al. use the squared euclidean distance in both terms, with
+    τ1 = −1 (margin α = 1), τ2 = τ = 0.01 and β (here γ) = 0.002.
 
     Args:
-        margin: α, the margin of the triplet term (1.0).
-        pos_weight: λ, weight of the squared anchor–positive distance.
-        neg_weight: β, weight of the squared anchor–negative distance.
-        intra_weight: γ, weight of the intra-class term (0 disables it; third-party
-            settings of Cheng et al. use 0.002).
-        intra_margin: τ, anchor–positive distances (plain euclidean) below it are free.
+        margin: α, the margin of the triplet term (1.0 = −τ1).
+        pos_weight: λ, weight of the anchor–positive distance (1).
+        neg_weight: β, weight of the anchor–negative distance (1).
+        intra_weight: γ, weight of the intra-class term (0 disables it; the paper: 0.002).
+        intra_margin: τ, anchor–positive distances D below it are free (the paper: 0.01).
+        squared: D = d² (the paper) or D = d.
         miner: triplet selection, ``BatchHardMiner()`` by default.
 
-    Reduction: mean over the miner's valid terms (anchors for batch-hard). No valid
-    triplet: zero loss and a warning. ``stats``: ``active_fraction``, ``pos_dist``,
-    ``neg_dist``.
+    Reduction: mean over the miner's valid triplets. No valid triplet: zero loss (and a
+    warning when ``stats`` are read). ``stats``: ``active_fraction``, ``pos_dist``,
+    ``neg_dist`` (plain euclidean).
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class ImprovedTripletLoss(MetricLoss):
         neg_weight: float = 1.0,
         intra_weight: float = 0.0,
         intra_margin: float = 0.01,
+        squared: bool = True,
         miner: TripletMiner | None = None,
     ) -> None:
         super().__init__()
@@ -47,27 +49,34 @@ class ImprovedTripletLoss(MetricLoss):
         self.neg_weight = neg_weight
         self.intra_weight = intra_weight
         self.intra_margin = intra_margin
+        self.squared = squared
         self.miner = miner if miner is not None else BatchHardMiner()
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        dist, pullback = distance_matrix(embeddings)
-        with torch.no_grad():
-            sel = self.miner(dist, labels, embeddings.shape[1])
-            d_ap, d_an = sel.distances(dist)
-            # [λ·d(a,p)² − β·d(a,n)² + α]₊ + γ·[d(a,p) − τ]₊
-            triplet = F.relu(self.pos_weight * d_ap**2 - self.neg_weight * d_an**2 + self.margin)
-            intra = F.relu(d_ap - self.intra_margin)
-            terms = triplet + self.intra_weight * intra
-            count = self._masked_stats(
-                sel.valid, active_fraction=terms > 0, pos_dist=d_ap, neg_dist=d_an
-            )
-            if count == 0:
-                return self._degenerate(embeddings)
-            loss = (terms * sel.valid).sum() / count
-            w = sel.valid * (triplet > 0) / count
-            g_ap = (
-                2 * self.pos_weight * d_ap * w + self.intra_weight * sel.valid * (intra > 0) / count
-            )
-            g_an = -2 * self.neg_weight * d_an * w
-            grad = sel.scatter(g_ap.expand(sel.valid.shape), g_an, len(labels))
-        return with_gradient(loss, (embeddings, lambda: pullback(grad)))
+        dist = pairwise_distance(embeddings)
+        sel = self.miner(dist.detach(), labels, embeddings.shape[1])
+        d_ap, d_an = sel.distances(dist)
+        ap, an = (d_ap**2, d_an**2) if self.squared else (d_ap, d_an)
+        intra = self.intra_weight * F.relu(ap - self.intra_margin)  # γ·[D(a,p) − τ]₊
+        u = self.pos_weight * ap + self.margin
+        if sel.negatives is None:
+            triplet = F.relu(u - self.neg_weight * an)  # [λ·D(a,p) − β·D(a,n) + α]₊
+            per_slot, active = triplet + intra, (triplet + intra) > 0
+        else:  # batch-all: summed over the anchor's negatives
+            triplet, hinge_active = hinge_sum(u, self.neg_weight * an, sel.negatives)
+            n_neg: Tensor = sel.negatives.sum(1, keepdim=True)
+            per_slot = triplet + intra * n_neg
+            active = hinge_active.where(intra == 0, n_neg)
+        count = sel.count()
+        loss = (per_slot * sel.valid).sum() / count.clamp_min(1)
+
+        def stats() -> dict[str, Tensor]:
+            negatives = sel.valid if sel.negatives is None else sel.negatives
+            return {
+                "active_fraction": (active * sel.valid).sum() / count.clamp_min(1),
+                "pos_dist": masked_mean(d_ap, sel.valid),
+                "neg_dist": masked_mean(d_an, negatives),
+            }
+
+        self._keep_stats(stats, count)
+        return loss

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from embedlab.distances import distance_matrix
-from embedlab.losses.base import MetricLoss, with_gradient
+from embedlab.distances import pairwise_distance, upcast
+from embedlab.losses.base import MetricLoss, masked_mean
 from embedlab.miners import DistanceWeightedMiner, TripletMiner
 
 
@@ -53,34 +53,33 @@ class MarginLoss(MetricLoss):
         self.miner = miner if miner is not None else DistanceWeightedMiner()
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        dist, pullback = distance_matrix(embeddings)
-        with torch.no_grad():
-            sel = self.miner(dist, labels, embeddings.shape[1])
-            d_ap, d_an = sel.distances(dist)
-            cls = labels[sel.anchor] if self.num_classes else torch.zeros_like(sel.anchor)
-            beta = self.beta[cls].reshape(-1, *[1] * (sel.valid.dim() - 1)).to(dist.dtype)
-            pull = F.relu(self.margin + (d_ap - beta))  # y = +1
-            push = F.relu(self.margin - (d_an - beta))  # y = −1
-            pulls = ((pull > 0) & sel.valid).to(dist.dtype)
-            pushes = ((push > 0) & sel.valid).to(dist.dtype)
-            count = self._masked_stats(
-                sel.valid,
-                active_fraction=(pulls + pushes) / 2,
-                pos_dist=d_ap,
-                neg_dist=d_an,
-                beta=beta,
-            )
-            if count == 0:
-                return self._degenerate(embeddings)
-            n_active = max(int((pulls + pushes).sum()), 1)
-            terms = torch.where(sel.valid, pull + push + self.nu * beta, 0.0)
-            loss = terms.sum() / n_active
-            # ∂/∂d(a,p) = 1[pull > 0], ∂/∂d(a,n) = −1[push > 0], ∂/∂β = ν − 1[pull > 0] + 1[push > 0]
-            grad = sel.scatter(pulls / n_active, -pushes / n_active, len(labels))
-            g_beta = (self.nu * sel.valid - pulls + pushes) / n_active
-            grad_beta = torch.zeros_like(self.beta).index_add_(
-                0, cls, g_beta.reshape(len(cls), -1).sum(1).to(self.beta.dtype)
-            )
-        if not self.beta.requires_grad:
-            return with_gradient(loss, (embeddings, lambda: pullback(grad)))
-        return with_gradient(loss, (embeddings, lambda: pullback(grad)), (self.beta, grad_beta))
+        dist = pairwise_distance(embeddings)
+        sel = self.miner(dist.detach(), labels, embeddings.shape[1])
+        d_ap, d_an = sel.distances(dist)
+        beta = self.beta[labels] if self.num_classes else self.beta[0].expand(len(labels))
+        beta = upcast(beta)[:, None]  # β of each anchor, [N, 1]
+        pull = F.relu(self.margin + (d_ap - beta))  # y = +1: [α + d(a,p) − β]₊
+        push = F.relu(self.margin - (d_an - beta))  # y = −1: [α − d(a,n) + β]₊
+        valid = sel.valid.to(dist.dtype)
+        if sel.negatives is None:  # one (pull, push) per triplet
+            per_slot = (pull + push + self.nu * beta) * valid
+            n_active = ((pull > 0) * valid).sum() + ((push > 0) * valid).sum()
+        else:  # batch-all: each pull repeats once per negative, each push once per positive
+            negatives = sel.negatives.to(dist.dtype)
+            n_neg, n_pos = negatives.sum(1, keepdim=True), valid.sum(1, keepdim=True)
+            per_slot = (pull + self.nu * beta) * valid * n_neg + push * negatives * n_pos
+            n_active = ((pull > 0) * valid * n_neg).sum() + ((push > 0) * negatives * n_pos).sum()
+        count = sel.count()
+        loss = per_slot.sum() / n_active.clamp_min(1)
+
+        def stats() -> dict[str, Tensor]:
+            negatives = sel.valid if sel.negatives is None else sel.negatives
+            return {
+                "active_fraction": n_active / (2 * count).clamp_min(1),
+                "pos_dist": masked_mean(d_ap, sel.valid),
+                "neg_dist": masked_mean(d_an, negatives),
+                "beta": masked_mean(beta.expand_as(d_ap), sel.valid),
+            }
+
+        self._keep_stats(stats, count)
+        return loss

@@ -5,32 +5,35 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from embedlab.distances import distance_matrix, same_label
-from embedlab.losses.base import MetricLoss, with_gradient
+from embedlab.distances import label_masks, pairwise_distance
+from embedlab.losses.base import MetricLoss, masked_mean
 
 
 class RankedListLoss(MetricLoss):
     """L(a) = L_P(a) + λ·L_N(a), from the pairwise L_m = (1−y)·[α − d]₊ + y·[d − (α − m)]₊.
 
-    Positives should lie within α − m of the anchor, negatives beyond α, leaving a
-    gap m between the two lists. Only non-trivial pairs count:
+    Positives should lie within α − m of the anchor, negatives beyond α, leaving a gap m
+    between the two lists. Only non-trivial pairs count:
 
     * L_P(a) = mean over positives with d > α − m of (d − (α − m));
     * L_N(a) = Σ_n w_an·(α − d_an) over negatives with d < α, with
-      w_an = exp(T·(α − d_an)) / Σ_n' exp(T·(α − d_an')) — a softmax over the
-      anchor's non-trivial negatives, computed shifted by its maximum, so no overflow
-      for large T (the weights stay differentiable).
+      w_an = exp(T·(α − d_an)) / Σ_n' exp(T·(α − d_an')), a softmax over the anchor's
+      non-trivial negatives.
 
     Args:
         boundary: α, the distance negatives must exceed (1.2).
         margin: m, the gap between positives' and negatives' boundaries (0.4).
         temperature: T, how strongly closer negatives are weighted (10).
         neg_weight: λ, weight of the negative part (1).
+        paper_gradient: ``True`` (the paper): the weights w_an are constants and, in the
+            list of anchor a, the other samples are fixed, so only the anchor moves —
+            d(x_a, x_j.detach()), softmax detached. ``False``: plain autograd through
+            every distance and the weights.
 
-    Reduction: mean over all anchors; an anchor with no non-trivial pair contributes 0.
-    A batch without a positive pair or without a negative pair gives a zero loss and
-    a warning. ``stats``: ``active_fraction`` (non-trivial pairs), ``pos_dist``,
-    ``neg_dist``.
+    Reduction: mean over all anchors; an anchor with no non-trivial pair contributes 0. A
+    batch without a positive pair or without a negative pair gives a zero loss (and a
+    warning when ``stats`` are read). ``stats``: ``active_fraction`` (non-trivial pairs),
+    ``pos_dist``, ``neg_dist``.
     """
 
     def __init__(
@@ -39,44 +42,37 @@ class RankedListLoss(MetricLoss):
         margin: float = 0.4,
         temperature: float = 10.0,
         neg_weight: float = 1.0,
+        paper_gradient: bool = True,
     ) -> None:
         super().__init__()
         self.boundary = boundary
         self.margin = margin
         self.temperature = temperature
         self.neg_weight = neg_weight
+        self.paper_gradient = paper_gradient
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        dist, pullback = distance_matrix(embeddings)
-        with torch.no_grad():
+        other = embeddings.detach() if self.paper_gradient else None
+        d = pairwise_distance(embeddings, other)  # row a: the list of anchor a
+        positive, negative = label_masks(labels)
+        alpha, pos_bound = self.boundary, self.boundary - self.margin
+        hard_pos = positive & (d > pos_bound)
+        hard_neg = negative & (d < alpha)
+        loss_p = (d - pos_bound).where(hard_pos, 0.0).sum(1) / hard_pos.sum(1).clamp_min(1)
+        logits = (self.temperature * (alpha - d)).where(hard_neg, -torch.inf)
+        logits = logits.where(hard_neg.any(1, keepdim=True), 0.0)  # rows without any
+        w = torch.softmax(logits.detach() if self.paper_gradient else logits, dim=1) * hard_neg
+        loss_n = (w * (alpha - d)).sum(1)
+        usable = positive.any() & negative.any()
+        loss = (loss_p + self.neg_weight * loss_n).mean() * usable
+
+        def stats() -> dict[str, Tensor]:
             n = len(labels)
-            same = same_label(labels)
-            alpha, pos_bound, temp = self.boundary, self.boundary - self.margin, self.temperature
-            hard_pos = same & (dist > pos_bound)
-            hard_pos.fill_diagonal_(False)
-            n_hard_pos = hard_pos.sum(1, keepdim=True).clamp_min(1)
-            loss_p = torch.where(hard_pos, dist - pos_bound, 0.0).sum(1) / n_hard_pos[:, 0]
-            hard_neg = ~same & (dist < alpha)
-            logits = torch.where(hard_neg, temp * (alpha - dist), -torch.inf)
-            logits = torch.where(hard_neg.any(1, keepdim=True), logits, 0.0)  # empty rows
-            w = torch.softmax(logits, dim=1) * hard_neg  # exp(T(α − d)) / Σ exp(T(α − d'))
-            loss_n = (w * (alpha - dist)).sum(1, keepdim=True)
-            loss = (loss_p.sum() + self.neg_weight * loss_n.sum()) / n
-            # ∂L_P/∂d = 1/|P*| on P*; ∂L_N/∂d_j = −w_j·(1 + T·((α − d_j) − L_N)), softmax included
-            grad_n = -w * (1 + temp * ((alpha - dist) - loss_n))
-            grad = (hard_pos / n_hard_pos + self.neg_weight * grad_n) / n
-            n_same, pos_sum, total, n_hard = self._record(
-                n_same=same.sum(),
-                pos_sum=(dist * same).sum(),
-                total=dist.sum(),
-                n_hard=hard_pos.sum() + hard_neg.sum(),
-            )
-        n_pos, n_neg = n_same - n, n * n - n_same
-        self.stats = {
-            "active_fraction": n_hard / max(n * (n - 1), 1),
-            "pos_dist": pos_sum / max(n_pos, 1),
-            "neg_dist": (total - pos_sum) / max(n_neg, 1),
-        }
-        if n_pos == 0 or n_neg == 0:
-            return self._degenerate(embeddings)
-        return with_gradient(loss, (embeddings, lambda: pullback(grad)))
+            return {
+                "active_fraction": (hard_pos.sum() + hard_neg.sum()) / max(n * (n - 1), 1),
+                "pos_dist": masked_mean(d, positive),
+                "neg_dist": masked_mean(d, negative),
+            }
+
+        self._keep_stats(stats, usable)
+        return loss

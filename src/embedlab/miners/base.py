@@ -1,15 +1,12 @@
 """The miner interface shared by every triplet-based loss of embedlab.
 
-A miner looks at the batch's distance matrix (computed once by the loss with
-:func:`embedlab.distances.pairwise_distance`, and handed over detached) and the
-labels, and returns index tensors naming the (anchor, positive, negative) triplets
-the loss sees, as a :class:`TripletSelection`. Mining is pure selection: it runs
-without autograd, and the loss gathers the chosen distances from the matrix itself
-(:meth:`TripletSelection.distances`), so gradients flow through those entries only.
-
-Everything is vectorised: one row per anchor or per anchor–positive pair, and for
-batch-all a dense ``[pairs, N]`` block of every negative with a validity mask, never
-a Python list of triplets.
+Miners select, losses compute. A miner looks at the batch's distance matrix (detached)
+and the labels, under ``no_grad``, and returns a :class:`TripletSelection`: index tensors
+and masks of **fixed shape** ([N, J], one row per anchor) naming the triplets. The loss
+then gathers the chosen distances from its own differentiable matrix
+(:meth:`TripletSelection.distances`), so gradients flow through those entries only, with
+ordinary autograd. Nothing depends on the data's values for its shape, so no host
+synchronisation is needed and ``torch.compile`` can trace the whole loss.
 """
 
 from __future__ import annotations
@@ -20,62 +17,46 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["TripletMiner", "TripletSelection", "positive_pairs"]
+__all__ = ["TripletMiner", "TripletSelection", "hinge_sum", "sorted_negatives"]
 
 
 @dataclass(frozen=True)
 class TripletSelection:
-    """Triplets chosen by a miner, as batch indices.
+    """Triplets chosen by a miner. Row a of every tensor belongs to anchor a.
 
     Attributes:
-        anchor: [R] long, the anchor of each row.
-        positive: [R] long, its positive.
-        negative: [R] long, its negative; or ``None`` for "every sample of the batch"
-            (batch-all), the real negatives being those where ``valid`` is True.
-        valid: bool, [R] (or [R, N] when ``negative`` is None): True where the row is
-            a real triplet. Invalid rows still hold in-range indices.
-        d_ap, d_an: optionally, the distances d(a, p) and d(a, n) of each row when the
-            miner already has them (batch-hard; 0 on invalid rows); :meth:`distances`
-            returns them.
+        positive: [N, J] long, the positive of each of the anchor's J slots.
+        negative: [N, J] long, the negative of each slot; ``None`` for batch-all, where
+            each slot pairs its positive with **every** negative of the anchor.
+        valid: [N, J] bool, True where the slot is a real triplet (for batch-all: a real
+            anchor–positive pair of an anchor that has negatives).
+        negatives: [N, N] bool, batch-all only: the anchor's negatives.
     """
 
-    anchor: Tensor
     positive: Tensor
     negative: Tensor | None
     valid: Tensor
-    d_ap: Tensor | None = None
-    d_an: Tensor | None = None
+    negatives: Tensor | None = None
 
     def distances(self, dist: Tensor) -> tuple[Tensor, Tensor]:
-        """d(a, p) and d(a, n) gathered from ``dist``: [R] and [R] (or [R, 1] and [R, N])."""
-        if self.d_ap is not None and self.d_an is not None:
-            return self.d_ap, self.d_an
-        d_ap = dist[self.anchor, self.positive]
-        if self.negative is None:
-            return d_ap[:, None], dist[self.anchor]
-        return d_ap, dist[self.anchor, self.negative]
+        """d(a, p) [N, J] and d(a, n) [N, J] gathered from ``dist`` (for batch-all, d(a, ·) [N, N])."""
+        d_ap = dist.gather(1, self.positive)
+        d_an = dist if self.negative is None else dist.gather(1, self.negative)
+        return d_ap, d_an
 
-    def scatter(self, g_ap: Tensor, g_an: Tensor, n: int) -> Tensor:
-        """The [n, n] matrix with ``g_ap`` added at (a, p) and ``g_an`` at (a, n).
-
-        The inverse of :meth:`distances`: it turns gradients with respect to the
-        gathered distances into a gradient with respect to the distance matrix.
-        ``g_ap`` may have the shape of the terms ([R, N] for batch-all); it is summed
-        per row.
-        """
-        grad = g_an.new_zeros(n, n)
-        per_row = g_ap if g_ap.dim() == 1 else g_ap.reshape(len(self.anchor), -1).sum(1)
-        grad.index_put_((self.anchor, self.positive), per_row, accumulate=True)
-        if self.negative is None:
-            return grad.index_add_(0, self.anchor, g_an)
-        return grad.index_put_((self.anchor, self.negative), g_an, accumulate=True)
+    def count(self) -> Tensor:
+        """The number of triplets (a 0-dim tensor)."""
+        valid = self.valid.to(torch.int64)
+        if self.negatives is None:
+            return valid.sum()
+        return (valid.sum(1) * self.negatives.sum(1)).sum()
 
 
 class TripletMiner(ABC):
     """Base class of the triplet miners (``BatchHardMiner``, ``BatchAllMiner``, ...).
 
-    Subclasses implement :meth:`__call__`; they have typed constructors so that
-    configs can build them with ``class_path``.
+    Subclasses implement :meth:`__call__`; they have typed constructors so that configs
+    can build them with ``class_path``.
     """
 
     @abstractmethod
@@ -85,10 +66,10 @@ class TripletMiner(ABC):
         """Select triplets.
 
         Args:
-            dist: [N, N] distance matrix of the batch (euclidean), without gradient.
+            dist: [N, N] euclidean distance matrix of the batch, detached.
             labels: [N] integer labels.
-            embedding_dim: dimension D of the embeddings (only distance-weighted
-                sampling needs it).
+            embedding_dim: dimension D of the embeddings (only distance-weighted sampling
+                needs it).
         """
 
     def __repr__(self) -> str:
@@ -96,7 +77,30 @@ class TripletMiner(ABC):
         return f"{type(self).__name__}({args})"
 
 
-def positive_pairs(positive: Tensor) -> tuple[Tensor, Tensor]:
-    """Anchor and positive indices of every True entry of a [N, N] positive mask."""
-    anchor, pos = torch.nonzero(positive, as_tuple=True)
-    return anchor, pos
+def sorted_negatives(dist: Tensor, negative: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row's negative distances in increasing order (non-negatives last, as ``inf``).
+
+    Returns ``(values, columns)``, both [N, N]: ``columns`` maps a sorted position back to
+    the batch index.
+    """
+    return torch.where(negative, dist, torch.inf).sort(dim=1)
+
+
+def hinge_sum(u: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Σ_n mask[a, n]·[u[a, j] − v[a, n]]₊ and the number of its non-zero terms, both [N, J].
+
+    The batch-all sum over every (anchor, positive, negative) triplet in O(N² log N) instead
+    of an [N, N, N] block: with the masked v of each row sorted, the active terms of
+    u[a, j] are the c = #{v < u} smallest, whose sum is a prefix sum, so the hinge sum is
+    c·u − Σ_{i<c} v_(i). Differentiable (twice) in u and v: it is the same piecewise-linear
+    function as the explicit sum.
+    """
+    values, order = torch.where(mask, v, torch.inf).sort(dim=1)
+    finite = mask.gather(1, order)
+    values = torch.where(finite, values, 0.0)
+    prefix = torch.cat([values.new_zeros(len(values), 1), values.cumsum(1)], dim=1)
+    with torch.no_grad():
+        # #{n : v[a, n] < u[a, j]}: masked entries sort last (their key is +inf)
+        key = torch.where(finite, values, torch.inf).contiguous()
+        count = torch.searchsorted(key, u.detach().contiguous(), right=False)
+    return count.to(u.dtype) * u - prefix.gather(1, count), count

@@ -6,15 +6,15 @@ import torch
 from torch import Tensor
 
 from embedlab.distances import label_masks
-from embedlab.miners.base import TripletMiner, TripletSelection, positive_pairs
+from embedlab.miners.base import TripletMiner, TripletSelection
 
 
 class BatchAllMiner(TripletMiner):
     """All triplets (a, p, n) with y_a = y_p, a ≠ p, y_n ≠ y_a.
 
-    One row per anchor–positive pair, with ``negative=None``: the loss takes the
-    anchor's whole distance row, a dense [R, N] block whose ``valid`` mask marks the
-    negatives. Nothing is gathered into triplet lists.
+    One slot per (anchor, candidate positive) — [N, N], valid where the pair is positive —
+    with ``negative=None`` and the anchor's negatives as a mask: losses sum over the
+    triplets without materialising them (see :func:`embedlab.miners.base.hinge_sum`).
     """
 
     @torch.no_grad()
@@ -22,5 +22,6 @@ class BatchAllMiner(TripletMiner):
         self, dist: Tensor, labels: Tensor, embedding_dim: int | None = None
     ) -> TripletSelection:
         positive, negative = label_masks(labels)
-        anchor, pos = positive_pairs(positive)
-        return TripletSelection(anchor, pos, None, negative[anchor])
+        columns = torch.arange(len(labels), device=dist.device).expand(len(labels), -1)
+        valid = positive & negative.any(1, keepdim=True)
+        return TripletSelection(columns, None, valid, negative)

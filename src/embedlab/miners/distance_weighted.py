@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from embedlab.distances import label_masks
-from embedlab.miners.base import TripletMiner, TripletSelection, positive_pairs
+from embedlab.miners.base import TripletMiner, TripletSelection
 
 
 class DistanceWeightedMiner(TripletMiner):
@@ -27,7 +27,9 @@ class DistanceWeightedMiner(TripletMiner):
             the weight of very close negatives; 0.5 in the paper).
         nonzero_loss_cutoff: negatives at or beyond this distance get weight 0 (they
             would give no loss anyway; 1.4 in the paper). An anchor with no negative
-            below it samples uniformly among its negatives, as the authors' code does.
+            below it samples uniformly among its negatives. (The authors' code then
+            draws uniformly among all N samples of the batch, positives and the anchor
+            itself included, which yields invalid triplets; embedlab keeps to negatives.)
         generator: optional ``torch.Generator`` making the sampling reproducible (on
             the device of the distances, or on the CPU).
     """
@@ -50,26 +52,21 @@ class DistanceWeightedMiner(TripletMiner):
             raise ValueError("DistanceWeightedMiner needs the embedding dimension")
         n = float(embedding_dim)
         positive, negative = label_masks(labels)
-        anchor, pos = positive_pairs(positive)
         d = dist.clamp(self.cutoff, 1.999)  # 1/q diverges at d = 2
         log_w = (2.0 - n) * d.log() - (n - 3.0) / 2.0 * torch.log1p(-0.25 * d * d)
         allowed = negative & (dist < self.nonzero_loss_cutoff)
-        has_neg = negative.any(1)
+        has_neg = negative.any(1, keepdim=True)
         # No negative below the cutoff: uniform over the negatives (no negative at all:
         # uniform over everything, a dummy draw the loss masks out).
         fallback = ~allowed.any(1, keepdim=True)
-        allowed = torch.where(fallback, negative | ~has_neg[:, None], allowed)
+        allowed = torch.where(fallback, negative | ~has_neg, allowed)
         log_w = torch.where(allowed, torch.where(fallback, 0.0, log_w), -torch.inf)
-        cdf = torch.softmax(log_w, dim=1).cumsum_(1)
-        # Inverse-CDF draw, one uniform per pair: column r of u serves the anchor's r-th pair.
-        per_anchor = positive.sum(1)
-        first = per_anchor.cumsum(0) - per_anchor
-        rank = torch.arange(len(anchor), device=dist.device) - first[anchor]
-        width = int(per_anchor.max()) if len(anchor) else 0
+        cdf = torch.softmax(log_w, dim=1).cumsum(1)
+        # inverse-CDF draw, one uniform number per (anchor, candidate positive) slot
         g = self.generator
-        u = torch.rand(
-            len(labels), width, generator=g, device=dist.device if g is None else g.device
-        )
+        size = (len(labels), len(labels))
+        u = torch.rand(size, generator=g, device=dist.device if g is None else g.device)
         u = u.to(dist.device, dist.dtype) * cdf[:, -1:]
-        drawn = torch.searchsorted(cdf, u, right=True).clamp_max_(len(labels) - 1)
-        return TripletSelection(anchor, pos, drawn[anchor, rank], has_neg[anchor])
+        drawn = torch.searchsorted(cdf, u, right=True).clamp_max(len(labels) - 1)
+        columns = torch.arange(len(labels), device=dist.device).expand(len(labels), -1)
+        return TripletSelection(columns, drawn, positive & has_neg)

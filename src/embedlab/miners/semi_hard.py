@@ -2,31 +2,55 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from embedlab.distances import label_masks
-from embedlab.miners.base import TripletMiner, TripletSelection, positive_pairs
+from embedlab.miners.base import TripletMiner, TripletSelection, sorted_negatives
+
+Fallback = Literal["easiest", "hardest", "none"]
 
 
 class SemiHardMiner(TripletMiner):
     """For every anchor–positive pair, the closest negative farther than the positive.
 
-    n* = argmin_n { d(a, n) : y_n ≠ y_a, d(a, n) > d(a, p) }; when no negative is
-    farther than the positive, the hardest (closest) negative is used instead. One row
-    per anchor–positive pair; a pair whose anchor has no negative is invalid.
+    n* = argmin_n { d(a, n) : y_n ≠ y_a, d(a, n) > d(a, p) }. One slot per (anchor,
+    candidate positive), [N, N]; a pair whose anchor has no negative is invalid.
+
+    Args:
+        fallback: what a pair with no negative farther than its positive uses:
+            ``"easiest"`` the farthest negative (TensorFlow's ``triplet_semihard_loss``,
+            Google's reference implementation of FaceNet's loss), ``"hardest"`` the
+            closest negative (a batch-hard triplet, which FaceNet warns can collapse
+            training early), ``"none"`` drop the pair.
     """
+
+    def __init__(self, fallback: Fallback = "easiest") -> None:
+        if fallback not in ("easiest", "hardest", "none"):
+            raise ValueError(
+                f"SemiHardMiner: fallback must be easiest, hardest or none, got {fallback!r}"
+            )
+        self.fallback = fallback
 
     @torch.no_grad()
     def __call__(
         self, dist: Tensor, labels: Tensor, embedding_dim: int | None = None
     ) -> TripletSelection:
         positive, negative = label_masks(labels)
-        anchor, pos = positive_pairs(positive)
-        rows, neg = dist[anchor], negative[anchor]
-        neg_rows = torch.where(neg, rows, torch.inf)
-        farther = neg & (rows > dist[anchor, pos][:, None])
-        semi_hard = torch.where(farther, neg_rows, torch.inf).argmin(1)
-        hardest = neg_rows.argmin(1)
-        chosen = torch.where(farther.any(1), semi_hard, hardest)
-        return TripletSelection(anchor, pos, chosen, neg.any(1))
+        values, columns = sorted_negatives(dist, negative)  # [N, N], increasing
+        n_neg = negative.sum(1, keepdim=True)
+        # position of the first negative strictly farther than each positive
+        first = torch.searchsorted(values.contiguous(), dist.contiguous(), right=True)
+        found = first < n_neg
+        if self.fallback == "easiest":
+            other = (n_neg - 1).clamp_min(0).expand_as(first)
+        else:
+            other = torch.zeros_like(first)
+        position = torch.where(found, first, other).clamp_max(len(labels) - 1)
+        valid = positive & (n_neg > 0)
+        if self.fallback == "none":
+            valid = valid & found
+        pos_index = torch.arange(len(labels), device=dist.device).expand(len(labels), -1)
+        return TripletSelection(pos_index, columns.gather(1, position), valid)

@@ -27,11 +27,11 @@ from embedlab.analysis import (
     to_markdown,
     write_comparison,
 )
-from embedlab.analysis.compare import main as compare_main
 from embedlab.analysis.pictures import choose_queries, metric_embeddings, to_display
 from embedlab.analysis.runs import loss_label, validation_history
+from embedlab.cli import main
 from embedlab.data import RetrievalDataModule
-from embedlab.metrics import RetrievalMetric
+from embedlab.metrics import RetrievalEvaluator
 from fake_datasets import make_market1501
 
 VAL = ["recall@1", "recall@2", "recall@4", "map", "map@r", "r_precision", "minp"]
@@ -150,9 +150,9 @@ def test_summary_table_and_markdown(runs: Path) -> None:
     assert table["MAP@R"].tolist() == pytest.approx([80.0, 60.0, 45.0])
     assert table["best epoch"].tolist() == [10, 10, 15]
     markdown = to_markdown(table).splitlines()
-    assert markdown[0].startswith("| loss | R@1 |")
-    assert markdown[1].startswith("|:---|---:|")
-    assert "| msml (margin=0.4) |" in markdown[2] and "80.00" in markdown[2]
+    assert [c.strip() for c in markdown[0].split("|")[1:3]] == ["loss", "R@1"]
+    assert [c[0] + c[-1] for c in markdown[1].split("|")[1:3]] == [":-", "-:"]  # left, right
+    assert markdown[2].split("|")[1].strip() == "msml (margin=0.4)" and "80.00" in markdown[2]
 
 
 def png_ok(path: Path) -> bool:
@@ -170,13 +170,13 @@ def test_write_comparison_and_the_command(
     for key in ("curves", "recall_at_k", "training_loss"):
         assert png_ok(written[key]), key
     assert len(pd.read_csv(written["csv"])) == 3
-    assert compare_main([str(runs), "--baseline", "--out", str(tmp_path / "cli")]) == 0
+    assert main(["compare", str(runs), "--baseline", "--out", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out
     assert "raw pixels" in out and "msml (margin=0.4)" in out
     markdown = (tmp_path / "cli" / "comparison.md").read_text()
     assert markdown.count("\n") == 2 + 4
     assert "R@5" not in markdown  # only the baseline has it: no empty column
-    assert compare_main([str(tmp_path / "missing")]) == 2
+    assert main(["compare", str(tmp_path / "missing")]) == 2
 
 
 # -- ranked lists ------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def test_projection_figure(method: str, tmp_path: Path) -> None:
 
 # -- the callback's inputs ------------------------------------------------------------------------
 def test_metric_embeddings_are_deduplicated_and_ordered() -> None:
-    metric = RetrievalMetric()
+    metric = RetrievalEvaluator()
     x = torch.arange(12, dtype=torch.float32).reshape(6, 2)
     metric.update(
         x[3:],
@@ -286,7 +286,7 @@ def test_metric_embeddings_are_deduplicated_and_ordered() -> None:
     assert emb.labels.tolist() == [0, 1, 0, 1, 1, 0]
     assert emb.is_query.tolist() == [True, True, False, False, False, False]
     assert emb.is_gallery.tolist() == [False, False, True, True, True, True]
-    assert metric_embeddings(RetrievalMetric()) is None
+    assert metric_embeddings(RetrievalEvaluator()) is None
 
 
 def test_callback_schedule_and_wandb_images(tmp_path: Path) -> None:

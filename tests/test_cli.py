@@ -169,7 +169,7 @@ def test_evaluate_a_checkpoint_writes_metrics_next_to_the_run(tmp_path: Path) ->
     assert not (q.all() and g.all())  # a query / gallery split, not leave-one-out
     args = (emb.embeddings[q], emb.labels[q], emb.embeddings[g], emb.labels[g])
     for flag, expected in [
-        ("--rerank", evaluate(*args, metric=metric, rerank=True, chunk_size=1024)),
+        ("--rerank", evaluate(*args, distance=metric, rerank=True, chunk_size=1024)),
         ("--flip_test", None),
     ]:
         out = tmp_path / flag.strip("-")

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from embedlab.metrics import (
-    RetrievalMetric,
+    EvalOptions,
+    RetrievalEvaluator,
     average_query_expansion,
+    default_metrics,
     evaluate,
-    format_metrics_table,
     k_reciprocal_rerank,
     knn,
 )
@@ -87,7 +88,7 @@ def reid_case(seed: int, clustered: bool) -> dict[str, Any]:
 @pytest.mark.parametrize("clustered", [False, True])
 def test_reid_protocol_matches_reference(metric: str, clustered: bool, strategy: str) -> None:
     case = reid_case(0, clustered)
-    got = evaluate(**case, metric=metric, ks=KS, max_rank=MAX_RANK)
+    got = evaluate(**case, distance=metric, ks=KS, max_rank=MAX_RANK)
     ref = reference_evaluate(**case, metric=metric, ks=KS, max_rank=MAX_RANK)
     assert ref["num_skipped_queries"] >= 4
     assert_same(got, ref)
@@ -97,7 +98,7 @@ def test_reid_protocol_matches_reference(metric: str, clustered: bool, strategy:
 def test_query_gallery_without_cameras(metric: str) -> None:
     case = reid_case(1, True)
     del case["query_cams"], case["gallery_cams"]
-    got = evaluate(**case, metric=metric, ks=KS, max_rank=MAX_RANK)
+    got = evaluate(**case, distance=metric, ks=KS, max_rank=MAX_RANK)
     ref = reference_evaluate(**case, metric=metric, ks=KS, max_rank=MAX_RANK)
     assert_same(got, ref)
 
@@ -109,7 +110,7 @@ def test_leave_one_out_matches_reference(metric: str, clustered: bool, strategy:
     centres = rng.standard_normal((30, 10))
     x, labels, _ = random_set(rng, 250, 10, 30, clustered, centres)
     labels[:2] = [98, 99]  # singletons: no positive besides themselves
-    got = evaluate(x, labels, metric=metric, ks=KS, max_rank=MAX_RANK)
+    got = evaluate(x, labels, distance=metric, ks=KS, max_rank=MAX_RANK)
     ref = reference_evaluate(x, labels, metric=metric, ks=KS, max_rank=MAX_RANK)
     assert got["num_skipped_queries"] == ref["num_skipped_queries"] == 2
     assert_same(got, ref)
@@ -151,10 +152,10 @@ def test_ties_with_duplicated_embeddings(metric: str, strategy: str) -> None:
     q = base[rng.integers(0, 20, 50)]  # queries equal to gallery items: distance 0 ties
     ql = rng.integers(0, 8, 50)
     qc, gc = rng.integers(0, 2, 50), rng.integers(0, 2, 200)
-    got = evaluate(q, ql, g, gl, qc, gc, metric=metric, ks=KS, max_rank=MAX_RANK)
+    got = evaluate(q, ql, g, gl, qc, gc, distance=metric, ks=KS, max_rank=MAX_RANK)
     ref = reference_evaluate(q, ql, g, gl, qc, gc, metric=metric, ks=KS, max_rank=MAX_RANK)
     assert_same(got, ref)
-    got = evaluate(g, gl, metric=metric, ks=KS, max_rank=MAX_RANK)
+    got = evaluate(g, gl, distance=metric, ks=KS, max_rank=MAX_RANK)
     ref = reference_evaluate(g, gl, metric=metric, ks=KS, max_rank=MAX_RANK)
     assert_same(got, ref)
 
@@ -166,10 +167,10 @@ def test_ties_with_integer_embeddings_euclidean(strategy: str) -> None:
     gl = rng.integers(0, 10, 300)
     q = rng.integers(-2, 3, (40, 3)).astype(np.float32)
     ql = rng.integers(0, 10, 40)
-    got = evaluate(q, ql, g, gl, metric="euclidean", ks=KS, max_rank=MAX_RANK)
+    got = evaluate(q, ql, g, gl, distance="euclidean", ks=KS, max_rank=MAX_RANK)
     ref = reference_evaluate(q, ql, g, gl, metric="euclidean", ks=KS, max_rank=MAX_RANK)
     assert_same(got, ref)
-    got = evaluate(g, gl, metric="euclidean", ks=KS, max_rank=MAX_RANK, chunk_size=7)
+    got = evaluate(g, gl, distance="euclidean", ks=KS, max_rank=MAX_RANK, chunk_size=7)
     ref = reference_evaluate(g, gl, metric="euclidean", ks=KS, max_rank=MAX_RANK)
     assert_same(got, ref)
 
@@ -239,8 +240,11 @@ def test_per_query_output_and_nmi() -> None:
     per = res["per_query"]
     valid = per["num_positives"] > 0
     assert valid.sum() == res["num_valid_queries"]
-    assert per["ap"][valid].mean() == pytest.approx(res["map"])
-    assert np.nanmean(per["inp"]) == pytest.approx(res["minp"])
+    assert per["map"][valid].mean() == pytest.approx(res["map"])
+    assert np.nanmean(per["minp"]) == pytest.approx(res["minp"])
+    assert np.isnan(per["map"][~valid]).all() and per["cmc"].shape == (len(valid), 50)
+    ranks = per["ranks"][valid]
+    assert (np.diff(ranks, axis=1)[np.isfinite(ranks[:, 1:])] > 0).all()  # increasing, inf-padded
     assert 0.0 <= res["nmi"] <= 1.0
     x = np.repeat(np.eye(4, dtype=np.float32) * 10, 5, axis=0)
     assert evaluate(x, np.repeat(np.arange(4), 5), compute_nmi=True)["nmi"] == pytest.approx(1.0)
@@ -267,7 +271,8 @@ def test_no_valid_query_warns_and_returns_zeros() -> None:
         ({"gallery": np.array([[np.inf] * 4] * 6)}, "gallery"),
         ({"query_cams": np.zeros(4)}, "gallery_cams"),
         ({"query_cams": np.zeros(3), "gallery_cams": np.zeros(6)}, "query_cams"),
-        ({"metric": "manhattan"}, "metric"),
+        ({"distance": "manhattan"}, "distance"),
+        ({"metrics": [object()]}, "metrics"),
         ({"ks": (0, 1)}, "ks"),
         ({"max_rank": 0}, "max_rank"),
         ({"chunk_size": 0}, "chunk_size"),
@@ -314,7 +319,7 @@ def test_wrapper_shuffled_with_padding_duplicates_equals_evaluate() -> None:
     # indices as a dataset would number them: a random permutation of positions
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     order = torch.cat([perm, perm[:5]])  # padding: the first items again, as DistributedSampler
-    metric = RetrievalMetric(ks=KS, max_rank=MAX_RANK, chunk_size=13)
+    metric = RetrievalEvaluator(default_metrics(KS, MAX_RANK), EvalOptions(chunk_size=13))
     for batch in order.split(17):
         metric.update(
             data["embeddings"][batch],
@@ -336,12 +341,9 @@ def test_wrapper_shuffled_with_padding_duplicates_equals_evaluate() -> None:
         ks=KS,
         max_rank=MAX_RANK,
     )
-    assert set(got) == {k for k in ref if k != "cmc"}
+    assert set(got) == set(ref)
     for key, value in got.items():
-        assert isinstance(value, float)
-        assert value == float(ref[key]), key
-    full = metric.compute_full()
-    np.testing.assert_array_equal(full["cmc"], ref["cmc"])
+        np.testing.assert_array_equal(value, ref[key], err_msg=key)
     metric.reset()
     assert metric.embeddings == []
 
@@ -350,7 +352,7 @@ def test_wrapper_leave_one_out_and_unknown_cameras() -> None:
     rng = np.random.default_rng(10)
     centres = rng.standard_normal((12, 8))
     x, labels, _ = random_set(rng, 100, 8, 12, True, centres)
-    metric = RetrievalMetric(ks=(1, 5))
+    metric = RetrievalEvaluator(default_metrics((1, 5)))
     idx = torch.arange(100)
     for batch in idx.flip(0).split(30):
         metric.update(
@@ -364,7 +366,7 @@ def test_wrapper_leave_one_out_and_unknown_cameras() -> None:
     got = metric.compute()
     ref = evaluate(x, labels, ks=(1, 5))
     for key, value in got.items():
-        assert value == float(ref[key]), key
+        np.testing.assert_array_equal(value, ref[key], err_msg=key)
 
 
 def test_wrapper_mixed_flags_excludes_the_query_itself() -> None:
@@ -373,7 +375,7 @@ def test_wrapper_mixed_flags_excludes_the_query_itself() -> None:
     x, labels, _ = random_set(rng, 90, 8, 10, True, centres)
     is_query = torch.arange(90) < 60
     is_gallery = torch.arange(90) >= 30  # items 30..59 are both
-    metric = RetrievalMetric(ks=(1,))
+    metric = RetrievalEvaluator(default_metrics((1,)))
     metric.update(torch.from_numpy(x), torch.from_numpy(labels), None, torch.arange(90),
                   is_query, is_gallery)  # fmt: skip
     got = metric.compute()
@@ -381,8 +383,8 @@ def test_wrapper_mixed_flags_excludes_the_query_itself() -> None:
         x[:60], labels[:60], x[30:], labels[30:], ks=(1,),
         query_ids=np.arange(60), gallery_ids=np.arange(30, 90),
     )  # fmt: skip
-    for key, value in got.items():
-        assert value == pytest.approx(float(ref[key]), abs=1e-9), key
+    for key, value in ref.items():
+        np.testing.assert_allclose(got[key], value, atol=1e-9, rtol=0, err_msg=key)
 
 
 def test_wrapper_after_sync_state_is_a_tensor() -> None:
@@ -390,14 +392,17 @@ def test_wrapper_after_sync_state_is_a_tensor() -> None:
     rng = np.random.default_rng(12)
     x = torch.from_numpy(rng.standard_normal((40, 4)).astype(np.float32))
     labels = torch.from_numpy(rng.integers(0, 5, 40))
-    metric = RetrievalMetric(ks=(1,))
+    metric = RetrievalEvaluator(default_metrics((1,)))
     metric.update(x[:20], labels[:20], None, torch.arange(20))
     metric.update(x[20:], labels[20:], None, torch.arange(20, 40))
     expected = metric.compute()
+    metric.update(x[:0], labels[:0], None, torch.arange(0))  # a new update drops the cache
     for name in ("embeddings", "labels", "cameras", "indices", "flags"):
         setattr(metric, name, torch.cat(getattr(metric, name)))
-    metric._computed = None
-    assert metric.compute() == expected
+    got = metric.compute()
+    assert got is not expected
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
 # ------------------------------------------------------------------------------------ re-ranking
@@ -413,7 +418,7 @@ def test_k_reciprocal_matches_dense_reference(metric: str) -> None:
     ref = reference_k_reciprocal(q, g, metric, k1=k1, k2=k2, lambda_value=0.3)
     got = k_reciprocal_rerank(q, g, metric, k1=k1, k2=k2, lambda_value=0.3, chunk_size=7)
     np.testing.assert_allclose(got.numpy(), ref, atol=2e-6)
-    res = evaluate(q, ql, g, gl, metric=metric, ks=KS, max_rank=MAX_RANK, chunk_size=11,
+    res = evaluate(q, ql, g, gl, distance=metric, ks=KS, max_rank=MAX_RANK, chunk_size=11,
                    rerank=True, rerank_k1=k1, rerank_k2=k2)  # fmt: skip
     expected = reference_evaluate(q, ql, g, gl, ks=KS, max_rank=MAX_RANK, distances=ref)
     assert_same(res, expected)
@@ -471,14 +476,68 @@ def test_knn_is_exact_with_ties_by_index(metric: str) -> None:
         assert idx_self[i].tolist() == expected[:10]
 
 
-def test_format_metrics_table() -> None:
-    case = reid_case(17, True)
-    table = format_metrics_table(
-        {"val": evaluate(**case), "reranked": evaluate(**case, rerank=True)}
+# ------------------------------------------------------------------------------ metric objects
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+@pytest.mark.parametrize(
+    "metric",
+    [*default_metrics(KS, MAX_RANK)],
+    ids=lambda m: m.name,
+)
+def test_each_builtin_metric_object_equals_the_reference(metric: Any, distance: str) -> None:
+    for case in (reid_case(21, True), reid_case(22, False)):
+        got = evaluate(**case, metrics=[metric], distance=distance)
+        ref = reference_evaluate(**case, metric=distance, ks=KS, max_rank=MAX_RANK)
+        assert set(got) == {metric.name, "num_valid_queries", "num_skipped_queries"}
+        np.testing.assert_allclose(got[metric.name], ref[metric.name], atol=1e-6, rtol=0)
+
+
+def test_builtin_metrics_on_hand_written_ranks() -> None:
+    from embedlab.metrics import MAPAtR, MeanAveragePrecision, RecallAtK
+
+    inf = float("inf")
+    ranks = torch.tensor([[1.0, 3.0, 6.0], [2.0, inf, inf]], dtype=torch.float64)
+    num_pos = torch.tensor([3, 1])
+    torch.testing.assert_close(
+        MeanAveragePrecision()(ranks, num_pos),
+        torch.tensor([(1 + 2 / 3 + 3 / 6) / 3, 1 / 2], dtype=torch.float64),
     )
-    lines = table.splitlines()
-    assert "map" in lines[0] and "cmc" not in lines[0]
-    assert lines[2].startswith("val") and lines[3].startswith("reranked")
+    torch.testing.assert_close(
+        MAPAtR()(ranks, num_pos), torch.tensor([(1 + 2 / 3) / 3, 0.0], dtype=torch.float64)
+    )
+    assert RecallAtK(2)(ranks, num_pos).tolist() == [1.0, 1.0]
+    assert RecallAtK(1)(ranks, num_pos).tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="RecallAtK.k"):
+        RecallAtK(0)
+
+
+def test_a_metric_from_outside_embedlab_is_averaged_over_valid_queries() -> None:
+    from custom_metric import NDCG
+
+    case = reid_case(23, True)
+    res = evaluate(**case, metrics=[NDCG(k=5)], return_per_query=True)
+    per = res["per_query"]
+    valid = per["num_positives"] > 0
+    assert res["ndcg@5"] == pytest.approx(per["ndcg@5"][valid].mean())
+    # by hand from the reference ranking
+    ql, gl, qc, gc = (
+        case[k] for k in ("query_labels", "gallery_labels", "query_cams", "gallery_cams")
+    )
+    dist = reference_distances(case["query"], case["gallery"], "cosine")
+    expected = []
+    for i in range(len(ql)):
+        order = sorted(range(len(gl)), key=lambda j, i=i: (dist[i, j], j))
+        kept = [j for j in order if gl[j] != -1 and not (gl[j] == ql[i] and gc[j] == qc[i])]
+        rel = [float(gl[j] == ql[i]) for j in kept]
+        if sum(rel) == 0:
+            continue
+        dcg = sum(r / np.log2(p + 2) for p, r in enumerate(rel[:5]))
+        ideal = sum(1 / np.log2(p + 2) for p in range(min(5, int(sum(rel)))))
+        expected.append(dcg / ideal)
+    assert res["ndcg@5"] == pytest.approx(float(np.mean(expected)), abs=1e-6)
+    with pytest.raises(ValueError, match="two metrics are named 'ndcg@5'"):
+        evaluate(**case, metrics=[NDCG(k=5), NDCG(k=5)])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -1,4 +1,4 @@
-"""RetrievalMetric under DDP (2 CPU processes, gloo) equals single-process evaluate() exactly."""
+"""RetrievalEvaluator under DDP (2 CPU processes, gloo) equals single-process evaluate() exactly."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from embedlab.metrics import RetrievalMetric, evaluate
+from embedlab.metrics import EvalOptions, RetrievalEvaluator, default_metrics, evaluate
 
 WORLD = 2
 NUM_QUERY, NUM_GALLERY = 41, 150  # 191 items: not divisible by the world size
@@ -52,7 +52,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
         padded = torch.cat([order, order[: (-n) % WORLD]])
         shard = padded[rank::WORLD]
-        metric = RetrievalMetric(ks=(1, 5), max_rank=10, chunk_size=16)
+        metric = RetrievalEvaluator(default_metrics((1, 5), 10), EvalOptions(chunk_size=16))
         for batch in shard.split(32):
             metric.update(
                 data["embeddings"][batch],
@@ -63,7 +63,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 ~data["is_query"][batch],
             )
         result = metric.compute()
-        cmc = metric.compute_full()["cmc"].tolist()
+        cmc = result.pop("cmc").tolist()
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"scalars": result, "cmc": cmc}))
     finally:
         dist.destroy_process_group()

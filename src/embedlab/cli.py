@@ -26,7 +26,8 @@ from embedlab.csv_logger import AtomicCSVLogger
 from embedlab.data import RetrievalDataModule
 from embedlab.module import MetricLearningModule
 from embedlab.protocol import ValHistory, selected
-from embedlab.report import baseline_metrics, print_summary, write_json
+from embedlab.metrics import PRIMARY_METRIC, scalar_metrics
+from embedlab.report import BASELINE_ROW, baseline_metrics, print_summary, write_json
 
 TOOL_COMMANDS = ("data", "compare", "sweep", "evaluate")
 
@@ -73,8 +74,13 @@ class EmbedlabCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val/map@r",
+                "checkpoint.monitor": f"val/{PRIMARY_METRIC}",
                 "checkpoint.mode": "max",
+                # the built-ins as a list, so that `--model.metrics+=...` appends to them
+                "model.metrics": [
+                    {"class_path": f"{type(m).__module__}.{type(m).__qualname__}"}
+                    for m in scalar_metrics()
+                ],
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-step{step}",
                 "checkpoint.auto_insert_metric_name": False,
@@ -146,10 +152,9 @@ class EmbedlabCLI(LightningCLI):
             if k.startswith("test/")
         }
         rows: dict[str, dict[str, float]] = {}
-        hparams = self.model.hparams
-        baseline = baseline_metrics(self.datamodule, hparams["eval_metric"], tuple(hparams["ks"]))
+        baseline = baseline_metrics(self.datamodule, self.model.val_metric)
         if baseline is not None:
-            rows["raw pixels"] = baseline
+            rows[BASELINE_ROW] = baseline
         if val:
             rows["val"] = {**val, "epochs": float(epochs or 0)}
         rows["test"] = {**test, "epochs": float(epochs or 0)}

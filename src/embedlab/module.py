@@ -6,6 +6,7 @@ import math
 import random
 from bisect import bisect_right
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -15,7 +16,15 @@ import torch.distributed as dist
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
-from embedlab.metrics import RetrievalMetric
+from embedlab.metrics import (
+    PRIMARY_METRIC,
+    Distance,
+    EvalOptions,
+    RankMetric,
+    RecallAtK,
+    RetrievalEvaluator,
+    scalar_metrics,
+)
 from embedlab.models import EmbeddingModel
 
 LossInput = Literal["features", "embedding", "logits"]
@@ -74,8 +83,12 @@ class MetricLearningModule(pl.LightningModule):
             then ``gamma ** ((epoch − t0) / (t1 − t0))`` down to ``gamma`` at
             ``milestones[1]``), each after ``warmup_epochs`` of linear warm-up from
             ``warmup_start_factor``.
-        eval_metric: ``cosine`` or ``euclidean`` distance for retrieval metrics.
-        ks: the k of the reported ``recall@k``.
+        distance: ``cosine`` or ``euclidean``: how retrieval ranks the gallery.
+        ks: the k of the reported ``recall@k`` (``RecallAtK(k)`` metrics, first in the list).
+        metrics: further retrieval metrics (:mod:`embedlab.metrics.rank_metrics`), each logged
+            as ``val/<name>`` and ``test/<name>``; ``None``: the built-ins ``map``, ``map@r``,
+            ``r_precision``, ``precision@1``, ``minp``. Chosen by ``class_path``;
+            ``--model.metrics+=...`` appends one.
         eval_nmi: also report NMI (faiss k-means of the queries, as many clusters as labels).
         test_rerank: the test stage (``embedlab evaluate``, ``embedlab test``) ranks with
             k-reciprocal re-ranking (Zhong et al. 2017; k1 = 20, k2 = 6, λ = 0.3).
@@ -97,8 +110,9 @@ class MetricLearningModule(pl.LightningModule):
         warmup_start_factor: float = 0.1,
         milestones: Sequence[int] = (),
         gamma: float = 0.1,
-        eval_metric: Literal["cosine", "euclidean"] = "cosine",
+        distance: Distance = "cosine",
         ks: Sequence[int] = (1, 5, 10),
+        metrics: Sequence[RankMetric] | None = None,
         eval_nmi: bool = False,
         test_rerank: bool = False,
         gather_embeddings: bool = False,
@@ -110,7 +124,7 @@ class MetricLearningModule(pl.LightningModule):
                 "model.milestones: the exponential schedule needs [start, end] epochs with "
                 f"start < end, got {list(milestones)}"
             )
-        self.save_hyperparameters(ignore=["model", "loss", "aux_losses", "optimizer"])
+        self.save_hyperparameters(ignore=["model", "loss", "aux_losses", "optimizer", "metrics"])
         self.model = model
         terms = [LossTerm(loss, loss_weight, lr=loss_lr)] if loss is not None else []
         self.losses = nn.ModuleList([*terms, *aux_losses])
@@ -123,10 +137,13 @@ class MetricLearningModule(pl.LightningModule):
             self.classifier = nn.Linear(model.embedding_dim, num_classes, bias=False)
         self.optimizer_factory = optimizer
         self._roles: dict[str, tuple[Tensor, Tensor]] = {}  # query/gallery flags per eval stage
-        self.val_metric = RetrievalMetric(eval_metric, tuple(ks), compute_nmi=eval_nmi)
-        self.test_metric = RetrievalMetric(
-            eval_metric, tuple(ks), rerank=test_rerank, compute_nmi=eval_nmi
-        )
+        chosen = [
+            *(RecallAtK(int(k)) for k in ks),
+            *(scalar_metrics() if metrics is None else metrics),
+        ]
+        options = EvalOptions(distance=distance, chunk_size=1024, compute_nmi=eval_nmi)
+        self.val_metric = RetrievalEvaluator(chosen, options)
+        self.test_metric = RetrievalEvaluator(chosen, replace(options, rerank=test_rerank))
 
     @property
     def terms(self) -> list[LossTerm]:
@@ -257,7 +274,7 @@ class MetricLearningModule(pl.LightningModule):
             return torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
         return torch.as_tensor(dataset.is_query), torch.as_tensor(dataset.is_gallery)
 
-    def _eval_step(self, batch: Sequence[Tensor], metric: RetrievalMetric, stage: str) -> None:
+    def _eval_step(self, batch: Sequence[Tensor], metric: RetrievalEvaluator, stage: str) -> None:
         images, labels, cameras, indices = batch
         if stage not in self._roles:
             self._roles[stage] = self._eval_roles(stage)
@@ -266,15 +283,19 @@ class MetricLearningModule(pl.LightningModule):
         embeddings = self.model(images).float()
         metric.update(embeddings, labels, cameras, indices, is_query[idx], is_gallery[idx])
 
-    def _eval_end(self, metric: RetrievalMetric, stage: str) -> dict[str, float]:
+    def _eval_end(self, metric: RetrievalEvaluator, stage: str) -> dict[str, float]:
         results = metric.compute()
         metric.reset()
         self._roles.pop(stage, None)
+        # Scalars only: curves such as ``cmc`` are arrays (every rank holds the same values).
         logged = {
-            f"{stage}/{k}": float(v) for k, v in results.items() if isinstance(v, (int, float))
+            f"{stage}/{k}": float(v)
+            for k, v in results.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
         self.log_dict(logged, prog_bar=False, sync_dist=False)
-        self.log(f"{stage}_map@r", logged.get(f"{stage}/map@r", 0.0), prog_bar=True, logger=False)
+        primary = logged.get(f"{stage}/{PRIMARY_METRIC}", 0.0)
+        self.log(f"{stage}_{PRIMARY_METRIC}", primary, prog_bar=True, logger=False)
         return logged
 
     def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
@@ -12,7 +13,13 @@ from rich.table import Table
 
 from embedlab.atomic import atomic_write
 
-SUMMARY_KEYS = ("recall@1", "recall@5", "map", "map@r", "r_precision", "minp")
+if TYPE_CHECKING:
+    from embedlab.metrics import RetrievalEvaluator
+
+#: The row of the raw-pixel baseline in ``summary.json`` and in every table.
+BASELINE_ROW = "raw pixels"
+#: Numbers in a summary that are not retrieval metrics (left out of the tables).
+NOT_METRICS = ("num_valid_queries", "num_skipped_queries", "epochs")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -21,10 +28,8 @@ def write_json(path: Path, data: Any) -> None:
         json.dump(data, f, indent=2, default=float)
 
 
-def baseline_metrics(
-    datamodule: Any, metric: str, ks: tuple[int, ...] = (1, 5, 10)
-) -> dict[str, float] | None:
-    """Retrieval metrics of the raw pixels on the evaluation split (``None`` if unavailable)."""
+def baseline_metrics(datamodule: Any, evaluator: RetrievalEvaluator) -> dict[str, float] | None:
+    """The metrics of ``evaluator`` for the raw pixels of the test split (``None`` if unavailable)."""
     from embedlab.metrics import evaluate
 
     eval_set = getattr(datamodule, "eval_set", None)
@@ -40,17 +45,16 @@ def baseline_metrics(
         eval_set.labels[q],
         None if leave_one_out else pixels[g],
         None if leave_one_out else eval_set.labels[g],
-        metric=metric,
-        ks=ks,
+        metrics=evaluator.metrics,
+        options=replace(evaluator.options, rerank=False),
     )
     return {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}
 
 
-def summary_frame(
-    rows: dict[str, dict[str, float]], keys: tuple[str, ...] = SUMMARY_KEYS
-) -> pd.DataFrame:
+def summary_frame(rows: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """One row per entry of ``rows``, one column per metric any of them has (in first-seen order)."""
     frame = pd.DataFrame(rows).T
-    return frame[[k for k in keys if k in frame.columns]]
+    return frame[[k for k in frame.columns if k not in NOT_METRICS]]
 
 
 def print_summary(
@@ -60,7 +64,7 @@ def print_summary(
     table = Table(title=title)
     table.add_column("embeddings")
     for column in frame.columns:
-        table.add_column(column, justify="right")
+        table.add_column(str(column), justify="right")
     for name, values in frame.iterrows():
-        table.add_row(str(name), *(f"{v:.4f}" for v in values))
-    Console().print(table)
+        table.add_row(str(name), *("" if pd.isna(v) else f"{v:.4f}" for v in values))
+    Console(width=max(100, 12 * (len(frame.columns) + 1))).print(table)

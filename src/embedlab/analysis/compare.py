@@ -25,10 +25,10 @@ from matplotlib.ticker import MaxNLocator
 
 from embedlab.analysis.pictures import save_figure
 from embedlab.analysis.runs import Run, find_runs, loss_label, short_class, training_history
+from embedlab.metrics import PRIMARY_METRIC
+from embedlab.report import BASELINE_ROW, NOT_METRICS
 
-PRIMARY = "map@r"
-TABLE_METRICS: tuple[str, ...] = ("recall@1", "recall@5", "map", "map@r", "r_precision", "minp")
-CURVE_METRICS: tuple[str, ...] = ("recall@1", "map", "map@r", "minp")
+PRIMARY = PRIMARY_METRIC
 METRIC_NAMES = {
     "recall@1": "R@1",
     "map": "mAP",
@@ -37,7 +37,6 @@ METRIC_NAMES = {
     "precision@1": "P@1",
     "minp": "mINP",
 }
-NOT_METRICS = ("num_valid_queries", "num_skipped_queries")
 
 
 def metric_title(name: str) -> str:
@@ -151,7 +150,7 @@ def compare_runs(
     Args:
         run_dirs: run directories, or folders holding them (see :func:`find_runs`).
         primary: the metric whose best value defines ``best_epoch``.
-        baseline: add a ``raw pixels`` row from the first run's ``summary.json`` (the
+        baseline: add a raw-pixel row (``BASELINE_ROW``) from the first run's ``summary.json`` (the
             retrieval quality of the raw inputs; only meaningful when all runs share a dataset).
 
     Columns: ``run``, ``name`` (``experiment/version``), ``loss`` (a unique, readable label:
@@ -165,13 +164,13 @@ def compare_runs(
     frame = pd.DataFrame([run_row(r, primary) for r in runs])
     frame["loss"] = _unique_labels(frame)
     if baseline:
-        raw = next((r.summary["raw pixels"] for r in runs if "raw pixels" in r.summary), None)
+        raw = next((r.summary[BASELINE_ROW] for r in runs if BASELINE_ROW in r.summary), None)
         if raw is not None:
             extra: dict[str, Any] = {
                 "run": "",
                 "name": "",
-                "loss": "raw pixels",
-                "objective": "raw pixels",
+                "loss": BASELINE_ROW,
+                "objective": BASELINE_ROW,
             }
             for name, value in raw.items():
                 if name not in NOT_METRICS:
@@ -185,17 +184,26 @@ def recall_ks(frame: pd.DataFrame, stage: str = "final") -> list[int]:
     return sorted(int(c.removeprefix(prefix)) for c in frame.columns if c.startswith(prefix))
 
 
+def logged_metrics(frame: pd.DataFrame, stage: str = "final") -> list[str]:
+    """Every metric with a ``<stage>/<metric>`` column in ``frame``, in column order."""
+    prefix = f"{stage}/"
+    return [c.removeprefix(prefix) for c in frame.columns if c.startswith(prefix)]
+
+
 def summary_table(
     frame: pd.DataFrame,
-    metrics: Sequence[str] = TABLE_METRICS,
+    metrics: Sequence[str] | None = None,
     primary: str = PRIMARY,
     percent: bool = True,
     sort: str | None = None,
 ) -> pd.DataFrame:
     """A readable table: the loss, the final metrics and the best ``primary`` (with its epoch).
 
-    Values are in percent with ``percent``; ``sort`` orders rows by that final metric, best first.
+    ``metrics``: the columns (default: every metric the runs logged). Values are in percent with
+    ``percent``; ``sort`` orders rows by that final metric, best first.
     """
+    if metrics is None:
+        metrics = logged_metrics(frame)
     trained = frame["run"].astype(bool) if "run" in frame.columns else pd.Series(True, frame.index)
     # a metric only the baseline row has (e.g. a K the runs did not log) would be an empty column
     available = [
@@ -229,14 +237,11 @@ def _cell(value: Any, digits: int) -> str:
 
 
 def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
-    """A GitHub Markdown table; numeric columns right-aligned."""
-    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
-    align = ["---:" if pd.api.types.is_numeric_dtype(table[c]) else ":---" for c in table.columns]
-    lines = [header, "|" + "|".join(align) + "|"]
-    for _, row in table.iterrows():
-        cells = [_cell(v, digits).replace("|", "\\|") for v in row.tolist()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    """A GitHub Markdown table (``DataFrame.to_markdown``); numbers with ``digits`` decimals."""
+    cells = table.apply(lambda column: column.map(lambda v: _cell(v, digits).replace("|", "\\|")))
+    align = ["right" if pd.api.types.is_numeric_dtype(table[c]) else "left" for c in table.columns]
+    text = cells.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True)
+    return text + "\n"
 
 
 def print_table(table: pd.DataFrame, title: str = "run comparison", digits: int = 2) -> None:
@@ -273,11 +278,14 @@ def _runs_and_labels(frame: pd.DataFrame) -> list[tuple[Run, str]]:
 
 
 def plot_metric_curves(
-    frame: pd.DataFrame, metrics: Sequence[str] = CURVE_METRICS, percent: bool = True
+    frame: pd.DataFrame, metrics: Sequence[str] | None = None, percent: bool = True
 ) -> Figure:
-    """Validation metrics against epochs, one line per run (labelled by its loss)."""
+    """Validation metrics against epochs, one line per run (labelled by its loss); ``metrics``
+    default to every metric the runs logged."""
     runs = _runs_and_labels(frame)
     histories = [(run.history, label) for run, label in runs]
+    if metrics is None:
+        metrics = logged_metrics(frame)
     present = [m for m in metrics if any(m in h.columns for h, _ in histories)]
     if not present:
         raise ValueError("no validation metrics to plot")
@@ -323,7 +331,7 @@ def plot_recall_at_k(frame: pd.DataFrame, stage: str = "final", percent: bool = 
     i = 0  # the colour of a run matches the other plots, where the baseline has no line
     for _, row in frame.iterrows():
         values = np.asarray([row[f"{stage}/recall@{k}"] for k in ks], dtype=float) * scale
-        baseline = row["loss"] == "raw pixels"
+        baseline = row["loss"] == BASELINE_ROW
         style = {"linestyle": "--", "color": "grey"} if baseline else line_style(i)
         i += 0 if baseline else 1
         logged = np.isfinite(values)  # runs may log different K
@@ -367,7 +375,7 @@ def plot_training_loss(frame: pd.DataFrame) -> Figure:
 def write_comparison(
     frame: pd.DataFrame,
     out_dir: str | Path,
-    metrics: Sequence[str] = TABLE_METRICS,
+    metrics: Sequence[str] | None = None,
     primary: str = PRIMARY,
     sort: str | None = PRIMARY,
     plots: bool = True,
@@ -412,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder (default: <common parent>/comparison)")
     parser.add_argument("--metric", default=PRIMARY, help="metric defining the best epoch (map@r)")
     parser.add_argument(
-        "--metrics", default=",".join(TABLE_METRICS), help="comma-separated metrics of the table"
+        "--metrics", default="", help="comma-separated metrics of the table (default: all logged)"
     )
     parser.add_argument(
         "--sort", default=PRIMARY, help="sort rows by this final metric ('none': keep order)"
@@ -429,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"embedlab compare: no run directories found in {args.runs}")
         return 2
     frame = compare_runs(run_dirs, primary=args.metric, baseline=args.baseline)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] or None
     sort = None if args.sort.lower() == "none" else args.sort
     out = Path(args.out) if args.out else default_out_dir(run_dirs)
     print_table(

@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from embedlab.analysis.runs import Embeddings
+from embedlab.metrics import RetrievalEvaluator
 
 Status = Literal["correct", "wrong", "excluded"]
 COLOURS: dict[str, str] = {"correct": "#1a9850", "wrong": "#d73027", "excluded": "#9e9e9e"}
@@ -341,32 +342,17 @@ def run_pictures(
 
 
 # -- the callback --------------------------------------------------------------------------
-def _cat(state: Any) -> torch.Tensor:
-    if isinstance(state, torch.Tensor):
-        return state
-    return torch.cat(list(state)) if len(state) else torch.empty(0)
-
-
-def metric_embeddings(metric: Any) -> Embeddings | None:
-    """The embeddings a :class:`embedlab.metrics.RetrievalMetric` accumulated, in dataset order
-    (duplicates from a padded distributed sampler dropped); ``None`` when it holds none."""
-    indices = _cat(metric.indices)
+def metric_embeddings(metric: RetrievalEvaluator) -> Embeddings | None:
+    """The embeddings a :class:`embedlab.metrics.RetrievalEvaluator` accumulated, in dataset
+    order (duplicates from a padded distributed sampler dropped); ``None`` when it holds none."""
+    emb, labels, cameras, indices, flags = metric.gathered()
     if indices.numel() == 0:
         return None
-    order = torch.sort(indices.cpu(), stable=True).indices
-    sorted_idx = indices.cpu()[order]
-    first = torch.ones_like(sorted_idx, dtype=torch.bool)
-    first[1:] = sorted_idx[1:] != sorted_idx[:-1]
-    keep = order[first]
-    flags = _cat(metric.flags).cpu()[keep]
-
-    def take(state: Any) -> np.ndarray:
-        return _cat(state).detach().cpu()[keep].numpy()
-
+    flags = flags.cpu()
     return Embeddings(
-        embeddings=take(metric.embeddings).astype(np.float32),
-        labels=take(metric.labels),
-        cameras=take(metric.cameras),
+        embeddings=emb.detach().cpu().numpy().astype(np.float32),
+        labels=labels.cpu().numpy(),
+        cameras=cameras.cpu().numpy(),
         is_query=((flags & 1) != 0).numpy(),
         is_gallery=((flags & 2) != 0).numpy(),
     )
@@ -444,7 +430,7 @@ class RetrievalPictures(pl.Callback):
         dataset = getattr(loader, "dataset", None)
         if dataset is None:
             return
-        distance = str(pl_module.hparams.get("eval_metric", "cosine"))
+        distance = str(pl_module.hparams.get("distance", "cosine"))
         out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "pictures"
         title = f"{stage} after {trainer.current_epoch + 1} epochs" if stage == "val" else "test"
         figures: dict[str, Figure] = {}

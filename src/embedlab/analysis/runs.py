@@ -307,4 +307,4 @@ def run_embeddings(
     module, datamodule = load_module(run_dir, checkpoint, data_overrides)
     datamodule.setup("validate")
     embeddings = compute_embeddings(module.model, datamodule.val_dataloader())
-    return embeddings, datamodule.eval_set, str(module.hparams["eval_metric"])
+    return embeddings, datamodule.eval_set, str(module.hparams["distance"])

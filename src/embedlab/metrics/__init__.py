@@ -1,29 +1,59 @@
 """Retrieval and re-identification metrics: exact, memory-bounded and DDP-synchronised.
 
-* :func:`evaluate` - functional entry point (Recall@k / CMC, mAP, MAP@R, R-precision,
-  precision@1, mINP, optional NMI; leave-one-out or query/gallery; ReID camera protocol).
-* :class:`RetrievalMetric` - ``torchmetrics`` wrapper used at validation.
+* :func:`evaluate` - functional entry point (leave-one-out or query/gallery; ReID camera
+  protocol; optional NMI) with :class:`EvalOptions`.
+* Metric objects (:mod:`embedlab.metrics.rank_metrics`): any object with a ``name`` and
+  ``__call__(ranks, num_positives)``; built-ins :class:`RecallAtK`, :class:`MeanAveragePrecision`
+  (``map``), :class:`MAPAtR`, :class:`RPrecision`, :class:`PrecisionAt1`, :class:`MINP`,
+  :class:`CMC`.
+* :class:`RetrievalEvaluator` - ``torchmetrics`` wrapper used at validation and test.
 * :func:`k_reciprocal_rerank`, :func:`average_query_expansion` - re-ranking.
 * :func:`knn` - exact faiss k-nearest neighbours with ties broken by index.
-* :func:`format_metrics_table` - a printable table of several evaluation results.
 """
 
+from embedlab.metrics._inputs import DISTANCES, Distance
 from embedlab.metrics.knn import knn
+from embedlab.metrics.rank_metrics import (
+    CMC,
+    MINP,
+    PRIMARY_METRIC,
+    MAPAtR,
+    MeanAveragePrecision,
+    PrecisionAt1,
+    RankMetric,
+    RecallAtK,
+    RPrecision,
+    default_metrics,
+    scalar_metrics,
+)
 from embedlab.metrics.rerank import (
     average_query_expansion,
     k_reciprocal_rerank,
     k_reciprocal_scores,
 )
-from embedlab.metrics.retrieval import evaluate
-from embedlab.metrics.table import format_metrics_table
-from embedlab.metrics.torchmetric import RetrievalMetric
+from embedlab.metrics.retrieval import EvalOptions, MetricFn, evaluate
+from embedlab.metrics.torchmetric import RetrievalEvaluator
 
 __all__ = [
-    "RetrievalMetric",
+    "CMC",
+    "DISTANCES",
+    "MINP",
+    "PRIMARY_METRIC",
+    "Distance",
+    "EvalOptions",
+    "MAPAtR",
+    "MeanAveragePrecision",
+    "MetricFn",
+    "PrecisionAt1",
+    "RPrecision",
+    "RankMetric",
+    "RecallAtK",
+    "RetrievalEvaluator",
     "average_query_expansion",
+    "default_metrics",
     "evaluate",
-    "format_metrics_table",
     "k_reciprocal_rerank",
     "k_reciprocal_scores",
     "knn",
+    "scalar_metrics",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -10,7 +10,9 @@ from torch import Tensor
 
 ArrayLike: TypeAlias = Tensor | np.ndarray
 
-METRICS = ("cosine", "euclidean")
+#: How embeddings are compared for retrieval.
+Distance: TypeAlias = Literal["cosine", "euclidean"]
+DISTANCES: tuple[Distance, ...] = ("cosine", "euclidean")
 
 
 def as_embeddings(x: ArrayLike, name: str, device: torch.device | None = None) -> Tensor:
@@ -55,10 +57,13 @@ def as_ids(x: ArrayLike, name: str, length: int, device: torch.device) -> Tensor
     return t.to(device=device, dtype=torch.int64).contiguous()
 
 
-def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
-    return metric
+def check_distance(distance: str, name: str = "distance") -> Distance:
+    """``distance`` if it is one of :data:`DISTANCES`, else ``ValueError`` naming ``name``."""
+    if distance == "cosine":
+        return "cosine"
+    if distance == "euclidean":
+        return "euclidean"
+    raise ValueError(f"{name}: expected one of {DISTANCES}, got {distance!r}")
 
 
 def check_ks(ks: object, max_rank: int) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.metrics._inputs import ArrayLike, as_embeddings, check_metric
+from embedlab.metrics._inputs import ArrayLike, as_embeddings, check_distance
 
 __all__ = ["knn"]
 
@@ -54,7 +54,7 @@ def knn(
         ``(distances, indices)``, both ``(Q, k)``, on the device of ``query``. faiss-gpu is used
         when it is installed and ``query`` lives on a CUDA device.
     """
-    metric = check_metric(metric)
+    metric = check_distance(metric, "metric")
     q = as_embeddings(query, "query")
     device = q.device
     g = q if gallery is None else as_embeddings(gallery, "gallery", device)

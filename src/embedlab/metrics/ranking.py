@@ -2,10 +2,10 @@
 
 Algorithm
 ---------
-Every metric of :mod:`embedlab.metrics.retrieval` is a function of the ranks of the positives
-only, so full rankings are never needed. Junk gallery items (and junk-labelled queries, which are
-skipped) are dropped first. Queries are then processed in chunks: the chunk x gallery similarity block is computed with one matrix
-product, excluded items are set to ``-inf``, and the rank of each positive with similarity ``a``
+Every retrieval metric (:mod:`embedlab.metrics.rank_metrics`) is a function of the ranks of the
+positives only, so full rankings are never needed. :func:`embedlab.metrics.evaluate` drops junk
+gallery items and skips junk-labelled queries first. Queries are then processed in chunks: the
+chunk x gallery similarity block is computed with one matrix product, excluded items are set to ``-inf``, and the rank of each positive with similarity ``a``
 at gallery index ``p`` is counted exactly as ``1 + #{v > a} + #{v = a, index < p}``:
 
 * on CPU, only the items at least as similar as the hardest positive of their query (the
@@ -39,7 +39,14 @@ try:  # a scikit-learn dependency; only used to keep BLAS single-threaded inside
 except ImportError:  # pragma: no cover
     threadpool_limits = None
 
-__all__ = ["CPU_STRATEGY", "DEFAULT_BLOCK_ELEMENTS", "ScoreFn", "auto_chunk_size", "rank_positives"]
+__all__ = [
+    "CPU_STRATEGY",
+    "DEFAULT_BLOCK_ELEMENTS",
+    "PositiveRanks",
+    "ScoreFn",
+    "auto_chunk_size",
+    "rank_positives",
+]
 
 #: A function returning the similarity block of queries ``[start, stop)`` against the whole
 #: gallery, as a float32 tensor of shape ``(stop - start, |gallery|)``; larger is more similar.
@@ -61,16 +68,28 @@ def auto_chunk_size(num_gallery: int, block_elements: int = DEFAULT_BLOCK_ELEMEN
     return max(1, block_elements // max(1, num_gallery))
 
 
-@dataclass
-class _PerQuery:
-    """Per-query results of :func:`rank_positives` (numpy arrays, one entry per query)."""
+@dataclass(frozen=True)
+class PositiveRanks:
+    """The ranks of every query's positives (the input of every retrieval metric).
 
-    num_positives: np.ndarray  # int64, R
-    first_rank: np.ndarray  # int64, r_1 (0 when R = 0)
-    last_rank: np.ndarray  # int64, r_R (0 when R = 0)
-    ap: np.ndarray  # float64
-    map_at_r: np.ndarray  # float64
-    r_precision: np.ndarray  # float64
+    ``ranks``: float64 ``(Q, M)``, the 1-based ranks of each query's positives in increasing
+    order, padded with ``inf``; ``num_positives``: int64 ``(Q,)``.
+    """
+
+    ranks: Tensor
+    num_positives: Tensor
+
+    def select(self, rows: Tensor) -> PositiveRanks:
+        """The queries ``rows`` (an index or boolean tensor)."""
+        return PositiveRanks(self.ranks[rows], self.num_positives[rows])
+
+    def scatter(self, rows: Tensor, num_all: int) -> PositiveRanks:
+        """These queries placed at ``rows`` among ``num_all``; the others have no positive."""
+        ranks = torch.full((num_all, self.ranks.shape[1]), float("inf"), dtype=torch.float64)
+        num_positives = torch.zeros(num_all, dtype=torch.int64)
+        ranks[rows] = self.ranks
+        num_positives[rows] = self.num_positives
+        return PositiveRanks(ranks, num_positives)
 
 
 def _equal_pairs(q_keys: Tensor, g_sorted: Tensor, g_order: Tensor) -> tuple[Tensor, Tensor]:
@@ -97,25 +116,17 @@ def _float_order_key(v: Tensor) -> Tensor:
     return torch.where(bits < 0, (~unsigned) & 0xFFFFFFFF, unsigned | 0x80000000)
 
 
-def _metrics_from_ranks(num_rows: int, rows: np.ndarray, ranks: np.ndarray) -> _PerQuery:
-    """Per-query metrics from the 1-based ranks of all positives (``rows[i]`` owns ``ranks[i]``)."""
+def _padded_ranks(num_rows: int, rows: np.ndarray, ranks: np.ndarray) -> PositiveRanks:
+    """The ``(num_rows, M)`` padded rank matrix from the ranks of all positives (``rows[i]`` owns
+    ``ranks[i]``)."""
     order = np.lexsort((ranks, rows))
     rows, ranks = rows[order], ranks[order]
     num_pos = np.bincount(rows, minlength=num_rows).astype(np.int64)
     start = np.cumsum(num_pos) - num_pos
-    j = (np.arange(len(rows)) - start[rows] + 1).astype(np.float64)
-    inv = j / ranks.astype(np.float64)  # precision at the rank of the j-th positive
-    within = (ranks <= num_pos[rows]).astype(np.float64)
-    denom = np.maximum(num_pos, 1).astype(np.float64)
-    ap = np.bincount(rows, weights=inv, minlength=num_rows) / denom
-    map_r = np.bincount(rows, weights=inv * within, minlength=num_rows) / denom
-    r_prec = np.bincount(rows, weights=within, minlength=num_rows) / denom
-    has = num_pos > 0
-    first = np.zeros(num_rows, dtype=np.int64)
-    last = np.zeros(num_rows, dtype=np.int64)
-    first[has] = ranks[start[has]]
-    last[has] = ranks[start[has] + num_pos[has] - 1]
-    return _PerQuery(num_pos, first, last, ap, map_r, r_prec)
+    slot = np.arange(len(rows)) - start[rows]
+    out = np.full((num_rows, max(1, int(num_pos.max(initial=0)))), np.inf)
+    out[rows, slot] = ranks
+    return PositiveRanks(torch.from_numpy(out), torch.from_numpy(num_pos))
 
 
 def _tie_counts(scores: Tensor, rows: Tensor, cols: Tensor, values: Tensor, batch: int) -> Tensor:
@@ -279,18 +290,14 @@ class _ChunkRanker:
         g_cams: Tensor | None,
         q_ids: Tensor | None,
         g_ids: Tensor | None,
-        junk_label: int | None,
         use_torch: bool,
     ) -> None:
         self.score_fn = score_fn
         self.q_labels, self.g_labels = q_labels, g_labels
         self.q_cams, self.g_cams = q_cams, g_cams
         self.q_ids, self.g_ids = q_ids, g_ids
-        self.junk_label = junk_label
         self.use_torch = use_torch
         self.g_sorted, self.g_order = torch.sort(g_labels, stable=True)
-        junk = (g_labels == junk_label).nonzero().flatten() if junk_label is not None else None
-        self.junk_cols = junk if junk is not None and len(junk) else None
         self.gid_sorted: Tensor | None = None
         self.gid_order: Tensor | None = None
         if g_ids is not None:
@@ -304,9 +311,6 @@ class _ChunkRanker:
             scores = scores.to(torch.float32)
         ql = self.q_labels[start:stop]
         rows, cols = _equal_pairs(ql, self.g_sorted, self.g_order)
-        if self.junk_label is not None:
-            keep = ql[rows] != self.junk_label
-            rows, cols = rows[keep], cols[keep]
         ex_rows: list[Tensor] = []
         ex_cols: list[Tensor] = []
         if self.q_cams is not None and self.g_cams is not None:
@@ -326,13 +330,9 @@ class _ChunkRanker:
         # Excluded items get -inf: they can then never precede a (finite) positive.
         if scores.device.type == "cpu":
             s = scores.numpy()
-            if self.junk_cols is not None:
-                s[:, self.junk_cols.numpy()] = -np.inf
             for er, ec in zip(ex_rows, ex_cols, strict=True):
                 s[er.numpy(), ec.numpy()] = -np.inf
         else:
-            if self.junk_cols is not None:
-                scores.index_fill_(1, self.junk_cols, float("-inf"))
             for er, ec in zip(ex_rows, ex_cols, strict=True):
                 scores[er, ec] = float("-inf")
         if self.use_torch:
@@ -354,13 +354,13 @@ def rank_positives(
     g_cams: Tensor | None = None,
     q_ids: Tensor | None = None,
     g_ids: Tensor | None = None,
-    junk_label: int | None = -1,
     chunk_size: int | None = None,
-) -> _PerQuery:
+) -> PositiveRanks:
     """Rank the positives of every query exactly, one chunk of queries at a time.
 
     ``score_fn(start, stop)`` returns the similarity block of queries ``[start, stop)`` against the
-    gallery. Gallery items are excluded as described in the module docstring; ``q_ids``/``g_ids``
+    gallery. Junk items must have been dropped by the caller. Gallery items are excluded as
+    described in the module docstring; ``q_ids``/``g_ids``
     (unique within the gallery) exclude gallery items with the id of the query.
 
     On CPU, when ``score_fn`` is thread-safe (attribute ``thread_safe``), each chunk is split over
@@ -372,7 +372,7 @@ def rank_positives(
     chunk = auto_chunk_size(num_gallery) if chunk_size is None else int(chunk_size)
     on_cpu = g_labels.device.type == "cpu"
     ranker = _ChunkRanker(
-        score_fn, q_labels, g_labels, q_cams, g_cams, q_ids, g_ids, junk_label,
+        score_fn, q_labels, g_labels, q_cams, g_cams, q_ids, g_ids,
         use_torch=not on_cpu or CPU_STRATEGY == "torch",
     )  # fmt: skip
     workers = max(1, torch.get_num_threads()) if on_cpu else 1
@@ -393,8 +393,8 @@ def rank_positives(
         with limit, ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(lambda t: ranker(*t), tasks))
     if not results:
-        return _metrics_from_ranks(num_queries, np.zeros(0, np.int64), np.zeros(0, np.int64))
-    return _metrics_from_ranks(
+        return _padded_ranks(num_queries, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return _padded_ranks(
         num_queries,
         np.concatenate([r for r, _ in results]),
         np.concatenate([k for _, k in results]),

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.metrics._inputs import ArrayLike, as_embeddings, check_metric
+from embedlab.metrics._inputs import ArrayLike, as_embeddings, check_distance
 from embedlab.metrics.knn import knn
 from embedlab.metrics.ranking import DEFAULT_BLOCK_ELEMENTS, ScoreFn, _float_order_key
 
@@ -58,7 +58,7 @@ def average_query_expansion(
     skips the query's own entry). For ``metric="cosine"`` the embeddings are L2-normalised before
     averaging, and so is the result.
     """
-    metric = check_metric(metric)
+    metric = check_distance(metric, "metric")
     q = as_embeddings(query, "query")
     g = q if gallery is None else as_embeddings(gallery, "gallery", q.device)
     if not isinstance(n, int) or n < 1:
@@ -248,7 +248,7 @@ def k_reciprocal_scores(
     ``fn(start, stop)`` returns minus the re-ranked distances of queries ``[start, stop)`` to the
     gallery (``gallery=None``: to the query set itself, for leave-one-out evaluation).
     """
-    metric = check_metric(metric)
+    metric = check_distance(metric, "metric")
     _check_rerank_args(k1, k2, lambda_value)
     q = as_embeddings(query, "query")
     g = None if gallery is None else as_embeddings(gallery, "gallery", q.device)

@@ -26,7 +26,9 @@ number and ``r_1 < r_2 < ... < r_R`` their 1-based ranks among the remaining ite
 * ``INP = R / r_R`` (inverse negative penalty, Ye et al., "Deep Learning for Person
   Re-identification: A Survey and Outlook", TPAMI 2021: ``NP = (r_R - R) / r_R``, ``INP = 1 - NP``).
 
-Each reported metric is the mean over the valid (non-skipped) queries.
+Each is a metric object of :mod:`embedlab.metrics.rank_metrics` (any object with a ``name`` and
+``__call__(ranks, num_positives)`` can be added); each reported metric is the mean over the valid
+(non-skipped) queries.
 
 The algorithm (exact ranks of the positives from chunked similarity blocks) is described in
 :mod:`embedlab.metrics.ranking`.
@@ -34,60 +36,117 @@ The algorithm (exact ranks of the positives from chunked similarity blocks) is d
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from embedlab.metrics._inputs import ArrayLike, as_embeddings, as_ids, check_ks, check_metric
-from embedlab.metrics.ranking import (
-    ScoreFn,
-    _empty,
-    _metrics_from_ranks,
-    _PerQuery,
-    rank_positives,
+from embedlab.metrics._inputs import (
+    ArrayLike,
+    Distance,
+    as_embeddings,
+    as_ids,
+    check_distance,
+    check_ks,
 )
+from embedlab.metrics.rank_metrics import default_metrics
+from embedlab.metrics.ranking import PositiveRanks, ScoreFn, _empty, _padded_ranks, rank_positives
 
-__all__ = ["evaluate", "similarity_fn"]
-
-_SCALAR_KEYS = ("map", "map@r", "r_precision", "precision@1", "minp")
+__all__ = ["EvalOptions", "MetricFn", "evaluate", "similarity_fn"]
 
 
-def _summarise(per_query: _PerQuery, ks: tuple[int, ...], max_rank: int) -> dict[str, Any]:
-    valid = per_query.num_positives > 0
+class MetricFn(Protocol):
+    """A retrieval metric: see :mod:`embedlab.metrics.rank_metrics`."""
+
+    name: str
+
+    def __call__(self, ranks: Tensor, num_positives: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How :func:`evaluate` ranks the gallery (everything but the data and the metrics).
+
+    Args:
+        distance: ``"cosine"`` or ``"euclidean"``.
+        chunk_size: queries per chunk; ``None`` picks it so a similarity block has about 2**26
+            elements (256 MiB). Results do not depend on it.
+        junk_label: gallery label ignored everywhere (``None`` disables it).
+        rerank: apply k-reciprocal re-ranking (Zhong et al., CVPR 2017) with ``rerank_k1``,
+            ``rerank_k2`` and ``rerank_lambda`` before ranking.
+        query_expansion: if > 0, replace every query by the mean of itself and its
+            ``query_expansion`` nearest gallery items (average query expansion) first.
+        compute_nmi: also report ``nmi``, the normalised mutual information between the query
+            labels and a faiss k-means clustering of the queries (as many clusters as labels).
+        device: where to compute; ``None``: the device of the query embeddings.
+    """
+
+    distance: Distance = "cosine"
+    chunk_size: int | None = None
+    junk_label: int | None = -1
+    rerank: bool = False
+    rerank_k1: int = 20
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3
+    query_expansion: int = 0
+    compute_nmi: bool = False
+    device: str | torch.device | None = None
+
+    def __post_init__(self) -> None:
+        check_distance(self.distance)
+        chunk = self.chunk_size
+        if chunk is not None and (
+            not isinstance(chunk, int | np.integer) or isinstance(chunk, bool) or chunk < 1
+        ):
+            raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk!r}")
+        qe = self.query_expansion
+        if isinstance(qe, bool) or not isinstance(qe, int) or qe < 0:
+            raise ValueError(f"query_expansion: expected a non-negative integer, got {qe!r}")
+
+
+def _check_metrics(metrics: Sequence[MetricFn]) -> None:
+    seen: set[str] = set()
+    for m in metrics:
+        name = getattr(m, "name", None)
+        if not isinstance(name, str) or not name or not callable(m):
+            raise ValueError(
+                f"metrics: {m!r} needs a `name` (str) and a __call__(ranks, num_positives)"
+            )
+        if name in seen:
+            raise ValueError(f"metrics: two metrics are named {name!r}")
+        seen.add(name)
+
+
+def _summarise(positives: PositiveRanks, metrics: Sequence[MetricFn]) -> dict[str, Any]:
+    """The mean of every metric over the valid queries (those with a positive)."""
+    valid = positives.num_positives > 0
     n_valid = int(valid.sum())
-    n_skipped = int(len(valid) - n_valid)
-    first = per_query.first_rank[valid]
-    out: dict[str, Any] = {}
+    scored = positives.select(valid)
     if n_valid == 0:
         warnings.warn(
             "evaluate: no query has a valid positive in the gallery; all metrics are 0",
             RuntimeWarning,
             stacklevel=3,
         )
-        for k in ks:
-            out[f"recall@{k}"] = 0.0
-        out["cmc"] = np.zeros(max_rank, dtype=np.float64)
-        for key in _SCALAR_KEYS:
-            out[key] = 0.0
-    else:
-        for k in ks:
-            out[f"recall@{k}"] = float(np.count_nonzero(first <= k) / n_valid)
-        hist = np.bincount(np.minimum(first, max_rank + 1), minlength=max_rank + 2)
-        out["cmc"] = np.cumsum(hist[1 : max_rank + 1]).astype(np.float64) / n_valid
-        num_pos = per_query.num_positives[valid].astype(np.float64)
-        last = per_query.last_rank[valid].astype(np.float64)
-        out["map"] = float(per_query.ap[valid].mean())
-        out["map@r"] = float(per_query.map_at_r[valid].mean())
-        out["r_precision"] = float(per_query.r_precision[valid].mean())
-        out["precision@1"] = float(np.count_nonzero(first == 1) / n_valid)
-        out["minp"] = float((num_pos / last).mean())
+    out: dict[str, Any] = {}
+    for metric in metrics:
+        values = torch.as_tensor(metric(scored.ranks, scored.num_positives))
+        if values.ndim == 0 or values.shape[0] != n_valid:
+            raise ValueError(
+                f"metric {metric.name!r}: returned shape {tuple(values.shape)}, expected one "
+                f"value (or row) per query, ({n_valid}, ...)"
+            )
+        values = values.detach().to(torch.float64).cpu()
+        mean = values.mean(0) if n_valid else torch.zeros(values.shape[1:], dtype=torch.float64)
+        out[metric.name] = float(mean) if mean.ndim == 0 else mean.numpy()
     out["num_valid_queries"] = n_valid
-    out["num_skipped_queries"] = n_skipped
+    out["num_skipped_queries"] = int(len(valid) - n_valid)
     return out
 
 
@@ -113,8 +172,8 @@ class _SimilarityBlocks:
 
     thread_safe = True
 
-    def __init__(self, query: Tensor, gallery: Tensor, metric: str) -> None:
-        if metric == "cosine":
+    def __init__(self, query: Tensor, gallery: Tensor, distance: Distance) -> None:
+        if distance == "cosine":
             self.q = _unit_rows(query)
             self.g = self.q if gallery is query else _unit_rows(gallery)
             self.g_sq: Tensor | None = None
@@ -142,9 +201,9 @@ class _SimilarityBlocks:
         return block if self.g_sq is None else block.sub_(self.g_sq)
 
 
-def similarity_fn(query: Tensor, gallery: Tensor, metric: str) -> ScoreFn:
+def similarity_fn(query: Tensor, gallery: Tensor, distance: Distance) -> ScoreFn:
     """Similarity-block function for ``query`` against ``gallery`` (see :class:`_SimilarityBlocks`)."""
-    return _SimilarityBlocks(query, gallery, metric)
+    return _SimilarityBlocks(query, gallery, distance)
 
 
 def evaluate(
@@ -154,22 +213,15 @@ def evaluate(
     gallery_labels: ArrayLike | None = None,
     query_cams: ArrayLike | None = None,
     gallery_cams: ArrayLike | None = None,
-    metric: str = "cosine",
+    *,
+    metrics: Sequence[MetricFn] | None = None,
     ks: Sequence[int] = (1, 5, 10),
     max_rank: int = 50,
-    chunk_size: int | None = None,
-    *,
-    junk_label: int | None = -1,
     query_ids: ArrayLike | None = None,
     gallery_ids: ArrayLike | None = None,
-    rerank: bool = False,
-    rerank_k1: int = 20,
-    rerank_k2: int = 6,
-    rerank_lambda: float = 0.3,
-    query_expansion: int = 0,
-    compute_nmi: bool = False,
-    device: str | torch.device | None = None,
+    options: EvalOptions | None = None,
     return_per_query: bool = False,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Evaluate retrieval of ``query`` against ``gallery`` (or leave-one-out within ``query``).
 
@@ -182,43 +234,30 @@ def evaluate(
         query_cams, gallery_cams: camera ids; when given, the ReID protocol applies (gallery items
             with the query's label and camera are ignored). In leave-one-out mode only
             ``query_cams`` is given.
-        metric: ``"cosine"`` or ``"euclidean"``.
-        ks: ranks ``k`` reported as ``recall@k`` (CMC at rank ``k``).
-        max_rank: length of the returned ``cmc`` curve.
-        chunk_size: queries per chunk; ``None`` picks it so a similarity block has about 2**25
-            elements (128 MiB). Results do not depend on it.
-        junk_label: gallery label ignored everywhere (``None`` disables it).
+        metrics: the metric objects to report (:mod:`embedlab.metrics.rank_metrics`); ``None``:
+            the built-ins, ``recall@k`` for each of ``ks`` and a ``cmc`` curve of ``max_rank``.
         query_ids, gallery_ids: optional sample ids; a gallery item with the id of the query is
             ignored (for query and gallery sets that share samples). Gallery ids must be unique.
-        rerank: apply k-reciprocal re-ranking (Zhong et al., CVPR 2017) with ``rerank_k1``,
-            ``rerank_k2`` and ``rerank_lambda`` before ranking.
-        query_expansion: if > 0, replace every query by the mean of itself and its
-            ``query_expansion`` nearest gallery items (average query expansion) first.
-        compute_nmi: also report ``nmi``, the normalised mutual information between the query
-            labels and a faiss k-means clustering of the queries (as many clusters as labels).
-        device: where to compute; defaults to the device of ``query``.
-        return_per_query: also return ``per_query``, a dict of per-query numpy arrays.
+        options: an :class:`EvalOptions` (distance, chunking, re-ranking, ...);
+            ``overrides`` replace some of its fields, e.g. ``distance="euclidean"``.
+        return_per_query: also return ``per_query``: ``num_positives``, the padded ``ranks`` and
+            each metric's per-query values (NaN for skipped queries), as numpy arrays.
 
     Returns:
-        A dict with ``recall@k`` for each ``k``, ``cmc`` (numpy array of length ``max_rank``),
-        ``map``, ``map@r``, ``r_precision``, ``precision@1``, ``minp`` (Python floats in [0, 1]),
-        ``num_valid_queries`` and ``num_skipped_queries`` (ints), and ``nmi`` if requested. The
-        definitions are in the module docstring.
+        A dict with one entry per metric (a float, or a numpy array for a curve such as
+        ``cmc``), ``num_valid_queries`` and ``num_skipped_queries`` (ints), and ``nmi`` if
+        requested.
 
     Raises:
         ValueError: naming the argument at fault for mismatched lengths or dimensions, empty
             inputs, non-finite embeddings or invalid options.
     """
-    metric = check_metric(metric)
-    ks_t = check_ks(ks, max_rank)
-    max_rank = int(max_rank)
-    if chunk_size is not None and (
-        not isinstance(chunk_size, int | np.integer)
-        or isinstance(chunk_size, bool)
-        or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
-    dev = torch.device(device) if device is not None else None
+    opts = dataclasses.replace(options or EvalOptions(), **overrides)
+    if metrics is None:
+        metrics = default_metrics(check_ks(ks, max_rank), int(max_rank))
+    _check_metrics(metrics)
+    distance, junk_label = opts.distance, opts.junk_label
+    dev = torch.device(opts.device) if opts.device is not None else None
     if dev is None and isinstance(query, Tensor):
         dev = query.device
     q = as_embeddings(query, "query", dev)
@@ -265,10 +304,6 @@ def evaluate(
         )
         if gid is not None and len(torch.unique(gid)) != len(gid):
             raise ValueError("gallery_ids: must be unique")
-    if not isinstance(query_expansion, int) or query_expansion < 0:
-        raise ValueError(
-            f"query_expansion: expected a non-negative integer, got {query_expansion!r}"
-        )
 
     # Junk gallery items are ignored by every query: drop them before any computation (also
     # before re-ranking / query expansion). Junk-labelled queries have no valid positive: they are
@@ -294,90 +329,55 @@ def evaluate(
             if qid is not None and q_kept is not None:
                 qid = qid[q_kept]
     if num_q == 0 or len(gl) == 0:
-        per_query = _metrics_from_ranks(0, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        positives = _padded_ranks(num_q, np.zeros(0, np.int64), np.zeros(0, np.int64))
     else:
-        per_query = _rank(
-            q, ql, g, gl, qc, gc, qid, gid, leave_one_out, metric, chunk_size,
-            rerank, rerank_k1, rerank_k2, rerank_lambda, query_expansion,
+        positives = rank_positives(
+            _score_fn(q, g, leave_one_out, opts), len(ql), ql, gl, qc, gc, qid, gid,
+            chunk_size=opts.chunk_size,
         )  # fmt: skip
-    if q_kept is not None or num_q == 0:
-        per_query = _scatter_queries(per_query, q_kept, num_q_all)
-    out = _summarise(per_query, ks_t, max_rank)
-    if compute_nmi and num_q > 1:
+    if q_kept is not None:
+        positives = positives.scatter(q_kept.cpu(), num_q_all)
+    out = _summarise(positives, metrics)
+    if opts.compute_nmi:
         from embedlab.metrics.clustering import nmi_kmeans
 
-        out["nmi"] = nmi_kmeans(q, ql, metric=metric)
-    elif compute_nmi:
-        out["nmi"] = 0.0
+        out["nmi"] = nmi_kmeans(q, ql, metric=distance) if num_q > 1 else 0.0
     if return_per_query:
-        npos = per_query.num_positives
-        last = per_query.last_rank
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inp = np.where(npos > 0, npos / np.maximum(last, 1), np.nan)
-        out["per_query"] = {
-            "num_positives": npos,
-            "first_rank": per_query.first_rank,
-            "last_rank": last,
-            "ap": per_query.ap,
-            "map@r": per_query.map_at_r,
-            "r_precision": per_query.r_precision,
-            "inp": inp,
-        }
+        out["per_query"] = _per_query(positives, metrics)
     return out
 
 
-def _scatter_queries(per_query: _PerQuery, kept: Tensor | None, num_all: int) -> _PerQuery:
-    """Per-query results for all queries from those of the ``kept`` ones (others: skipped)."""
-    idx = np.arange(num_all) if kept is None else kept.cpu().numpy()
-    fields = []
-    for name in _PerQuery.__dataclass_fields__:
-        part = getattr(per_query, name)
-        full = np.zeros(num_all, dtype=part.dtype)
-        full[idx[: len(part)]] = part
-        fields.append(full)
-    return _PerQuery(*fields)
+def _per_query(positives: PositiveRanks, metrics: Sequence[MetricFn]) -> dict[str, np.ndarray]:
+    """``num_positives``, ``ranks`` and every metric's per-query values (NaN where skipped)."""
+    valid = positives.num_positives > 0
+    scored = positives.select(valid)
+    out = {"num_positives": positives.num_positives.numpy(), "ranks": positives.ranks.numpy()}
+    for metric in metrics:
+        values = torch.as_tensor(metric(scored.ranks, scored.num_positives)).to(torch.float64)
+        full = torch.full((len(valid), *values.shape[1:]), float("nan"), dtype=torch.float64)
+        full[valid] = values.cpu()
+        out[metric.name] = full.numpy()
+    return out
 
 
-def _rank(
-    q: Tensor,
-    ql: Tensor,
-    g: Tensor,
-    gl: Tensor,
-    qc: Tensor | None,
-    gc: Tensor | None,
-    qid: Tensor | None,
-    gid: Tensor | None,
-    leave_one_out: bool,
-    metric: str,
-    chunk_size: int | None,
-    rerank: bool,
-    rerank_k1: int,
-    rerank_k2: int,
-    rerank_lambda: float,
-    query_expansion: int,
-) -> _PerQuery:
-    """Optional query expansion / re-ranking, then exact ranking of all positives."""
-    if query_expansion > 0:
+def _score_fn(q: Tensor, g: Tensor, leave_one_out: bool, opts: EvalOptions) -> ScoreFn:
+    """Similarity blocks after optional query expansion, or k-reciprocal re-ranked ones."""
+    if opts.query_expansion > 0:
         from embedlab.metrics.rerank import average_query_expansion
 
         q = average_query_expansion(
-            q, None if leave_one_out else g, query_expansion, metric=metric,
+            q, None if leave_one_out else g, opts.query_expansion, metric=opts.distance,
             exclude_self=leave_one_out,
         )  # fmt: skip
-    score_fn: ScoreFn
-    if rerank:
+    if opts.rerank:
         from embedlab.metrics.rerank import k_reciprocal_scores
 
-        score_fn = k_reciprocal_scores(
+        return k_reciprocal_scores(
             q,
             None if leave_one_out else g,
-            metric=metric,
-            k1=rerank_k1,
-            k2=rerank_k2,
-            lambda_value=rerank_lambda,
+            metric=opts.distance,
+            k1=opts.rerank_k1,
+            k2=opts.rerank_k2,
+            lambda_value=opts.rerank_lambda,
         )
-    else:
-        score_fn = similarity_fn(q, g, metric)
-    return rank_positives(
-        score_fn, len(ql), ql, gl, qc, gc, qid, gid, junk_label=None, chunk_size=chunk_size
-    )
+    return similarity_fn(q, g, opts.distance)

@@ -17,9 +17,10 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from embedlab.metrics.retrieval import evaluate
+from embedlab.metrics.rank_metrics import default_metrics
+from embedlab.metrics.retrieval import EvalOptions, MetricFn, evaluate
 
-__all__ = ["RetrievalMetric"]
+__all__ = ["RetrievalEvaluator"]
 
 
 def _cat(state: Tensor | list[Tensor]) -> Tensor:
@@ -31,8 +32,13 @@ def _cat(state: Tensor | list[Tensor]) -> Tensor:
     return dim_zero_cat(state)
 
 
-class RetrievalMetric(Metric):
-    """Retrieval / ReID metrics over a whole validation set (see :func:`evaluate`).
+class RetrievalEvaluator(Metric):
+    """Retrieval / ReID metrics over a whole evaluation set (see :func:`evaluate`).
+
+    Args:
+        metrics: metric objects (default: the built-ins, :func:`default_metrics`).
+        options: how to rank (:class:`EvalOptions`; default: cosine, chunks of 1024 queries).
+        kwargs: passed on to ``torchmetrics.Metric``.
 
     Each item carries flags saying whether it is a query and/or a gallery item:
 
@@ -43,8 +49,8 @@ class RetrievalMetric(Metric):
     Cameras equal to ``-1`` mean "unknown"; if every camera is ``-1`` no camera filtering is done,
     otherwise the ReID protocol applies.
 
-    ``compute()`` returns the scalar metrics as floats (for logging); ``compute_full()`` returns
-    the whole :func:`evaluate` dict, including the ``cmc`` curve.
+    ``compute()`` returns the whole :func:`evaluate` dict (floats, and arrays for curves such as
+    ``cmc``).
     """
 
     is_differentiable = False
@@ -59,35 +65,13 @@ class RetrievalMetric(Metric):
 
     def __init__(
         self,
-        metric: str = "cosine",
-        ks: Sequence[int] = (1, 5, 10),
-        max_rank: int = 50,
-        chunk_size: int | None = 1024,
-        rerank: bool = False,
-        *,
-        junk_label: int | None = -1,
-        rerank_k1: int = 20,
-        rerank_k2: int = 6,
-        rerank_lambda: float = 0.3,
-        query_expansion: int = 0,
-        compute_nmi: bool = False,
-        prefix: str = "",
+        metrics: Sequence[MetricFn] | None = None,
+        options: EvalOptions | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.metric = metric
-        self.ks = tuple(int(k) for k in ks)
-        self.max_rank = int(max_rank)
-        self.chunk_size = chunk_size
-        self.rerank = rerank
-        self.junk_label = junk_label
-        self.rerank_k1 = rerank_k1
-        self.rerank_k2 = rerank_k2
-        self.rerank_lambda = rerank_lambda
-        self.query_expansion = query_expansion
-        self.compute_nmi = compute_nmi
-        self.prefix = prefix
-        self._last_full: dict[str, Any] | None = None
+        self.metrics = list(default_metrics() if metrics is None else metrics)
+        self.options = options if options is not None else EvalOptions(chunk_size=1024)
         for name in ("embeddings", "labels", "cameras", "indices", "flags"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
@@ -140,7 +124,8 @@ class RetrievalMetric(Metric):
         self.indices.append(indices_t)
         self.flags.append(flags)
 
-    def _gathered(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def gathered(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Embeddings, labels, cameras, indices and flags, one per dataset index, sorted by it."""
         emb = _cat(self.embeddings)
         labels = _cat(self.labels)
         cams = _cat(self.cameras)
@@ -156,61 +141,29 @@ class RetrievalMetric(Metric):
         keep = order[first]
         return emb[keep], labels[keep], cams[keep], idx[keep], flags[keep]
 
-    def compute(self) -> dict[str, float]:  # type: ignore[override]
-        """Scalar metrics as Python floats (``cmc`` is left out; see :meth:`compute_full`)."""
-        emb, labels, cams, idx, flags = self._gathered()
+    def compute(self) -> dict[str, Any]:  # type: ignore[override]
+        """The :func:`evaluate` result over everything accumulated on all ranks."""
+        emb, labels, cams, idx, flags = self.gathered()
         if emb.numel() == 0:
-            raise ValueError("RetrievalMetric.compute: no embeddings were accumulated")
+            raise ValueError("RetrievalEvaluator.compute: no embeddings were accumulated")
         is_query = (flags & 1) != 0
         is_gallery = (flags & 2) != 0
         cams_arg = None if bool((cams == -1).all()) else cams
-        common: dict[str, Any] = {
-            "metric": self.metric,
-            "ks": self.ks,
-            "max_rank": self.max_rank,
-            "chunk_size": self.chunk_size,
-            "junk_label": self.junk_label,
-            "rerank": self.rerank,
-            "rerank_k1": self.rerank_k1,
-            "rerank_k2": self.rerank_k2,
-            "rerank_lambda": self.rerank_lambda,
-            "query_expansion": self.query_expansion,
-            "compute_nmi": self.compute_nmi,
-        }
+        common: dict[str, Any] = {"metrics": self.metrics, "options": self.options}
         if bool((is_query & is_gallery).all()):
-            full = evaluate(emb, labels, query_cams=cams_arg, **common)
-        else:
-            if not bool(is_query.any()):
-                raise ValueError("RetrievalMetric.compute: no item is flagged as a query")
-            if not bool(is_gallery.any()):
-                raise ValueError("RetrievalMetric.compute: no item is flagged as a gallery item")
-            full = evaluate(
-                emb[is_query],
-                labels[is_query],
-                emb[is_gallery],
-                labels[is_gallery],
-                query_cams=None if cams_arg is None else cams_arg[is_query],
-                gallery_cams=None if cams_arg is None else cams_arg[is_gallery],
-                query_ids=idx[is_query],
-                gallery_ids=idx[is_gallery],
-                **common,
-            )
-        self._last_full = full
-        return {
-            f"{self.prefix}{k}": float(v)
-            for k, v in full.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-
-    def compute_full(self) -> dict[str, Any]:
-        """The whole :func:`evaluate` result (including ``cmc``), synchronised across ranks."""
-        self.compute()
-        if self._last_full is None:  # compute() was served from the torchmetrics cache
-            self._computed = None
-            self.compute()
-        assert self._last_full is not None
-        return dict(self._last_full)
-
-    def reset(self) -> None:
-        super().reset()
-        self._last_full = None
+            return evaluate(emb, labels, query_cams=cams_arg, **common)
+        if not bool(is_query.any()):
+            raise ValueError("RetrievalEvaluator.compute: no item is flagged as a query")
+        if not bool(is_gallery.any()):
+            raise ValueError("RetrievalEvaluator.compute: no item is flagged as a gallery item")
+        return evaluate(
+            emb[is_query],
+            labels[is_query],
+            emb[is_gallery],
+            labels[is_gallery],
+            query_cams=None if cams_arg is None else cams_arg[is_query],
+            gallery_cams=None if cams_arg is None else cams_arg[is_gallery],
+            query_ids=idx[is_query],
+            gallery_ids=idx[is_gallery],
+            **common,
+        )

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import csv
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from embedlab.atomic import atomic_write
-from embedlab.csv_logger import AtomicCSVLogger
+from embedlab.checkpoint_io import AtomicCheckpointIO
+from embedlab.csv_logger import AtomicCSVLogger, _AtomicRewriteWriter
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 def test_atomic_write_replaces_on_success_and_keeps_old_file_on_error(tmp_path: Path) -> None:
@@ -64,3 +84,60 @@ def test_atomic_csv_logger_keeps_every_row_when_killed_mid_write(
         logger.save()
     assert path.read_text() == before
     assert len(pd.read_csv(path)) == 4
+
+
+def test_files_honour_the_umask(tmp_path: Path, umask_022: None) -> None:
+    with atomic_write(tmp_path / "summary.json") as f:
+        f.write("{}")
+    assert mode(tmp_path / "summary.json") == 0o644
+    AtomicCheckpointIO().save_checkpoint({"w": 1}, tmp_path / "ckpt" / "last.ckpt")
+    assert mode(tmp_path / "ckpt" / "last.ckpt") == 0o644
+    logger = AtomicCSVLogger(tmp_path / "logs")
+    log_run(logger)  # includes a rewrite (new columns)
+    assert mode(Path(logger.log_dir) / "metrics.csv") == 0o644
+    os.umask(0o077)
+    with atomic_write(tmp_path / "private.txt") as f:
+        f.write("x")
+    assert mode(tmp_path / "private.txt") == 0o600
+
+
+# -- what embedlab relies on in Lightning (pinned: a Lightning release that changes it fails here)
+def test_lightning_rewrites_metrics_csv_through_the_pinned_hook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+    original = ExperimentWriter._rewrite_with_new_header
+
+    def spy(self: ExperimentWriter, fieldnames: list[str]) -> None:
+        calls.append(list(fieldnames))
+        original(self, fieldnames)
+
+    monkeypatch.setattr(ExperimentWriter, "_rewrite_with_new_header", spy)
+    log_run(CSVLogger(tmp_path))
+    assert calls == [
+        ["epoch", "step", "train/loss", "val/map@r"],
+        ["epoch", "lr", "step", "train/loss", "val/map@r"],
+    ]
+    logger = AtomicCSVLogger(tmp_path / "ours")
+    assert isinstance(logger.experiment, _AtomicRewriteWriter)
+    assert logger._experiment is logger.experiment
+
+
+def test_lightning_checkpoints_go_through_a_temporary_file_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Why AtomicCheckpointIO exists: Lightning's temporary file is not in the run folder."""
+    made: list[str | None] = []
+    original = tempfile.mkstemp
+
+    def spy(*args: object, **kwargs: object) -> tuple[int, str]:
+        fd, name = original(*args, **kwargs)  # type: ignore[call-overload]
+        made.append(name)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", spy)
+    target = tmp_path / "run" / "last.ckpt"
+    target.parent.mkdir()
+    TorchCheckpointIO().save_checkpoint({"w": 1}, target)
+    assert target.is_file() and len(made) == 1
+    assert Path(str(made[0])).parent != target.parent

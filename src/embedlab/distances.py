@@ -1,8 +1,8 @@
 """The one distance function of embedlab, and the label masks every loss shares.
 
 Every loss, miner, metric and picture computes distances with :func:`pairwise_distance`:
-an ordinary autograd function (twice differentiable, ``torch.func``- and
-``torch.compile``-friendly) of the embeddings.
+a differentiable function of the embeddings (twice differentiable, ``torch.func``- and
+``torch.compile``-friendly).
 
 Numerics
 --------
@@ -10,19 +10,22 @@ Numerics
   embeddings centred by the batch mean (the distance is translation-invariant, and centring
   shrinks the norms that the rounding error of that form scales with).
 * The two nearest other points of each row are then recomputed exactly as ``‖x_i − y_j‖²``
-  (a fixed-shape gather, no host synchronisation): the matrix-product form loses all
+  (a fixed-shape gather in the forward pass, no host synchronisation; the gradient is the
+  same function's, so the backward pass is unchanged): the matrix-product form loses all
   precision for pairs closer than about ``1e-3·‖x‖`` in float32, exactly the pairs a loss
   most needs to push apart.
-* ``sqrt`` is made safe at zero (double ``where``): coincident points and the diagonal of a
-  self-distance matrix have distance exactly 0 and gradient 0 (the sub-gradient of ‖x − y‖
-  at x = y) instead of ``inf``/``NaN``, also in the second derivative.
+* Its backward pass is one matrix product per input, written in differentiable operations
+  (double backward and ``torch.func`` work); at zero distance — coincident points, the
+  diagonal of a self-distance matrix — the gradient is 0 (the sub-gradient of ‖x − y‖ at
+  x = y) instead of ``inf``/``NaN``.
 * Half- and bfloat16 inputs (e.g. from a model under autocast) are computed in float32 with
   autocast switched off, so the result is float32 and finite.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,36 +44,75 @@ def upcast(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def safe_sqrt(sq: Tensor) -> Tensor:
-    """√sq with value and gradient 0 where sq = 0 (and no NaN in any derivative)."""
-    positive = sq > 0
-    return torch.where(positive, torch.where(positive, sq, 1.0).sqrt(), 0.0)
+class _Euclidean(torch.autograd.Function):
+    """‖x_i − y_j‖ or ‖x_i − y_j‖² by one matrix product, and one matrix product per input back.
+
+    Forward: ‖x‖² + ‖y‖² − 2·x·yᵀ, clamped at 0 (``y=None``: x with itself, zero diagonal),
+    then the ``EXACT_NEIGHBOURS`` nearest entries of each row recomputed as ‖x_i − y_j‖²
+    (the same function, computed without cancellation).
+    Backward, with B = 2·∂L/∂sq (= ∂L/∂d / d for d = √sq, 0 where d = 0):
+    ∂L/∂x = rowsum(B)·x − B·y, ∂L/∂y = colsum(B)·y − Bᵀ·x; for y = x the two add up with
+    B + Bᵀ in place of B (one product instead of autograd's two).
+    The backward is written in differentiable operations, so double backward, ``torch.func``
+    and ``torch.compile`` see through it.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, y: Tensor | None, squared: bool) -> Tensor:
+        other = x if y is None else y
+        x_sq = x.square().sum(1)
+        y_sq = x_sq if y is None else other.square().sum(1)
+        sq = torch.addmm(x_sq[:, None] + y_sq[None, :], x, other.T, alpha=-2.0).clamp_min(0.0)
+        if y is not None:
+            search = sq
+        else:
+            search = sq.fill_diagonal_(torch.inf)  # the diagonal is set to 0 below
+        k = min(EXACT_NEIGHBOURS, sq.shape[1] - (1 if y is None else 0))
+        if k > 0:
+            nearest = search.topk(k, dim=1, largest=False).indices  # [N, k]
+            near = other.index_select(0, nearest.flatten()).view(len(x), k, -1)
+            exact = (x[:, None, :] - near).square().sum(2)
+            sq.scatter_(1, nearest, exact)
+            if y is None:  # (j, i) gets the same exact value as (i, j)
+                rows = torch.arange(len(x), device=x.device)[:, None].expand_as(nearest)
+                sq.index_put_((nearest.flatten(), rows.flatten()), exact.flatten())
+        if y is None:
+            sq.fill_diagonal_(0.0)
+        return sq if squared else sq.sqrt_()
+
+    @staticmethod
+    def setup_context(
+        ctx: Any, inputs: tuple[Tensor, Tensor | None, bool], output: Tensor
+    ) -> None:
+        x, y, squared = inputs
+        ctx.squared = squared
+        ctx.save_for_backward(x, y, None if squared else output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor | None, None]:
+        x, y, dist = ctx.saved_tensors
+        # b = 2·∂L/∂sq: 2·G for sq itself, G/d for d = √sq (0 where d = 0: the sub-gradient)
+        if dist is None:
+            b = 2.0 * grad
+        else:
+            b = torch.where(dist > 0, grad / torch.where(dist > 0, dist, 1.0), 0.0)
+        if y is None:
+            sym = b + b.T
+            return sym.sum(1, keepdim=True) * x - sym @ x, None, None
+        grad_x = b.sum(1, keepdim=True) * x - b @ y
+        return grad_x, b.sum(0)[:, None] * y - b.T @ x, None
 
 
-def _squared_euclidean(x: Tensor, y: Tensor | None) -> Tensor:
-    """‖x_i − y_j‖², with the nearest pairs of every row recomputed exactly."""
-    other = x if y is None else y
+def _euclidean(x: Tensor, y: Tensor | None, squared: bool) -> Tensor:
+    """‖x_i − y_j‖ (or its square) of the batch centred by its mean (a translation changes
+    nothing but the rounding)."""
     with torch.no_grad():
-        total = x.sum(0) if y is None else x.sum(0) + other.sum(0)
-        centre = total / (len(x) + (0 if y is None else len(other)))
-    xc, yc = x - centre, other - centre
-    sq = (xc.square().sum(1)[:, None] + yc.square().sum(1)[None, :] - 2.0 * xc @ yc.T).clamp_min(0)
-    eye = torch.eye(len(x), dtype=torch.bool, device=x.device) if y is None else None
-    if eye is not None:
-        sq = sq.masked_fill(eye, 0.0)
-    k = min(EXACT_NEIGHBOURS, sq.shape[1] - (1 if y is None else 0))
-    if k <= 0:
-        return sq
-    with torch.no_grad():
-        search = sq.detach() if eye is None else sq.detach().masked_fill(eye, torch.inf)
-        nearest = search.topk(k, dim=1, largest=False).indices  # [N, k]
-    exact = (xc[:, None, :] - yc[nearest]).square().sum(2)  # [N, k]
-    chosen = torch.zeros_like(sq, dtype=torch.bool).scatter(1, nearest, True)
-    exact_full = torch.zeros_like(sq).scatter(1, nearest, exact)
-    if y is None:  # keep the matrix symmetric: (j, i) takes the exact value of (i, j)
-        exact_full = torch.where(chosen, exact_full, exact_full.T)
-        chosen = chosen | chosen.T
-    return torch.where(chosen, exact_full, sq)
+        total = x.sum(0) if y is None else x.sum(0) + y.sum(0)
+        centre = total / (len(x) + (0 if y is None else len(y)))
+    out: Tensor = _Euclidean.apply(x - centre, None if y is None else y - centre, squared)
+    return out
 
 
 def pairwise_distance(
@@ -91,7 +133,7 @@ def pairwise_distance(
     """
     if distance not in ("euclidean", "squared_euclidean", "cosine"):
         raise ValueError(f"unknown distance {distance!r}: euclidean, squared_euclidean or cosine")
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with _no_autocast(x):
         x = upcast(x)
         y = None if y is None else upcast(y).to(x.dtype)
         if distance == "cosine":
@@ -102,8 +144,13 @@ def pairwise_distance(
                 eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
                 dist = dist.masked_fill(eye, 0.0)
             return dist
-        sq = _squared_euclidean(x, y)
-        return sq if distance == "squared_euclidean" else safe_sqrt(sq)
+        return _euclidean(x, y, squared=distance == "squared_euclidean")
+
+
+def _no_autocast(x: Tensor) -> AbstractContextManager[Any]:
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(device_type=x.device.type, enabled=False)
+    return nullcontext()
 
 
 def same_label(labels: Tensor, dtype: torch.dtype | None = None) -> Tensor:
@@ -120,5 +167,4 @@ def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
         (the diagonal is excluded), ``negative[i, j]`` when their labels differ.
     """
     same = same_label(labels)
-    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    return same & ~eye, ~same
+    return same.clone().fill_diagonal_(False), ~same

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.distances import label_masks, pairwise_distance
+from embedlab.distances import label_masks, pairwise_distance, same_label
 from embedlab.losses.base import MetricLoss, masked_mean
 
 
@@ -35,17 +35,21 @@ class ContrastiveLoss(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         d = pairwise_distance(embeddings)
-        positive, negative = label_masks(labels)
-        pull = F.relu(d - self.pos_margin).square() * positive  # y·[d − m₊]₊²
-        push = F.relu(self.neg_margin - d).square() * negative  # (1 − y)·[m₋ − d]₊²
+        # y = 1: [d − m₊]₊, y = 0: [m₋ − d]₊; both are [s·(d − c)]₊ with s = 2y − 1 and
+        # c = m₋ − (m₋ − m₊)·y (the diagonal gives [0 − m₊]₊ = 0)
+        y = same_label(labels, d.dtype)
+        sign, centre = 2 * y - 1, self.neg_margin - (self.neg_margin - self.pos_margin) * y
+        hinge = F.relu(sign * (d - centre))
         n = len(labels)
         n_pairs = max(n * (n - 1), 1)
-        usable = positive.any() & negative.any()
-        loss = 0.5 * (pull + push).sum() / n_pairs * usable
+        n_same = y.sum()  # the diagonal included
+        usable = (n_same > n) & (n_same < n * n)  # a positive pair and a negative pair
+        loss = 0.5 * hinge.square().sum() / n_pairs * usable
 
         def stats() -> dict[str, Tensor]:
+            positive, negative = label_masks(labels)
             return {
-                "active_fraction": ((pull + push) > 0).sum() / n_pairs,
+                "active_fraction": (hinge > 0).sum() / n_pairs,
                 "pos_dist": masked_mean(d, positive),
                 "neg_dist": masked_mean(d, negative),
             }

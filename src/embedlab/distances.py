@@ -65,13 +65,11 @@ class _Euclidean(torch.autograd.Function):
         x_sq = x.square().sum(1)
         y_sq = x_sq if y is None else other.square().sum(1)
         sq = torch.addmm(x_sq[:, None] + y_sq[None, :], x, other.T, alpha=-2.0).clamp_min(0.0)
-        if y is not None:
-            search = sq
-        else:
-            search = sq.fill_diagonal_(torch.inf)  # the diagonal is set to 0 below
+        if y is None:
+            sq.fill_diagonal_(torch.inf)  # not a neighbour of itself; set to 0 below
         k = min(EXACT_NEIGHBOURS, sq.shape[1] - (1 if y is None else 0))
         if k > 0:
-            nearest = search.topk(k, dim=1, largest=False).indices  # [N, k]
+            nearest = sq.topk(k, dim=1, largest=False).indices  # [N, k]
             near = other.index_select(0, nearest.flatten()).view(len(x), k, -1)
             exact = (x[:, None, :] - near).square().sum(2)
             sq.scatter_(1, nearest, exact)

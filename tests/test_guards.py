@@ -77,3 +77,133 @@ def test_loss_parameters_get_their_own_optimiser_group() -> None:
     assert lrs == {"model": 0.01, "MarginLoss": 0.1, "CenterLoss": 0.5}
     counted = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
     assert counted == sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# -- host synchronisations ------------------------------------------------------------------------
+class SyncCounter(pl.Callback):
+    """Counts Tensor -> Python conversions between the start and the end of each training batch."""
+
+    PATCHED = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+    def __init__(self) -> None:
+        self.per_step: list[int] = []
+        self._count = 0
+        self._active = False
+        self._originals = {name: getattr(Tensor, name) for name in self.PATCHED}
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name, original in self._originals.items():
+
+            def counted(t: Tensor, *args: object, _original: object = original) -> object:
+                if self._active:
+                    self._count += 1
+                return _original(t, *args)  # type: ignore[operator]
+
+            monkeypatch.setattr(Tensor, name, counted)
+
+    def on_train_batch_start(self, *args: object) -> None:
+        self._count, self._active = 0, True
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self._active = False
+        self.per_step.append(self._count)
+
+
+def test_at_most_one_host_sync_per_training_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedlab.losses import CenterLoss
+
+    module = MetricLearningModule(
+        EmbeddingModel(SmallCNN(width=8, depth=2), embedding_dim=8, normalize=True),
+        TripletLoss(margin=0.2),
+        aux_losses=[LossTerm(CenterLoss(num_classes=10, embedding_dim=8), weight=5e-4)],
+        # Adam would add one `.item()` per parameter: its step counter, a CPU tensor even when
+        # the parameters are on an accelerator (no device synchronisation)
+        optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),
+    )
+    counter = SyncCounter()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        limit_val_batches=0,
+        logger=False,
+        log_every_n_steps=1000,  # Lightning reduces the logged tensors at the log interval
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[counter],
+        default_root_dir=tmp_path,
+    )
+    data = RetrievalDataModule(p=4, k=2, batches_per_epoch=4)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    counter.install(monkeypatch)
+    trainer.fit(module, train_dataloaders=loader)
+    assert len(counter.per_step) == 4
+    assert max(counter.per_step) <= 1, counter.per_step
+    assert min(counter.per_step) >= 1  # the counter sees the fused check itself
+
+
+# -- nonfinite: skip under DDP ---------------------------------------------------------------------
+class NaNValueOnRank1(nn.Module):
+    """A loss whose value (not its gradient) is NaN on rank 1 at its second call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        self.calls += 1
+        bad = self.calls == 2 and torch.distributed.get_rank() == 1
+        return x.sum() * 0.0 + (torch.tensor(torch.nan) if bad else torch.tensor(0.0))
+
+
+class RecordSkips(pl.Callback):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.skipped: list[int] = []
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, *args: object
+    ) -> None:
+        if all(p.grad is None for p in module.parameters()):
+            self.skipped.append(trainer.global_step)
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        weights = torch.cat([p.detach().flatten() for p in module.parameters()])
+        torch.save(
+            {"skipped": self.skipped, "weights": weights},
+            self.folder / f"rank{trainer.global_rank}.pt",
+        )
+
+
+@pytest.mark.slow
+def test_ddp_nan_on_one_rank_every_rank_skips_the_same_step(tmp_path: Path) -> None:
+    module = MetricLearningModule(
+        EmbeddingModel(SmallCNN(width=8, depth=2), embedding_dim=8, normalize=True),
+        TripletLoss(margin=0.2),
+        aux_losses=[LossTerm(NaNValueOnRank1(), name="probe")],
+        nonfinite="skip",
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_steps=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[RecordSkips(tmp_path)],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, RetrievalDataModule(p=2, k=2, batches_per_epoch=3))
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    # the second step (global_step 2 once it is done), on both ranks, although only rank 1 saw
+    # the NaN and every gradient was finite: without the all-reduce rank 0 would have stepped
+    assert ranks[0]["skipped"] == ranks[1]["skipped"] == [2]
+    torch.testing.assert_close(ranks[0]["weights"], ranks[1]["weights"], rtol=0, atol=0)
+    assert torch.isfinite(ranks[0]["weights"]).all()

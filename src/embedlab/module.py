@@ -160,7 +160,7 @@ class MetricLearningModule(pl.LightningModule):
         parts[dist.get_rank()] = x
         return torch.cat(parts)
 
-    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
         images, labels = batch[0], batch[1]
         out = self.model.forward_train(images)
         inputs = {"features": out.features, "embedding": out.embedding}
@@ -171,7 +171,8 @@ class MetricLearningModule(pl.LightningModule):
         )
         total = images.new_zeros(())  # what the optimiser sees
         reported = images.new_zeros(())  # the objective itself, without the DDP scale
-        logs: dict[str, float | Tensor] = {}
+        values: list[Tensor] = []
+        logs: dict[str, Tensor] = {}
         for term in self.terms:
             x, y, scale = inputs[term.input], labels, 1.0
             if distributed and term.input != "logits":
@@ -179,39 +180,64 @@ class MetricLearningModule(pl.LightningModule):
                 # DDP averages over W ranks, so scale by W to match one process.
                 x, y, scale = self._gather(x), self._gather(labels), float(dist.get_world_size())
             value = term.loss(x, y)
-            if not torch.isfinite(value):
-                self._nonfinite(f"loss term {term.name!r}", labels)
-                return None
             total = total + term.weight * scale * value
             reported = reported + term.weight * value.detach()
+            values.append(value.detach().reshape(()))
             logs[f"train/{term.name}"] = value.detach()
-            for key, stat in getattr(term.loss, "stats", {}).items():
-                logs[f"train/{term.name}/{key}"] = float(stat)
+            read_stats = getattr(term.loss, "read_stats", None)  # embedlab losses: no check
+            stats = read_stats(check=False) if read_stats else getattr(term.loss, "stats", {})
+            for key, stat in stats.items():
+                # 0-dim tensors (or numbers) logged as they are: Lightning reduces them at the
+                # log interval, so no statistic waits for the device here
+                logs[f"train/{term.name}/{key}"] = torch.as_tensor(stat).detach()
+        # checked with the gradients, in one go, in on_before_optimizer_step
+        self._step_losses = torch.stack(values)
+        self._step_labels = labels
         logs["train/loss"] = reported
         self.log_dict(logs, prog_bar=False, batch_size=len(labels))
         self.log("loss", reported, prog_bar=True, logger=False, batch_size=len(labels))
         return total
 
-    def _nonfinite(self, what: str, labels: Tensor) -> None:
-        message = (
-            f"non-finite value in {what} at global step {self.global_step} "
-            f"(epoch {self.current_epoch}); batch labels: {labels.tolist()}"
-        )
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """One fused finiteness check of this step's loss terms and every gradient.
+
+        The only host synchronisation of a training step. Under DDP the flag is all-reduced
+        first, so with ``nonfinite: skip`` every rank skips the same step (the gradients are
+        dropped, so the optimiser leaves the parameters as they were).
+        """
+        named = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None]
+        norms = list(torch._foreach_norm([g for _, g in named])) if named else []
+        losses = getattr(self, "_step_losses", None)
+        parts = [*(n.reshape(()) for n in norms), *([] if losses is None else [losses])]
+        if not parts:
+            return
+        finite = torch.cat([t.reshape(-1).float() for t in parts]).isfinite().all()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flag = finite.to(torch.int32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag.bool()
+        if bool(finite):  # the step's one host synchronisation
+            return
+        message = self._nonfinite_message(named, norms, losses)
         if self.hparams["nonfinite"] == "error":
             raise NonFiniteLossError(message)
+        optimizer.zero_grad(set_to_none=True)
         self.print(f"skipping step: {message}")
-        return None
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        for name, param in self.named_parameters():
-            if param.grad is not None and not torch.isfinite(param.grad).all():
-                if self.hparams["nonfinite"] == "error":
-                    raise NonFiniteLossError(
-                        f"non-finite gradient of {name} at global step {self.global_step}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                self.print(f"skipping step {self.global_step}: non-finite gradient of {name}")
-                return
+    def _nonfinite_message(
+        self, named: list[tuple[str, Tensor]], norms: list[Tensor], losses: Tensor | None
+    ) -> str:
+        """What was not finite (only computed when something was)."""
+        where = f"at global step {self.global_step} (epoch {self.current_epoch})"
+        if losses is not None and not bool(losses.isfinite().all()):
+            bad = [t.name for t, v in zip(self.terms, losses, strict=True) if not v.isfinite()]
+            labels = getattr(self, "_step_labels", None)
+            shown = labels.tolist() if labels is not None else []
+            return f"non-finite value in loss term {bad[0]!r} {where}; batch labels: {shown}"
+        bad_params = [n for (n, _), norm in zip(named, norms, strict=True) if not norm.isfinite()]
+        if bad_params:
+            return f"non-finite gradient of {bad_params[0]} {where}"
+        return f"non-finite value on another rank {where}"
 
     def on_train_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

@@ -33,11 +33,13 @@ class SweepResult:
 @functools.cache
 def digits_sweep() -> SweepResult:
     """Run ``embedlab sweep losses.yaml --offline --count 3`` with a tiny budget (once)."""
-    from embedlab.sweep import load_sweep, main
+    from embedlab.cli import main
+    from embedlab.sweep import load_sweep
 
     output_root = Path(tempfile.mkdtemp(prefix="embedlab-sweep-"))
     atexit.register(shutil.rmtree, output_root, ignore_errors=True)
     argv = [
+        "sweep",
         str(SWEEP),
         "--offline",
         "--in_process",

@@ -47,11 +47,8 @@ def test_print_config_round_trip_and_dotted_override(
 
 
 def test_unknown_loss_class_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as stop:
-        main(
-            ["fit", "--config", DIGITS, "--model.loss=embedlab.losses.NoSuchLoss", "--print_config"]
-        )
-    assert stop.value.code != 0
+    args = ["fit", "--config", DIGITS, "--model.loss=embedlab.losses.NoSuchLoss", "--print_config"]
+    assert main(args) == 2
     assert "NoSuchLoss" in capsys.readouterr().err
 
 
@@ -181,3 +178,41 @@ def test_evaluate_a_checkpoint_writes_metrics_next_to_the_run(tmp_path: Path) ->
         if expected is not None:
             for key in ("recall@1", "map", "map@r", "minp"):
                 assert got[key] == pytest.approx(expected[key], abs=1e-6)
+
+
+def help_text(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--help"])
+    assert stop.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text([], capsys)
+    listed = text.split("Available subcommands:")[1]
+    for command in ("fit", "validate", "test", "evaluate", "compare", "sweep", "data"):
+        assert f"\n    {command} " in listed, command
+    assert "predict" not in listed  # it would discard its embeddings
+    assert "\n    check " in help_text(["data"], capsys)
+
+
+def test_fit_help_is_readable_and_lists_embedlab_losses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = help_text(["fit"], capsys)
+    assert len(text.splitlines()) < 400
+    loss = text.split("--model.loss LOSS")[1].split("--model.loss_weight")[0]
+    assert "embedlab.losses.TripletLoss" in loss and "torch.nn" not in loss
+
+
+def test_tool_flags_use_one_style(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "--no_plots" in help_text(["compare"], capsys)
+    assert "--no_images" in help_text(["data", "check"], capsys)
+    text = help_text(["evaluate"], capsys)
+    assert "--ckpt_path" in text and "--flip_test" in text
+    assert "--dry_run" in help_text(["sweep"], capsys)
+
+
+def test_any_torch_module_is_still_a_loss(capsys: pytest.CaptureFixture[str]) -> None:
+    config = print_config(["--model.loss=torch.nn.TripletMarginLoss"], capsys)
+    assert config["model"]["loss"]["class_path"] == "torch.nn.TripletMarginLoss"

@@ -17,7 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from embedlab.data.check import check_dataset, format_report, main
+from embedlab.cli import main
+from embedlab.data.check import check_dataset, format_report
 from embedlab.data.formats import (
     COLUMNS,
     READERS,
@@ -767,8 +768,8 @@ def test_check_identity_problems(tmp_path: Path) -> None:
     assert kinds["no-cross-camera-match"].items[0].startswith("label 6:")
     assert "camera 2" in kinds["no-cross-camera-match"].items[0]
     assert kinds["duplicate-image"].items == ["train: t0a.png"]
-    assert main(["--dataset", "table", "--root", str(root)]) == 0
-    assert main(["--dataset", "table", "--root", str(root), "--strict"]) == 1
+    assert main(["data", "check", "--dataset", "table", "--root", str(root)]) == 0
+    assert main(["data", "check", "--dataset", "table", "--root", str(root), "--strict"]) == 1
 
 
 def test_check_single_image_identities_and_no_valid_query(tmp_path: Path) -> None:
@@ -793,20 +794,31 @@ def test_check_main_usage(
     root = make_cuhk03np(tmp_path, variants=("labeled",))
     for k in range(15):
         write_image(root / "labeled" / "query" / f"{900 + k:04d}_c1_1.png")  # no gallery match
-    assert main(["--dataset", "cuhk03np", "--root", str(root)]) == 1  # no 'detected' folder
+    assert (
+        main(["data", "check", "--dataset", "cuhk03np", "--root", str(root)]) == 1
+    )  # no 'detected' folder
     assert "detected" in capsys.readouterr().out
     code = main(
-        ["--dataset", "cuhk03np", "--root", str(root), "-o", "variant=labeled", "--max-items", "3"]
+        ["data", "check", "--dataset", "cuhk03np", f"--root={root}", "--options={variant: labeled}"]
+        + ["--max_items=3"]
     )
     out = capsys.readouterr().out
     assert code == 0
     assert "query-not-in-gallery" in out and "... and 12 more" in out
-    assert main(["--dataset", "cuhk03np", "--root", str(root), "-o", "variant"]) == 2
-    assert main(["--dataset", "nope", "--root", str(root)]) == 2
+    assert (
+        main(["data", "check", "--dataset", "cuhk03np", "--root", str(root), "--options=variant"])
+        == 2
+    )
+    assert main(["data", "check", "--dataset", "nope", "--root", str(root)]) == 2
     data_root = tmp_path / "env"
     data_root.mkdir()
     (data_root / "cuhk03np").symlink_to(root, target_is_directory=True)
     monkeypatch.setenv("EMBEDLAB_DATA_ROOT", str(data_root))
-    assert main(["--dataset", "cuhk03np", "-o", "variant=labeled", "--no-images"]) == 0
+    assert (
+        main(["data", "check", "--dataset", "cuhk03np", "--options.variant=labeled", "--no_images"])
+        == 0
+    )
     assert f"at {data_root / 'cuhk03np'}" in capsys.readouterr().out
-    assert main(["--help"]) == 0
+    with pytest.raises(SystemExit) as stop:
+        main(["data", "check", "--help"])
+    assert stop.value.code == 0 and "--no_images" in capsys.readouterr().out

@@ -18,6 +18,7 @@ from PIL import Image
 
 from digits_runs import LOSSES, ROOT, SWEEP, digits_sweep
 from embedlab import sweep
+from embedlab.cli import main
 from embedlab.analysis import compare_runs, find_runs
 
 
@@ -139,7 +140,7 @@ def test_bad_sweep_files_are_clear_errors(
 ) -> None:
     with pytest.raises(sweep.SweepError, match=message):
         sweep.validate_sweep(config)
-    assert sweep.main([str(write_sweep(tmp_path, config)), "--dry_run"]) == 2
+    assert main(["sweep", str(write_sweep(tmp_path, config)), "--dry_run"]) == 2
     assert message.split()[0] in capsys.readouterr().err
 
 
@@ -154,8 +155,8 @@ def test_every_repository_sweep_has_the_wandb_shape() -> None:
 
 def test_dry_run_prints_one_command_per_trial(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
-        sweep.main(
-            [str(SWEEP), "--dry_run", "--output_root=/tmp/x", "--", "--trainer.max_epochs=1"]
+        main(
+            ["sweep", str(SWEEP), "--dry_run", "--output_root=/tmp/x", "--", "--trainer.max_epochs=1"]
         )
         == 0
     )
@@ -174,7 +175,7 @@ def test_bayes_runs_as_random_search_offline(
     path = write_sweep(
         tmp_path, {**BASE, "method": "bayes", "parameters": {"lr": {"min": 0.001, "max": 0.01}}}
     )
-    assert sweep.main([str(path), "--dry_run", "--count=3"]) == 0
+    assert main(["sweep", str(path), "--dry_run", "--count=3"]) == 0
     out = capsys.readouterr().out
     assert "random search" in out and out.count("--lr=") == 3
 
@@ -205,8 +206,8 @@ def test_online_creates_the_sweep_and_runs_an_agent(
     monkeypatch.setenv("EMBEDLAB_WANDB", "off")
     path = write_sweep(tmp_path, {**BASE, "name": "grid_test"})
     assert (
-        sweep.main(
-            [str(path), "--online", "--count=2", "--project=p", "--", "--trainer.max_epochs=1"]
+        main(
+            ["sweep", str(path), "--online", "--count=2", "--project=p", "--", "--trainer.max_epochs=1"]
         )
         == 0
     )
@@ -228,8 +229,8 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(
         "command": ["embedlab", "fit", "--config", "experiments/digits.yaml", "${args}"],
     }
     path = write_sweep(tmp_path, config)
-    code = sweep.main(
-        [str(path), "--offline", "--in_process", f"--output_root={tmp_path / 'runs'}"]
+    code = main(
+        ["sweep", str(path), "--offline", "--in_process", f"--output_root={tmp_path / 'runs'}"]
     )
     assert code == 1
     manifest = json.loads((tmp_path / "runs" / "broken" / "sweep_0" / "trials.json").read_text())

@@ -1,35 +1,64 @@
-"""The ``embedlab`` command: LightningCLI (fit/validate/test/predict) plus tool subcommands.
+"""The ``embedlab`` command: one parser for the trainer and the tool subcommands.
 
 embedlab fit --config experiments/digits.yaml [--model.loss.init_args.margin=0.2]
+embedlab evaluate --ckpt_path runs/digits/version_0/checkpoints/last.ckpt --rerank
 embedlab data check --dataset market1501 --root /data/market1501
-embedlab compare runs/digits/version_0 runs/digits/version_1
-embedlab sweep experiments/sweeps/losses.yaml
+embedlab compare runs/digits/version_0 runs/digits/version_1 --no_plots
+embedlab sweep experiments/sweeps/losses.yaml --offline -- --trainer.max_epochs=5
+
+``fit``, ``validate`` and ``test`` are LightningCLI subcommands; ``evaluate``, ``compare``,
+``sweep`` and ``data check`` are the typed functions of :mod:`embedlab.tools`, their
+arguments read from their signatures and docstrings. Flags use underscores; a boolean tool
+option ``x`` is given as ``--x`` / ``--no_x``. A configuration error prints one line
+(:class:`embedlab.ConfigError`); any other exception keeps its traceback.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import sys
+from argparse import Action
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import docstring_parser
 import torch
+from jsonargparse import ActionYesNo, DefaultHelpFormatter, Namespace
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from embedlab import tools
 from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.csv_logger import AtomicCSVLogger
 from embedlab.data import RetrievalDataModule
-from embedlab.module import MetricLearningModule
-from embedlab.protocol import ValHistory, selected
+from embedlab.errors import ConfigError
 from embedlab.metrics import PRIMARY_METRIC, scalar_metrics
+from embedlab.module import MetricLearningModule, NonFiniteLossError
+from embedlab.protocol import ValHistory, selected
 from embedlab.report import BASELINE_ROW, baseline_metrics, print_summary, write_json
 
-TOOL_COMMANDS = ("data", "compare", "sweep", "evaluate")
+#: Tool subcommands: name → (function, positional parameters). ``data check`` is nested.
+TOOLS: dict[str, tuple[Callable[..., int], tuple[str, ...]]] = {
+    "evaluate": (tools.evaluate, ()),
+    "compare": (tools.compare, ("runs",)),
+    "sweep": (tools.sweep, ("file",)),
+    "data check": (tools.data_check, ()),
+}
+#: The trainer subcommands (LightningCLI) and their one-line help.
+TRAINER_COMMANDS = {
+    "fit": "Train, validating every check_val_every_n_epoch epochs; writes a run folder.",
+    "validate": "Evaluate a model on the validation split.",
+    "test": "Evaluate a model (e.g. --ckpt_path) on the test split.",
+}
+#: Parameters filled in by ``main``, not from the command line.
+INTERNAL = {"runner", "trial_args"}
 
 
 def new_run_dir(root: str | Path, name: str) -> Path:
@@ -46,7 +75,213 @@ def new_run_dir(root: str | Path, name: str) -> Path:
             version += 1
 
 
+#: Lines of jsonargparse's messages that say nothing about the cause.
+_NOISE = (
+    "Parser key",
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value",
+    "Expected a path but",
+    "Expected a <class 'NoneType'>",
+    "Problem with given class_path",
+)
+
+
+def one_line(message: str) -> str:
+    """jsonargparse's multi-line error as one line: the key at fault and the innermost cause."""
+    text = str(message)
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    lines = [line.strip().lstrip("-").strip() for line in text.splitlines()]
+    causes = [line for line in lines if line and not line.startswith(_NOISE)]
+    cause = causes[0] if causes else next((line for line in lines if line), "invalid value")
+    if "class_path" in text and "has no attribute" in cause:
+        path = re.search(r"class_path '([^']+)'", text)
+        cause = f"no class {path.group(1)!r} ({cause})" if path else cause
+    given = re.search(r"Given value: (.{1,60})$", text, re.MULTILINE)
+    if given and "(" not in given.group(1) and given.group(1) not in cause:
+        cause += f" (got {given.group(1)})"
+    if keys and not cause.startswith(keys[0]):
+        cause = f"{keys[0]}: {cause}"
+    # `model.model: backbone: cause` (a nested parser's message) → `model.model.backbone: cause`
+    while (nested := re.match(r"^([\w.]+): (\w+): (.*)$", cause)) is not None:
+        cause = f"{nested.group(1)}.{nested.group(2)}: {nested.group(3)}"
+    return re.sub(r"\s+", " ", cause).strip()
+
+
+class CompactHelpFormatter(DefaultHelpFormatter):
+    """``--help`` that fits a screen or few: a short usage line, each option's first sentence
+    with its type and default, and all of embedlab's known subclasses but only a few others."""
+
+    max_foreign = 4
+
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        kwargs.setdefault("width", 100)
+        kwargs.setdefault("max_help_position", 30)
+        super().__init__(prog, **kwargs)
+
+    def _get_help_string(self, action: Action) -> str:
+        full = super()._get_help_string(action)
+        own = action.help or ""
+        if (
+            not own
+            or not full.startswith(own)
+            or getattr(action, "_jsonargparse_preexpanded_help", False)
+        ):
+            return self._shorten_subclasses(full)
+        first = re.split(r"(?<=\.)\s+(?=[A-Z])", own.strip(), maxsplit=1)[0]
+        return _plain(first) + self._shorten_subclasses(full[len(own) :])
+
+    def _shorten_subclasses(self, text: str) -> str:
+        match = re.search(r"known subclasses: ([^)]*)", text)
+        if match is None:
+            return text
+        names = [n.strip() for n in match.group(1).split(",")]
+        own = [n for n in names if n.startswith("embedlab.")]
+        foreign = [n for n in names if not n.startswith("embedlab.")]
+        shown = own + foreign[: self.max_foreign]
+        if len(shown) < len(names):
+            shown.append(f"… {len(names) - len(shown)} more")
+        return text[: match.start(1)] + ", ".join(shown) + text[match.end(1) :]
+
+    def _format_usage(self, usage: Any, actions: Any, *args: Any, **kwargs: Any) -> str:
+        if usage is None and len(actions) > 16:
+            prog = self._prog
+            return f"usage: {prog} [--config FILE] [--KEY VALUE | --KEY=VALUE ...]\n\n"
+        return super()._format_usage(usage, actions, *args, **kwargs)
+
+
+class EmbedlabParser(LightningArgumentParser):
+    """A ``LightningArgumentParser`` whose errors are :class:`~embedlab.ConfigError`s."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", CompactHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        raise ConfigError(one_line(message)) from ex
+
+
+def _plain(text: str) -> str:
+    """Docstring text for ``--help``: without reST literal quotes."""
+    return text.replace("``", "`")
+
+
+def _param_help(fn: Callable[..., Any]) -> dict[str, str]:
+    doc = docstring_parser.parse(inspect.getdoc(fn) or "")
+    return {p.arg_name: _plain(re.sub(r"\s+", " ", p.description or "")) for p in doc.params}
+
+
+def tool_parser(fn: Callable[..., int], positional: Sequence[str] = ()) -> EmbedlabParser:
+    """The parser of a typed tool function: options from its signature and docstring.
+
+    Parameters named in ``positional`` are positional arguments (a sequence takes one or
+    more values); booleans are flags ``--x`` / ``--no_x``; everything else is ``--name``
+    typed as annotated.
+    """
+    description = docstring_parser.parse(inspect.getdoc(fn) or "")
+    text = "\n\n".join(
+        t for t in (description.short_description, description.long_description) if t
+    )
+    parser = EmbedlabParser(description=_plain(text), exit_on_error=False)
+    helps = _param_help(fn)
+    manual: set[str | int] = set(INTERNAL)
+    for name, param in inspect.signature(fn).parameters.items():
+        if name in positional:
+            many = "Sequence" in str(param.annotation) or "list" in str(param.annotation)
+            parser.add_argument(name, nargs="+" if many else None, type=str, help=helps.get(name))
+            manual.add(name)
+        elif param.annotation in (bool, "bool"):
+            flag = ActionYesNo(yes_prefix="", no_prefix="no_")
+            parser.add_argument(
+                f"--{name}", action=flag, default=param.default, help=helps.get(name)
+            )
+            manual.add(name)
+    parser.add_function_arguments(fn, as_group=False, skip=manual, fail_untyped=True)
+    return parser
+
+
 class EmbedlabCLI(LightningCLI):
+    """LightningCLI with ``fit``/``validate``/``test`` and the tool subcommands in one parser."""
+
+    def __init__(self, *args: Any, trial_args: Sequence[str] = (), **kwargs: Any) -> None:
+        self.trial_args = list(trial_args)
+        self.exit_code = 0
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """The trainer subcommands (``predict`` is not offered: it would discard its output)."""
+        skip = {"model", "dataloaders", "datamodule"}
+        return {
+            "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+            "validate": skip,
+            "test": skip,
+        }
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """The trainer subcommands as in LightningCLI, then the tools of ``TOOLS``."""
+        self._subcommand_parsers: dict[str, LightningArgumentParser] = {}
+        subcommands = parser.add_subcommands()
+        for name in self.subcommands():
+            description = TRAINER_COMMANDS[name]
+            sub_kwargs = {"description": description, **kwargs.get(name, {})}
+            sub = self._prepare_subcommand_parser(Trainer, name, **sub_kwargs)
+            self._subcommand_parsers[name] = sub
+            subcommands.add_subcommand(name, sub, help=description)
+        groups: dict[str, Any] = {}  # `data` → the subcommands action of `data`
+        for name, (fn, positional) in TOOLS.items():
+            head, _, tail = name.partition(" ")
+            sub = tool_parser(fn, positional)
+            summary = _plain((inspect.getdoc(fn) or "").split("\n")[0])
+            if not tail:
+                subcommands.add_subcommand(head, sub, help=summary)
+                continue
+            if head not in groups:  # `data check`: a subcommand of its own subcommand
+                group = EmbedlabParser(exit_on_error=False)
+                subcommands.add_subcommand(head, group, help=f"{head} {tail}: {summary}")
+                groups[head] = group.add_subcommands()
+            groups[head].add_subcommand(tail, sub, help=summary)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse ``args`` (``main`` always passes the argument list)."""
+        self.config = parser.parse_args(args)
+
+    def _tool(self) -> tuple[Callable[..., int], Namespace] | None:
+        """The tool function of the parsed subcommand and its arguments, or ``None``."""
+        name = str(self.config.get("subcommand"))
+        if name not in {n.split(" ")[0] for n in TOOLS}:
+            return None
+        config = self.config[name]
+        if f"{name} {config.get('subcommand')}" in TOOLS:
+            name = f"{name} {config['subcommand']}"
+            config = config[config["subcommand"]]
+        return TOOLS[name][0], config
+
+    def _set_seed(self) -> None:
+        if self._tool() is None:
+            super()._set_seed()
+
+    def instantiate_classes(self) -> None:
+        if self._tool() is None:
+            super().instantiate_classes()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        tool = self._tool()
+        if tool is None:
+            super()._run_subcommand(subcommand)
+            return
+        fn, config = tool
+        kwargs = {k: v for k, v in config.as_dict().items() if k != "subcommand"}
+        accepted = inspect.signature(fn).parameters
+        if "runner" in accepted:
+            kwargs["runner"] = main
+        if "trial_args" in accepted:
+            kwargs["trial_args"] = self.trial_args
+        if "runs" in kwargs:
+            kwargs["runs"] = [Path(r) for r in kwargs["runs"]]
+        self.exit_code = fn(**kwargs)
+
     def _parse_ckpt_path(self) -> None:
         """Leave the configuration to ``--config`` and the command line.
 
@@ -176,7 +411,10 @@ class EmbedlabCLI(LightningCLI):
             write_json(Path(self.trainer.log_dir) / "test_metrics.json", {"test": results})
 
 
-def lightning_main(args: list[str] | None = None, save_config: bool = True) -> EmbedlabCLI:
+def lightning_main(
+    args: list[str] | None = None, save_config: bool = True, trial_args: Sequence[str] = ()
+) -> EmbedlabCLI:
+    """Parse ``args`` and run the subcommand; configuration errors raise ``ConfigError``."""
     return EmbedlabCLI(
         MetricLearningModule,
         RetrievalDataModule,
@@ -185,26 +423,48 @@ def lightning_main(args: list[str] | None = None, save_config: bool = True) -> E
         trainer_defaults={"use_distributed_sampler": False},
         save_config_callback=SaveConfigCallback if save_config else None,
         save_config_kwargs={"overwrite": True},
+        parser_class=EmbedlabParser,
+        parser_kwargs={
+            "prog": "embedlab",
+            "description": "embedlab: deep metric learning and person re-identification. "
+            "`embedlab SUBCOMMAND --help` lists a subcommand's options.",
+            "exit_on_error": False,
+        },
         args=args,
+        trial_args=trial_args,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``embedlab`` command; returns the exit status (2 on a configuration error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TOOL_COMMANDS:
-        from embedlab import tools
-
-        return tools.run(argv)
+    trial_args: list[str] = []
+    if (
+        argv[:1] == ["sweep"] and "--" in argv
+    ):  # `embedlab sweep FILE -- ARGS`: ARGS go to each trial
+        cut = argv.index("--")
+        argv, trial_args = argv[:cut], argv[cut + 1 :]
     torch.set_float32_matmul_precision("high")
     try:
-        lightning_main(argv)
-    except (ValueError, OSError, FloatingPointError) as err:
-        if os.environ.get("EMBEDLAB_DEBUG"):
-            raise
-        # Configuration and data errors name the key or file at fault: one line is enough.
-        print(f"embedlab: error: {err}  (EMBEDLAB_DEBUG=1 shows the traceback)", file=sys.stderr)
+        cli = lightning_main(argv, trial_args=trial_args)
+    except Exception as err:
+        cause = config_error(err)
+        if cause is None or os.environ.get("EMBEDLAB_DEBUG"):
+            raise  # a bug, e.g. in a user's loss: keep the traceback
+        print(f"embedlab: error: {cause}", file=sys.stderr)
         return 2
-    return 0
+    return cli.exit_code
+
+
+def config_error(err: BaseException) -> BaseException | None:
+    """The ``ConfigError`` (or non-finite loss) behind ``err``, also when jsonargparse wrapped it
+    while instantiating a class (``raise ... from``); ``None`` for any other exception."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (ConfigError, NonFiniteLossError)):
+            return seen
+        seen = seen.__cause__
+    return None
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import torch.distributed as dist
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from embedlab.errors import ConfigError
+from embedlab.losses import Loss
 from embedlab.metrics import (
     PRIMARY_METRIC,
     Distance,
@@ -46,7 +48,7 @@ class LossTerm(nn.Module):
 
     def __init__(
         self,
-        loss: nn.Module,
+        loss: Loss,
         weight: float = 1.0,
         input: LossInput = "features",
         name: str | None = None,
@@ -99,7 +101,7 @@ class MetricLearningModule(pl.LightningModule):
     def __init__(
         self,
         model: EmbeddingModel,
-        loss: nn.Module | None = None,
+        loss: Loss | None = None,
         loss_weight: float = 1.0,
         loss_lr: float | None = None,
         aux_losses: Sequence[LossTerm] = (),
@@ -129,11 +131,11 @@ class MetricLearningModule(pl.LightningModule):
         terms = [LossTerm(loss, loss_weight, lr=loss_lr)] if loss is not None else []
         self.losses = nn.ModuleList([*terms, *aux_losses])
         if len(self.losses) == 0:
-            raise ValueError("model.loss: give a loss or at least one entry in model.aux_losses")
+            raise ConfigError("model.loss: give a loss or at least one entry in model.aux_losses")
         self.classifier: nn.Module | None = None
         if any(t.input == "logits" for t in self.terms):
             if num_classes is None:
-                raise ValueError("model.num_classes is required by a loss term reading logits")
+                raise ConfigError("model.num_classes is required by a loss term reading logits")
             self.classifier = nn.Linear(model.embedding_dim, num_classes, bias=False)
         self.optimizer_factory = optimizer
         self._roles: dict[str, tuple[Tensor, Tensor]] = {}  # query/gallery flags per eval stage
@@ -270,7 +272,7 @@ class MetricLearningModule(pl.LightningModule):
         own = self.state_dict()
         for key, value in checkpoint.get("state_dict", {}).items():
             if key in own and own[key].shape != value.shape:
-                raise ValueError(
+                raise ConfigError(
                     f"checkpoint parameter {key} has shape {tuple(value.shape)} but this model has "
                     f"{tuple(own[key].shape)}: check model.model.init_args.embedding_dim and the backbone"
                 )

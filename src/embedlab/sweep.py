@@ -26,7 +26,6 @@ Arguments after ``--`` are appended to every trial's command (e.g. a smaller bud
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -36,7 +35,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,14 +44,22 @@ from urllib.parse import urlparse
 import numpy as np
 import yaml
 
+from embedlab.analysis.compare import (
+    PRIMARY,
+    compare_runs,
+    print_table,
+    summary_table,
+    write_comparison,
+)
 from embedlab.analysis.runs import TRIAL_FILE
+from embedlab.errors import ConfigError
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 METHODS = ("grid", "random", "bayes")
 DEFAULT_RANDOM_COUNT = 10
 
 
-class SweepError(ValueError):
+class SweepError(ConfigError):
     """The sweep file is not usable."""
 
 
@@ -355,13 +362,13 @@ def _versions(folder: Path) -> set[Path]:
     return {p for p in folder.glob("version_*") if p.is_dir()}
 
 
-def _run_trial(trial: Trial, in_process: bool) -> tuple[int, str | None]:
+def _run_trial(trial: Trial, runner: Callable[[list[str]], int] | None) -> tuple[int, str | None]:
+    """Run one trial: with ``runner`` (``embedlab.cli.main``) in this process, else as a child."""
     args = embedlab_args(trial.command)
-    if in_process and args is not None:
-        from embedlab.cli import main as embedlab_main
-
+    if runner is not None and args is not None:
         try:
-            return embedlab_main(args), None
+            code = runner(args)
+            return code, None if code == 0 else f"exit status {code}"
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else 1
             return code, None if code == 0 else f"exit status {stop.code}"
@@ -388,11 +395,15 @@ def run_local(
     trials: list[Trial],
     output_root: Path,
     experiment: str,
-    in_process: bool = False,
+    runner: Callable[[list[str]], int] | None = None,
     compare: bool = True,
     plots: bool = True,
 ) -> tuple[list[Trial], Path]:
-    """Run the trials one after another; record them and compare the finished ones."""
+    """Run the trials one after another; record them and compare the finished ones.
+
+    ``runner`` runs embedlab trials in this process (``embedlab.cli.main``); without it each
+    trial is a child process.
+    """
     folder = output_root / experiment
     folder.mkdir(parents=True, exist_ok=True)
     sweep_dir = _next_sweep_dir(folder)
@@ -401,7 +412,7 @@ def run_local(
         print("    " + shlex.join(trial.command), flush=True)
         before = _versions(folder)
         start = time.perf_counter()
-        code, error = _run_trial(trial, in_process)
+        code, error = _run_trial(trial, runner)
         trial.seconds = round(time.perf_counter() - start, 2)
         new = sorted(_versions(folder) - before, key=lambda p: p.stat().st_mtime)
         trial.run_dir = str(new[-1]) if new else None
@@ -421,14 +432,6 @@ def run_local(
     (sweep_dir / "trials.json").write_text(json.dumps(manifest, indent=2, default=str))
     finished = [Path(t.run_dir) for t in trials if t.status == "finished" and t.run_dir]
     if compare and finished:
-        from embedlab.analysis.compare import (
-            PRIMARY,
-            compare_runs,
-            print_table,
-            summary_table,
-            write_comparison,
-        )
-
         metric = str((config.get("metric") or {}).get("name", PRIMARY)).removeprefix("val/")
         frame = compare_runs(finished, primary=metric)
         print_table(
@@ -439,102 +442,3 @@ def run_local(
         ).values():
             print(f"wrote {path}")
     return trials, sweep_dir
-
-
-# -- command line --------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, overrides = argv[:cut], argv[cut + 1 :]
-    parser = argparse.ArgumentParser(
-        prog="embedlab sweep",
-        description="Run a wandb sweep file online (wandb agent) or locally (grid/random search).",
-        epilog="Arguments after `--` are appended to every trial's command.",
-    )
-    parser.add_argument("sweep", help="sweep file in wandb's format (experiments/sweeps/*.yaml)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--online", action="store_true", help="use wandb's server (fail if unavailable)"
-    )
-    where.add_argument("--offline", action="store_true", help="run locally, without wandb's server")
-    parser.add_argument(
-        "--count", type=int, help="number of trials (grid: at most; random: default run_cap or 10)"
-    )
-    parser.add_argument("--output_root", default=os.environ.get("EMBEDLAB_OUTPUT_ROOT", "runs"))
-    parser.add_argument("--experiment", help="run folder of the trials (default: the sweep's name)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the local random search")
-    parser.add_argument(
-        "--wandb",
-        choices=("off", "offline"),
-        default="off",
-        help="local trials: no wandb logging, or wandb offline runs (sync later with `wandb sync`)",
-    )
-    parser.add_argument(
-        "--in_process", action="store_true", help="local trials in this process (faster start)"
-    )
-    parser.add_argument(
-        "--dry_run", action="store_true", help="print the local trials' commands and stop"
-    )
-    parser.add_argument("--no_compare", action="store_true", help="skip the comparison at the end")
-    parser.add_argument("--no_plots", action="store_true", help="comparison tables without plots")
-    parser.add_argument(
-        "--project", help="wandb project (online; default $WANDB_PROJECT or embedlab)"
-    )
-    parser.add_argument("--entity", help="wandb entity (online)")
-    args = parser.parse_args(argv)
-    if args.count is not None and args.count < 1:
-        parser.error("--count must be >= 1")
-    try:
-        config = load_sweep(args.sweep)
-    except SweepError as error:
-        print(f"embedlab sweep: {error}", file=sys.stderr)
-        return 2
-    experiment = args.experiment or str(config["name"])
-    placement = [f"--experiment={experiment}"]
-    template = [str(c) for c in config.get("command", DEFAULT_COMMAND)]
-    runs_embedlab = embedlab_args(template) is not None
-
-    online = not args.dry_run and (args.online or (not args.offline and wandb_reachable()))
-    if online:
-        try:
-            extra = [*placement, *overrides] if runs_embedlab else overrides
-            return run_online(config, extra, args.count, args.project, args.entity)
-        except Exception as error:
-            if args.online:
-                raise
-            print(
-                f"embedlab sweep: wandb is unavailable ({error}); running locally", file=sys.stderr
-            )
-
-    if config["method"] == "bayes":
-        print("embedlab sweep: bayes search needs wandb's server; running random search locally")
-    local = [*placement, f"--output_root={args.output_root}", f"--wandb={args.wandb}"]
-    try:
-        trials = local_trials(config, args.count, args.seed, overrides, local)
-    except SweepError as error:
-        print(f"embedlab sweep: {error}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        for trial in trials:
-            print(shlex.join(trial.command))
-        return 0
-    done, sweep_dir = run_local(
-        config,
-        trials,
-        Path(args.output_root),
-        experiment,
-        in_process=args.in_process,
-        compare=not args.no_compare,
-        plots=not args.no_plots,
-    )
-    failed = [t for t in done if t.status != "finished"]
-    print(
-        f"\nembedlab sweep: {len(done) - len(failed)}/{len(done)} trials finished; records in {sweep_dir}"
-    )
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -12,7 +12,6 @@ From Python::
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -409,41 +408,3 @@ def default_out_dir(run_dirs: Sequence[Path]) -> Path:
         while common not in (parent, *parent.parents):
             common = common.parent
     return common / "comparison"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="embedlab compare",
-        description="Tabulate and plot the validation metrics of runs written by `embedlab fit`.",
-    )
-    parser.add_argument("runs", nargs="+", help="run directories or folders holding version_* runs")
-    parser.add_argument("--out", help="output folder (default: <common parent>/comparison)")
-    parser.add_argument("--metric", default=PRIMARY, help="metric defining the best epoch (map@r)")
-    parser.add_argument(
-        "--metrics", default="", help="comma-separated metrics of the table (default: all logged)"
-    )
-    parser.add_argument(
-        "--sort", default=PRIMARY, help="sort rows by this final metric ('none': keep order)"
-    )
-    parser.add_argument("--baseline", action="store_true", help="add the raw-pixel baseline row")
-    parser.add_argument("--no_plots", action="store_true", help="write the tables only")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        run_dirs = find_runs(args.runs)
-    except FileNotFoundError as error:
-        print(f"embedlab compare: {error}")
-        return 2
-    if not run_dirs:
-        print(f"embedlab compare: no run directories found in {args.runs}")
-        return 2
-    frame = compare_runs(run_dirs, primary=args.metric, baseline=args.baseline)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] or None
-    sort = None if args.sort.lower() == "none" else args.sort
-    out = Path(args.out) if args.out else default_out_dir(run_dirs)
-    print_table(
-        summary_table(frame, metrics, args.metric, sort=sort), title=f"{len(run_dirs)} runs"
-    )
-    written = write_comparison(frame, out, metrics, args.metric, sort, plots=not args.no_plots)
-    for path in written.values():
-        print(f"wrote {path}")
-    return 0

@@ -18,17 +18,13 @@ warnings (the run works but some data is wasted)
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
-from .formats import READERS, SPLITS, DatasetFormatError, DatasetLayoutError, read_dataset
+from .formats import SPLITS, DatasetFormatError, DatasetLayoutError, read_dataset
 from .image_dataset import BadImageError, load_image
 
 Severity = Literal["error", "warning"]
@@ -298,70 +294,3 @@ def format_report(report: CheckReport, max_items: int = 10) -> str:
         if len(shown) < len(problem.items):
             lines.append(f"    ... and {len(problem.items) - len(shown)} more")
     return "\n".join(lines)
-
-
-def _parse_value(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="embedlab data check",
-        description="Read a dataset as training would, print per-split counts and every problem.",
-    )
-    parser.add_argument("--dataset", required=True, choices=sorted(READERS), help="format name")
-    parser.add_argument(
-        "--root",
-        default=None,
-        help="folder the dataset lies in (default: $EMBEDLAB_DATA_ROOT/<dataset>, "
-        "or data/<dataset> when the variable is unset)",
-    )
-    parser.add_argument(
-        "--option",
-        "-o",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="reader option, e.g. variant=labeled (cuhk03np), include_val=true (msmt17), "
-        "test_size=1600 (vehicleid), table=train.csv (table); repeatable",
-    )
-    parser.add_argument(
-        "--no-images", action="store_true", help="only check that files exist, do not decode them"
-    )
-    parser.add_argument(
-        "--max-items", type=int, default=10, help="items listed per problem (-1: all; default 10)"
-    )
-    parser.add_argument("--strict", action="store_true", help="exit with 1 on warnings too")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the checker; return 0 when clean, 1 on errors (or warnings with --strict), 2 on bad usage."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help or a usage error
-        return exc.code if isinstance(exc.code, int) else 2
-    options: dict[str, Any] = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"embedlab data check: --option expects KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        options[key.strip()] = _parse_value(value.strip())
-    root = args.root or str(Path(os.environ.get("EMBEDLAB_DATA_ROOT", "data")) / args.dataset)
-    report = check_dataset(args.dataset, root, verify_images=not args.no_images, **options)
-    print(format_report(report, max_items=args.max_items))
-    if report.errors or (args.strict and report.warnings):
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from embedlab.data.digits import DigitsDataset, Protocol, digits_frame
 from embedlab.data.sampler import PKBatchSampler, SeededDataset
 from embedlab.data.splits import RUN_SPLITS, ValSplit, split_validation
+from embedlab.errors import ConfigError
 
 Item = tuple[Tensor, int, int, int]
 
@@ -274,7 +275,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         splits = set(frame["split"])
         train_rows = frame[frame["split"] == "train"]
         if len(train_rows) == 0 and stage in (None, "fit"):
-            raise ValueError(
+            raise ConfigError(
                 f"dataset {self.dataset_name!r} at {self.data_root} has no train split"
             )
         if self.train_set is None and len(train_rows):
@@ -284,7 +285,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         if self.test_set is None:
             self.test_set = self._eval_set(frame, "query", "gallery", "test")
             if self.test_set is None:
-                raise ValueError(
+                raise ConfigError(
                     f"dataset {self.dataset_name!r} has no query/gallery or test split "
                     f"(found {sorted(splits)})"
                 )

@@ -14,10 +14,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
+from embedlab.errors import ConfigError
+
 BadData = Literal["error", "skip"]
 
 
-class BadImageError(OSError):
+class BadImageError(ConfigError, OSError):
     """An image file is missing, empty, truncated or not an image."""
 
     def __init__(self, path: str | Path, reason: str) -> None:

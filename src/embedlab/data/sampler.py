@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from embedlab.errors import ConfigError
+
 
 class PKBatchSampler(Sampler[list[int]]):
     def __init__(
@@ -41,19 +43,19 @@ class PKBatchSampler(Sampler[list[int]]):
     ) -> None:
         labels = np.asarray(labels)
         if p < 1 or k < 1:
-            raise ValueError(f"P×K sampling needs p >= 1 and k >= 1, got p={p}, k={k}")
+            raise ConfigError(f"P×K sampling needs p >= 1 and k >= 1, got p={p}, k={k}")
         if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} outside [0, num_replicas={num_replicas})")
+            raise ConfigError(f"rank {rank} outside [0, num_replicas={num_replicas})")
         self.identities = np.unique(labels)
         if p * num_replicas > len(self.identities):
-            raise ValueError(
+            raise ConfigError(
                 f"data.p={p} × {num_replicas} rank(s) needs {p * num_replicas} identities per step, "
                 f"but the training set has only {len(self.identities)}"
             )
         self.members = {int(i): np.flatnonzero(labels == i) for i in self.identities}
         singles = sum(len(m) == 1 for m in self.members.values())
         if k > 1 and singles == len(self.members):
-            raise ValueError(
+            raise ConfigError(
                 f"data.k={k} needs identities with several images, but every one of the "
                 f"{singles} training identities has a single image (set data.k=1 and a loss "
                 "that needs no positive pair, or use another dataset)"

@@ -10,6 +10,7 @@ from embedlab.losses.contrastive import ContrastiveLoss
 from embedlab.losses.coupled_clusters import CoupledClustersLoss
 from embedlab.losses.cross_entropy import CrossEntropyLoss
 from embedlab.losses.improved_triplet import ImprovedTripletLoss
+from embedlab.losses.interface import Loss
 from embedlab.losses.margin import MarginLoss
 from embedlab.losses.msml import MSMLLoss
 from embedlab.losses.quadruplet import QuadrupletLoss
@@ -22,6 +23,7 @@ __all__ = [
     "CoupledClustersLoss",
     "CrossEntropyLoss",
     "ImprovedTripletLoss",
+    "Loss",
     "MSMLLoss",
     "MarginLoss",
     "MetricLoss",

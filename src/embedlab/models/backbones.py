@@ -9,15 +9,31 @@ Every backbone is an ``nn.Module`` returning a feature map ``[B, C, H, W]`` and 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.error import URLError
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
+from embedlab.errors import ConfigError
+
 #: Classifier heads of torchvision models, dropped by the backbones (their weights may be absent).
 HEAD_PREFIXES = ("fc.", "classifier.", "heads.", "head.", "aux1.", "aux2.", "AuxLogits.")
+
+
+def _from_hub(build: Callable[..., Any], model: str, **kwargs: Any) -> Any:
+    """Build a torchvision model with its hub weights; an unreachable hub is a ``ConfigError``."""
+    try:
+        return build(**kwargs)
+    except (URLError, ConnectionError, TimeoutError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(
+            f"pretrained: true: cannot download the ImageNet weights of {model} ({reason}); "
+            f"give a local weights file instead, e.g. pretrained: /path/to/{model}.pth"
+        ) from err
 
 
 def _load_local_weights(module: nn.Module, path: str | Path) -> None:
@@ -56,7 +72,9 @@ class ResNet(nn.Module):
         if depth not in builders:
             raise ValueError(f"ResNet depth must be one of {sorted(builders)}, got {depth}")
         build, hub_weights = builders[depth]
-        net = build(weights=hub_weights if pretrained is True else None)
+        net = _from_hub(
+            build, f"resnet{depth}", weights=hub_weights if pretrained is True else None
+        )
         if isinstance(pretrained, str) and pretrained:
             _load_local_weights(net, pretrained)
         if last_stride == 1:
@@ -96,8 +114,12 @@ class TorchvisionBackbone(nn.Module):
         if name not in torchvision.models.list_models(torchvision.models):
             raise ValueError(f"unknown torchvision classification model {name!r}")
         extra = {"init_weights": False} if name in ("googlenet", "inception_v3") else {}
-        net = torchvision.models.get_model(
-            name, weights="DEFAULT" if pretrained is True else None, **extra
+        net = _from_hub(
+            torchvision.models.get_model,
+            name,
+            name=name,
+            weights="DEFAULT" if pretrained is True else None,
+            **extra,
         )
         if isinstance(pretrained, str) and pretrained:
             _load_local_weights(net, pretrained)

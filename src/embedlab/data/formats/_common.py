@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedlab.errors import ConfigError
+
 COLUMNS: tuple[str, ...] = ("path", "label", "camera", "split")
 SPLITS: tuple[str, ...] = ("train", "val", "query", "gallery", "test")
 """``val``: a validation list shipped with the dataset (MSMT17's ``list_val.txt``)."""
@@ -25,7 +27,7 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 )
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(ConfigError, FileNotFoundError):
     """A folder or file the format needs is not where the layout says it is.
 
     The message names the missing path and shows the expected layout.
@@ -45,7 +47,7 @@ class DatasetLayoutError(FileNotFoundError):
         return str(self.args[0])
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(ConfigError):
     """A list file, annotation file or image name could not be parsed.
 
     The message names the file and, where there is one, the line.

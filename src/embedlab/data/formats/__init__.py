@@ -22,19 +22,6 @@ from typing import Any
 
 import pandas as pd
 
-from . import (
-    cars196,
-    cub200,
-    cuhk03np,
-    dukemtmc,
-    imagefolder,
-    inshop,
-    market1501,
-    msmt17,
-    sop,
-    table,
-    vehicleid,
-)
 from ._common import COLUMNS, SPLITS, DatasetFormatError, DatasetLayoutError
 from .cars196 import read_cars196
 from .cub200 import read_cub200
@@ -62,22 +49,6 @@ READERS: dict[str, Callable[..., pd.DataFrame]] = {
     "imagefolder": read_imagefolder,
 }
 
-LAYOUTS: dict[str, str] = {
-    "market1501": market1501.LAYOUT,
-    "dukemtmc": dukemtmc.LAYOUT,
-    "msmt17": msmt17.LAYOUT,
-    "cuhk03np": cuhk03np.LAYOUT,
-    "cub200": cub200.LAYOUT,
-    "cars196": cars196.LAYOUT,
-    "sop": sop.LAYOUT,
-    "inshop": inshop.LAYOUT,
-    "vehicleid": vehicleid.LAYOUT,
-    "table": table.LAYOUT,
-    "imagefolder": imagefolder.LAYOUT,
-}
-"""Expected on-disk layout of each format, as shown in error messages."""
-
-
 def read_dataset(name: str, root: str | Path, **options: Any) -> pd.DataFrame:
     """Read dataset ``name`` (a key of :data:`READERS`) from ``root``.
 
@@ -94,7 +65,6 @@ def read_dataset(name: str, root: str | Path, **options: Any) -> pd.DataFrame:
 
 __all__ = [
     "COLUMNS",
-    "LAYOUTS",
     "READERS",
     "SPLITS",
     "DatasetFormatError",

@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from embedlab.analysis.runs import Embeddings
+from embedlab.distances import pairwise_distance
 from embedlab.metrics import RetrievalEvaluator
 
 Status = Literal["correct", "wrong", "excluded"]
@@ -50,16 +51,12 @@ class RankedList:
 
 
 def distances(query: np.ndarray, gallery: np.ndarray, metric: str = "cosine") -> np.ndarray:
-    """``(Q, G)`` distances: ``1 − cos`` for ``cosine``, L2 for ``euclidean``."""
+    """``(Q, G)`` distances (``cosine``: 1 − cos, ``euclidean``: L2), by embedlab's one distance."""
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
     q = torch.as_tensor(np.asarray(query), dtype=torch.float64)
     g = torch.as_tensor(np.asarray(gallery), dtype=torch.float64)
-    if metric == "cosine":
-        q = torch.nn.functional.normalize(q, dim=1)
-        g = torch.nn.functional.normalize(g, dim=1)
-        return (1.0 - q @ g.T).numpy()
-    if metric == "euclidean":
-        return torch.cdist(q, g).numpy()
-    raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+    return pairwise_distance(q, g, distance=metric).numpy()  # type: ignore[arg-type]
 
 
 def choose_queries(is_query: np.ndarray, num: int, seed: int = 0) -> list[int]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
@@ -57,14 +59,31 @@ def summary_frame(rows: dict[str, dict[str, float]]) -> pd.DataFrame:
     return frame[[k for k in frame.columns if k not in NOT_METRICS]]
 
 
+def format_cell(value: Any, digits: int) -> str:
+    """A table cell: integers as they are, floats with ``digits`` decimals, missing as ""."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def print_table(table: pd.DataFrame, title: str = "", digits: int = 2) -> None:
+    """Print ``table`` with rich: text columns left-aligned, numbers right-aligned."""
+    out = Table(title=title)
+    for column in table.columns:
+        numeric = pd.api.types.is_numeric_dtype(table[column])
+        out.add_column(str(column), justify="right" if numeric else "left")
+    for _, row in table.iterrows():
+        out.add_row(*(format_cell(v, digits) for v in row.tolist()))
+    Console(width=max(120, 14 * len(table.columns))).print(out)
+
+
 def print_summary(
     rows: dict[str, dict[str, float]], title: str = "retrieval on held-out data"
 ) -> None:
-    frame = summary_frame(rows)
-    table = Table(title=title)
-    table.add_column("embeddings")
-    for column in frame.columns:
-        table.add_column(str(column), justify="right")
-    for name, values in frame.iterrows():
-        table.add_row(str(name), *("" if pd.isna(v) else f"{v:.4f}" for v in values))
-    Console(width=max(100, 12 * (len(frame.columns) + 1))).print(table)
+    """Print the metrics of each entry of ``rows`` (see :func:`summary_frame`)."""
+    frame = summary_frame(rows).astype(float)
+    print_table(frame.rename_axis("embeddings").reset_index(), title, digits=4)

@@ -25,7 +25,8 @@ from matplotlib.ticker import MaxNLocator
 from embedlab.analysis.pictures import save_figure
 from embedlab.analysis.runs import Run, find_runs, loss_label, short_class, training_history
 from embedlab.metrics import PRIMARY_METRIC
-from embedlab.report import BASELINE_ROW, NOT_METRICS
+from embedlab.report import BASELINE_ROW, NOT_METRICS, format_cell
+from embedlab.report import print_table as print_table  # re-exported: embedlab.analysis API
 
 PRIMARY = PRIMARY_METRIC
 METRIC_NAMES = {
@@ -225,35 +226,14 @@ def summary_table(
     return table
 
 
-def _cell(value: Any, digits: int) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, (int, np.integer)):
-        return str(value)
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
     """A GitHub Markdown table (``DataFrame.to_markdown``); numbers with ``digits`` decimals."""
-    cells = table.apply(lambda column: column.map(lambda v: _cell(v, digits).replace("|", "\\|")))
+    cells = table.apply(
+        lambda column: column.map(lambda v: format_cell(v, digits).replace("|", "\\|"))
+    )
     align = ["right" if pd.api.types.is_numeric_dtype(table[c]) else "left" for c in table.columns]
     text = cells.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True)
     return text + "\n"
-
-
-def print_table(table: pd.DataFrame, title: str = "run comparison", digits: int = 2) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    out = Table(title=title)
-    for column in table.columns:
-        numeric = pd.api.types.is_numeric_dtype(table[column])
-        out.add_column(str(column), justify="right" if numeric else "left")
-    for _, row in table.iterrows():
-        out.add_row(*(_cell(v, digits) for v in row.tolist()))
-    Console(width=max(120, 14 * len(table.columns))).print(out)
 
 
 # -- plots -------------------------------------------------------------------------------

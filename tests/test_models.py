@@ -21,7 +21,7 @@ def test_resnet_feature_map(
 
 
 def test_embedding_model_shapes_bnneck_and_normalisation() -> None:
-    model = EmbeddingModel(ResNet(18), pooling="gem", embedding_dim=32, bnneck=True, normalize=True)
+    model = EmbeddingModel(ResNet(18), pooling=GeM(), embedding_dim=32, bnneck=True, normalize=True)
     out = model.forward_train(torch.randn(4, 3, 64, 32))
     assert out.features.shape == out.embedding.shape == (4, 32)
     assert torch.allclose(out.embedding.norm(dim=1), torch.ones(4), atol=1e-5)
@@ -81,7 +81,7 @@ def test_local_pretrained_weights_are_loaded(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["googlenet", "mobilenet_v3_small", "densenet121"])
 def test_torchvision_backbone_feature_map_in_train_and_eval(name: str) -> None:
     backbone = TorchvisionBackbone(name)
-    model = EmbeddingModel(backbone, pooling="gem", embedding_dim=8)
+    model = EmbeddingModel(backbone, pooling=GeM(), embedding_dim=8)
     x = torch.randn(2, 3, 80, 80)
     out = model.forward_train(x)  # train mode: googlenet's auxiliary heads stay out
     assert out.features.shape == (2, 8)

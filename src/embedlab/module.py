@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import random
-from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
@@ -13,10 +11,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from embedlab.errors import ConfigError
+from embedlab.evaluation import EvalRoles
 from embedlab.losses import Loss
 from embedlab.metrics import (
     PRIMARY_METRIC,
@@ -80,11 +79,10 @@ class MetricLearningModule(pl.LightningModule):
         num_classes: number of training identities; creates a bias-free identity classifier
             when a term reads ``logits`` (linked from the data module by the CLI).
         optimizer: optimiser factory, e.g. ``torch.optim.Adam`` with ``init_args``.
-        scheduler: ``constant``, ``multistep`` (×``gamma`` at each of ``milestones``),
-            ``cosine``, or ``exponential`` (Hermans et al.: constant until ``milestones[0]``,
-            then ``gamma ** ((epoch − t0) / (t1 − t0))`` down to ``gamma`` at
-            ``milestones[1]``), each after ``warmup_epochs`` of linear warm-up from
-            ``warmup_start_factor``.
+        lr_scheduler: learning-rate schedule stepped once per epoch, any
+            ``torch.optim.lr_scheduler`` class or one of :mod:`embedlab.schedules`
+            (``WarmupMultiStep``, ``WarmupCosine``, ``ExponentialDecay`` of Hermans et al.),
+            chosen by ``class_path``; ``None``: a constant learning rate.
         distance: ``cosine`` or ``euclidean``: how retrieval ranks the gallery.
         ks: the k of the reported ``recall@k`` (``RecallAtK(k)`` metrics, first in the list).
         metrics: further retrieval metrics (:mod:`embedlab.metrics.rank_metrics`), each logged
@@ -107,11 +105,7 @@ class MetricLearningModule(pl.LightningModule):
         aux_losses: Sequence[LossTerm] = (),
         num_classes: int | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
-        scheduler: Literal["constant", "multistep", "cosine", "exponential"] = "constant",
-        warmup_epochs: int = 0,
-        warmup_start_factor: float = 0.1,
-        milestones: Sequence[int] = (),
-        gamma: float = 0.1,
+        lr_scheduler: LRSchedulerCallable | None = None,
         distance: Distance = "cosine",
         ks: Sequence[int] = (1, 5, 10),
         metrics: Sequence[RankMetric] | None = None,
@@ -121,12 +115,9 @@ class MetricLearningModule(pl.LightningModule):
         nonfinite: Literal["error", "skip"] = "error",
     ) -> None:
         super().__init__()
-        if scheduler == "exponential" and (len(milestones) != 2 or milestones[0] >= milestones[1]):
-            raise ValueError(
-                "model.milestones: the exponential schedule needs [start, end] epochs with "
-                f"start < end, got {list(milestones)}"
-            )
-        self.save_hyperparameters(ignore=["model", "loss", "aux_losses", "optimizer", "metrics"])
+        self.save_hyperparameters(
+            ignore=["model", "loss", "aux_losses", "optimizer", "lr_scheduler", "metrics"]
+        )
         self.model = model
         terms = [LossTerm(loss, loss_weight, lr=loss_lr)] if loss is not None else []
         self.losses = nn.ModuleList([*terms, *aux_losses])
@@ -138,7 +129,8 @@ class MetricLearningModule(pl.LightningModule):
                 raise ConfigError("model.num_classes is required by a loss term reading logits")
             self.classifier = nn.Linear(model.embedding_dim, num_classes, bias=False)
         self.optimizer_factory = optimizer
-        self._roles: dict[str, tuple[Tensor, Tensor]] = {}  # query/gallery flags per eval stage
+        self.lr_scheduler_factory = lr_scheduler
+        self._roles = EvalRoles()  # query/gallery flags per evaluation stage
         chosen = [
             *(RecallAtK(int(k)) for k in ks),
             *(scalar_metrics() if metrics is None else metrics),
@@ -293,28 +285,16 @@ class MetricLearningModule(pl.LightningModule):
             self._pending_rng = None
 
     # -- evaluation ------------------------------------------------------------------------
-    def _eval_roles(self, stage: str) -> tuple[Tensor, Tensor]:
-        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
-        loader: Any = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
-        dataset = loader.dataset
-        if not hasattr(dataset, "is_query"):
-            n = len(dataset)
-            return torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
-        return torch.as_tensor(dataset.is_query), torch.as_tensor(dataset.is_gallery)
-
     def _eval_step(self, batch: Sequence[Tensor], metric: RetrievalEvaluator, stage: str) -> None:
         images, labels, cameras, indices = batch
-        if stage not in self._roles:
-            self._roles[stage] = self._eval_roles(stage)
-        is_query, is_gallery = self._roles[stage]
-        idx = indices.cpu()
+        is_query, is_gallery = self._roles(self.trainer, stage, indices)
         embeddings = self.model(images).float()
-        metric.update(embeddings, labels, cameras, indices, is_query[idx], is_gallery[idx])
+        metric.update(embeddings, labels, cameras, indices, is_query, is_gallery)
 
     def _eval_end(self, metric: RetrievalEvaluator, stage: str) -> dict[str, float]:
         results = metric.compute()
         metric.reset()
-        self._roles.pop(stage, None)
+        self._roles.clear(stage)
         # Scalars only: curves such as ``cmc`` are arrays (every rank holds the same values).
         logged = {
             f"{stage}/{k}": float(v)
@@ -348,23 +328,6 @@ class MetricLearningModule(pl.LightningModule):
         }
 
     # -- optimisation ----------------------------------------------------------------------
-    def lr_factor(self, epoch: int) -> float:
-        """Learning-rate multiplier at ``epoch``: linear warm-up, then the chosen schedule."""
-        hp = self.hparams
-        warmup = hp["warmup_epochs"]
-        if epoch < warmup:
-            start = hp["warmup_start_factor"]
-            return start + (1.0 - start) * epoch / warmup
-        if hp["scheduler"] == "multistep":
-            return float(hp["gamma"] ** bisect_right(list(hp["milestones"]), epoch))
-        if hp["scheduler"] == "exponential":
-            start, end = hp["milestones"]
-            return float(hp["gamma"] ** min(1.0, max(0.0, (epoch - start) / (end - start))))
-        if hp["scheduler"] == "cosine":
-            total = max(1, (self.trainer.max_epochs or 1) - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (epoch - warmup) / total)))
-        return 1.0
-
     def param_groups(self) -> list[dict[str, Any]]:
         """Model and classifier in one group; each loss term's parameters in a group of its own."""
         owned = {id(p) for t in self.terms for p in t.parameters()}
@@ -379,8 +342,19 @@ class MetricLearningModule(pl.LightningModule):
         return groups
 
     def configure_optimizers(self) -> Any:
+        """The optimiser over :meth:`param_groups` and, if any, its per-epoch schedule."""
         optimizer = self.optimizer_factory(self.param_groups())
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        set_total = getattr(scheduler, "set_total_epochs", None)  # e.g. WarmupCosine(epochs=None)
+        if set_total is not None and getattr(scheduler, "epochs", 0) is None:
+            max_epochs = self._trainer.max_epochs if self._trainer is not None else None
+            if max_epochs is None or max_epochs < 1:
+                raise ConfigError(
+                    "model.lr_scheduler.init_args.epochs: give it, or set trainer.max_epochs"
+                )
+            set_total(max_epochs)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from embedlab.models.backbones import SmallCNN
-from embedlab.models.pooling import build_pooling
+from embedlab.models.pooling import AvgPool
 
 
 class EmbeddingOutput(NamedTuple):
@@ -25,7 +25,9 @@ class EmbeddingModel(nn.Module):
     Args:
         backbone: any module returning ``[B, C, H, W]`` and exposing ``out_channels``
             (e.g. ``embedlab.models.ResNet``, ``TimmBackbone``, ``SmallCNN``).
-        pooling: ``"avg"`` or ``"gem"``.
+        pooling: global pooling ``[B, C, H, W] → [B, C]``, any module by ``class_path``, e.g.
+            ``embedlab.models.GeM`` with ``init_args: {p: 3, learnable: true}``; ``None``:
+            ``AvgPool``.
         embedding_dim: size of a linear projection after pooling; ``None`` keeps ``C``.
         bnneck: batch-norm neck (Luo et al. 2019); metric losses use the features before it,
             retrieval and the identity classifier use the features after it.
@@ -42,7 +44,7 @@ class EmbeddingModel(nn.Module):
     def __init__(
         self,
         backbone: nn.Module | None = None,
-        pooling: Literal["avg", "gem"] = "avg",
+        pooling: nn.Module | None = None,
         embedding_dim: int | None = None,
         bnneck: bool = False,
         normalize: bool = False,
@@ -54,7 +56,7 @@ class EmbeddingModel(nn.Module):
         channels = getattr(self.backbone, "out_channels", None)
         if not isinstance(channels, int):
             raise ValueError("backbone must expose an integer attribute `out_channels`")
-        self.pool = build_pooling(pooling)
+        self.pool = pooling if pooling is not None else AvgPool()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.projection: nn.Module = (
             nn.Linear(channels, embedding_dim) if embedding_dim is not None else nn.Identity()

@@ -1,4 +1,8 @@
-"""Global pooling of a feature map ``[B, C, H, W]`` into ``[B, C]``."""
+"""Global pooling of a feature map ``[B, C, H, W]`` into ``[B, C]``.
+
+``EmbeddingModel(pooling=...)`` takes any such module by ``class_path``, e.g.
+``{class_path: embedlab.models.GeM, init_args: {p: 3, learnable: true}}``.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,13 @@ class AvgPool(nn.Module):
 
 
 class GeM(nn.Module):
-    """Generalised-mean pooling (Radenović et al. 2018): (mean(x^p))^(1/p), p learnable."""
+    """Generalised-mean pooling (Radenović et al. 2018): (mean(x^p))^(1/p).
+
+    Args:
+        p: the exponent (1: average pooling; large: towards max pooling).
+        eps: lower clamp of the activations.
+        learnable: train ``p`` with the network.
+    """
 
     def __init__(self, p: float = 3.0, eps: float = 1e-6, learnable: bool = True) -> None:
         super().__init__()
@@ -24,11 +34,3 @@ class GeM(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         pooled = x.clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1))
         return pooled.pow(1.0 / self.p)
-
-
-def build_pooling(name: str) -> nn.Module:
-    if name == "avg":
-        return AvgPool()
-    if name == "gem":
-        return GeM()
-    raise ValueError(f"unknown pooling {name!r}: choose 'avg' or 'gem'")

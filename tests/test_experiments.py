@@ -143,3 +143,31 @@ def test_paper_recipes_instantiate_and_take_a_step(config: Path, tmp_path: Path)
     loss.backward()
     optimisation = module.configure_optimizers()  # keeps the optimiser its scheduler refers to
     optimisation["optimizer"].step()
+
+
+def test_center_loss_sizes_come_from_the_data_and_the_model() -> None:
+    """The Bag-of-Tricks recipe names no class count or embedding size: another backbone and
+    dataset size the centres by themselves."""
+    recipe = yaml.safe_load((EXPERIMENTS / "market1501_bot.yaml").read_text())
+    recipe["model"]["model"]["init_args"]["backbone"] = {
+        "class_path": "embedlab.models.SmallCNN",
+        "init_args": {"in_channels": 1, "width": 8, "depth": 2},
+    }
+    module, data = instantiate_config(recipe, {"dataset": "digits", "val": "none"})
+    (center,) = [t.loss for t in module.terms if type(t.loss).__name__ == "CenterLoss"]
+    assert tuple(center.centers.shape) == (data.num_classes, module.model.embedding_dim) == (10, 16)
+
+
+def test_center_loss_sizes_that_disagree_are_a_config_error() -> None:
+    from embedlab.errors import ConfigError
+    from embedlab.losses import CenterLoss, TripletLoss
+    from embedlab.models import EmbeddingModel, SmallCNN
+    from embedlab.module import LossTerm
+
+    with pytest.raises(ConfigError, match="num_classes=751, but the run has 10"):
+        MetricLearningModule(
+            EmbeddingModel(SmallCNN(), embedding_dim=8),
+            TripletLoss(),
+            aux_losses=[LossTerm(CenterLoss(num_classes=751))],
+            num_classes=10,
+        )

@@ -118,6 +118,7 @@ def test_at_most_one_host_sync_per_training_step(
         EmbeddingModel(SmallCNN(width=8, depth=2), embedding_dim=8, normalize=True),
         TripletLoss(margin=0.2),
         aux_losses=[LossTerm(CenterLoss(num_classes=10, embedding_dim=8), weight=5e-4)],
+        num_classes=10,
         # Adam would add one `.item()` per parameter: its step counter, a CPU tensor even when
         # the parameters are on an accelerator (no device synchronisation)
         optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),

@@ -85,7 +85,8 @@ def test_a_cosine_without_epochs_ends_at_max_epochs() -> None:
 
 
 def test_no_schedule_is_a_constant_learning_rate() -> None:
-    assert isinstance(module().configure_optimizers(), torch.optim.Adam)
+    conf = module().configure_optimizers()
+    assert isinstance(conf["optimizer"], torch.optim.Adam) and "lr_scheduler" not in conf
 
 
 def test_any_torch_scheduler_by_class_path(capsys: pytest.CaptureFixture[str]) -> None:

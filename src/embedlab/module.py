@@ -128,6 +128,14 @@ class MetricLearningModule(pl.LightningModule):
             if num_classes is None:
                 raise ConfigError("model.num_classes is required by a loss term reading logits")
             self.classifier = nn.Linear(model.embedding_dim, num_classes, bias=False)
+        for term in self.terms:  # losses sized by the data and the model, e.g. CenterLoss
+            set_sizes = getattr(term.loss, "set_sizes", None)
+            if set_sizes is None:
+                continue
+            if num_classes is not None:
+                set_sizes(num_classes, model.embedding_dim)
+            elif getattr(term.loss, "num_classes", None) is None:
+                raise ConfigError(f"model.num_classes is required by the loss term {term.name!r}")
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self._roles = EvalRoles()  # query/gallery flags per evaluation stage
@@ -345,7 +353,7 @@ class MetricLearningModule(pl.LightningModule):
         """The optimiser over :meth:`param_groups` and, if any, its per-epoch schedule."""
         optimizer = self.optimizer_factory(self.param_groups())
         if self.lr_scheduler_factory is None:
-            return optimizer
+            return {"optimizer": optimizer}
         scheduler = self.lr_scheduler_factory(optimizer)
         set_total = getattr(scheduler, "set_total_epochs", None)  # e.g. WarmupCosine(epochs=None)
         if set_total is not None and getattr(scheduler, "epochs", 0) is None:

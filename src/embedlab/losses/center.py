@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from embedlab.distances import upcast
+from embedlab.errors import ConfigError
 from embedlab.losses.base import MetricLoss
 
 
@@ -18,17 +19,33 @@ class CenterLoss(MetricLoss):
     optimiser group, undoing the loss weight).
 
     Args:
-        num_classes: number of classes K; labels must lie in [0, K).
-        embedding_dim: dimension D of the embeddings.
+        num_classes: number of classes K; labels must lie in [0, K). ``None``: the data's
+            number of training classes, passed by the module (:meth:`set_sizes`).
+        embedding_dim: dimension D of the embeddings. ``None``: the model's embedding size.
 
     ``stats``: ``center_dist`` (mean distance of the embeddings to their centre).
     """
 
-    def __init__(self, num_classes: int, embedding_dim: int) -> None:
+    def __init__(self, num_classes: int | None = None, embedding_dim: int | None = None) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.embedding_dim = embedding_dim
-        self.centers = nn.Parameter(torch.randn(num_classes, embedding_dim))
+        self.centers = nn.Parameter(torch.empty(0, 0))
+        if num_classes is not None and embedding_dim is not None:
+            self.set_sizes(num_classes, embedding_dim)
+
+    def set_sizes(self, num_classes: int, embedding_dim: int) -> None:
+        """Create the K × D centres; sizes given to the constructor must agree."""
+        given = {"num_classes": self.num_classes, "embedding_dim": self.embedding_dim}
+        for (name, mine), theirs in zip(given.items(), (num_classes, embedding_dim), strict=True):
+            if mine is not None and mine != theirs:
+                raise ConfigError(
+                    f"CenterLoss {name}={mine}, but the run has {theirs}: leave {name} out "
+                    "and embedlab sets it from the data and the model"
+                )
+        self.num_classes, self.embedding_dim = num_classes, embedding_dim
+        if tuple(self.centers.shape) != (num_classes, embedding_dim):
+            self.centers = nn.Parameter(torch.randn(num_classes, embedding_dim))
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         sq = (upcast(embeddings) - self.centers.index_select(0, labels)).pow(2).sum(1)

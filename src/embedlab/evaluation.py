@@ -1,0 +1,45 @@
+"""Evaluation bookkeeping: which items of the evaluated dataset are queries and gallery items."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+__all__ = ["EvalRoles"]
+
+
+class EvalRoles:
+    """Query/gallery flags of the items of each evaluation stage (``val``, ``test``).
+
+    Read once per stage and epoch from the dataset the trainer evaluates: its ``is_query`` and
+    ``is_gallery`` arrays, or every item both (leave-one-out) when it has none. The flags are kept
+    on the device of the batches, so looking up a batch's flags does not wait for the device.
+    """
+
+    def __init__(self) -> None:
+        self._flags: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def __call__(self, trainer: pl.Trainer, stage: str, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """``(is_query, is_gallery)`` of the dataset items ``indices`` (one batch)."""
+        flags = self._flags.get(stage)
+        if flags is None or flags[0].device != indices.device:
+            flags = self._flags[stage] = self._read(trainer, stage, indices.device)
+        return flags[0][indices], flags[1][indices]
+
+    def clear(self, stage: str) -> None:
+        """Forget ``stage``'s flags (at the end of its epoch: the next one may differ)."""
+        self._flags.pop(stage, None)
+
+    @staticmethod
+    def _read(trainer: pl.Trainer, stage: str, device: torch.device) -> tuple[Tensor, Tensor]:
+        loaders = trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders
+        loader: Any = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        dataset = loader.dataset
+        if not hasattr(dataset, "is_query"):
+            both = torch.ones(len(dataset), dtype=torch.bool, device=device)
+            return both, both
+        as_flags = lambda x: torch.as_tensor(x, dtype=torch.bool).to(device)  # noqa: E731
+        return as_flags(dataset.is_query), as_flags(dataset.is_gallery)

@@ -271,3 +271,122 @@ def unit_sphere_weights(
     if sum(w) == 0:
         w = [1.0] * len(d)
     return [v / sum(w) for v in w]
+
+
+# Cosine-similarity losses (circle, multi-similarity, SupCon, proxies, margin softmax).
+def cos_sim(u: Tensor, v: Tensor) -> Tensor:
+    return torch.dot(u, v) / (torch.linalg.vector_norm(u) * torch.linalg.vector_norm(v))
+
+
+def similarities(x: Tensor, y: Tensor | None = None) -> Dist:
+    y = x if y is None else y
+    return [[cos_sim(x[i], y[j]) for j in range(len(y))] for i in range(len(x))]
+
+
+def log1p_sum_exp(values: list[Tensor], like: Tensor) -> Tensor:
+    return torch.log(1 + sum(torch.exp(v) for v in values)) if values else like.sum() * 0.0
+
+
+def circle(x: Tensor, y: Sequence[int], m: float, gamma: float) -> Tensor:
+    s = similarities(x)
+    per_anchor = []
+    for a in range(len(y)):
+        ps, ns = positives(y, a), negatives(y, a)
+        if not (ps and ns):
+            continue
+        sum_n = sum(
+            torch.exp(gamma * relu(s[a][n].detach() + m) * (s[a][n] - m)) for n in ns
+        )
+        sum_p = sum(
+            torch.exp(-gamma * relu(1 + m - s[a][p].detach()) * (s[a][p] - (1 - m))) for p in ps
+        )
+        per_anchor.append(torch.log(1 + sum_n * sum_p))
+    return mean(per_anchor, x)
+
+
+def ms_mined_pairs(
+    s: Dist, y: Sequence[int], a: int, epsilon: float | None
+) -> tuple[list[int], list[int]]:
+    ps, ns = positives(y, a), negatives(y, a)
+    if epsilon is None:
+        return ps, ns
+    if not (ps and ns):
+        return [], []
+    hardest_p = min(val(s[a][p]) for p in ps)
+    hardest_n = max(val(s[a][n]) for n in ns)
+    return (
+        [p for p in ps if val(s[a][p]) - epsilon < hardest_n],
+        [n for n in ns if val(s[a][n]) + epsilon > hardest_p],
+    )
+
+
+def multi_similarity(
+    x: Tensor,
+    y: Sequence[int],
+    alpha: float,
+    beta: float,
+    base: float,
+    epsilon: float | None = None,
+) -> Tensor:
+    s = similarities(x)
+    if not any(positives(y, a) for a in range(len(y))) or len(set(y)) < 2:
+        return x.sum() * 0.0
+    per_anchor = []
+    for a in range(len(y)):
+        ps, ns = ms_mined_pairs(s, y, a, epsilon)
+        pos = log1p_sum_exp([-alpha * (s[a][p] - base) for p in ps], x) / alpha
+        neg = log1p_sum_exp([beta * (s[a][n] - base) for n in ns], x) / beta
+        per_anchor.append(pos + neg)
+    return torch.stack(per_anchor).mean()
+
+
+def supcon(x: Tensor, y: Sequence[int], temperature: float) -> Tensor:
+    s = similarities(x)
+    per_anchor = []
+    for a in range(len(y)):
+        ps, ns = positives(y, a), negatives(y, a)
+        if not (ps and ns):
+            continue
+        denominator = sum(torch.exp(s[a][k] / temperature) for k in ps + ns)
+        logs = [torch.log(torch.exp(s[a][p] / temperature) / denominator) for p in ps]
+        per_anchor.append(-sum(logs) / len(ps))
+    return mean(per_anchor, x)
+
+
+def proxy_anchor(
+    x: Tensor, y: Sequence[int], proxies: Tensor, margin: float, alpha: float
+) -> Tensor:
+    s = similarities(x, proxies)
+    with_pos = [c for c in range(len(proxies)) if c in y]
+    pos = sum(
+        log1p_sum_exp([-alpha * (s[i][c] - margin) for i in range(len(y)) if y[i] == c], x)
+        for c in with_pos
+    )
+    neg = sum(
+        log1p_sum_exp([alpha * (s[i][c] + margin) for i in range(len(y)) if y[i] != c], x)
+        for c in range(len(proxies))
+    )
+    return pos / max(len(with_pos), 1) + neg / len(proxies)
+
+
+def margin_softmax(
+    x: Tensor, y: Sequence[int], weight: Tensor, kind: str, margin: float, scale: float, k: int = 1
+) -> Tensor:
+    """ArcFace (cos(θ + m), or cos θ − m·sin m past π − m) / CosFace (cos θ − m)."""
+    import math
+
+    s = similarities(x, weight)
+    terms = []
+    for i in range(len(y)):
+        cos = [max((s[i][c * k + j] for j in range(k)), key=val) for c in range(len(weight) // k)]
+        c_y = cos[y[i]]
+        if kind == "cosface":
+            target = c_y - margin
+        elif torch.acos(c_y.clamp(-1, 1)) <= math.pi - margin:
+            target = torch.cos(torch.acos(c_y) + margin)
+        else:
+            target = c_y - margin * math.sin(margin)
+        logits = [scale * (target if c == y[i] else cos[c]) for c in range(len(cos))]
+        log_z = torch.log(sum(torch.exp(v) for v in logits))
+        terms.append(log_z - logits[y[i]])
+    return mean(terms, x)

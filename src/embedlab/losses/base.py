@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MetricLoss", "masked_mean"]
+__all__ = ["MetricLoss", "masked_logsumexp", "masked_mean"]
 
 StatsFn = Callable[[], dict[str, Tensor]]
 
@@ -37,6 +37,19 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``values`` over the entries where ``mask`` holds (broadcast); 0 if none."""
     weight = mask.to(values.dtype)
     return (values * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def masked_logsumexp(x: Tensor, mask: Tensor, dim: int = 1, add_one: bool = False) -> Tensor:
+    """log Σ_{mask} exp(x) along ``dim`` (log(1 + Σ …) with ``add_one``).
+
+    A slice with no entry gives 0 (or log 1 = 0 with ``add_one``) instead of −inf, so values
+    and gradients stay finite; callers mask such slices out of the loss.
+    """
+    x = x.where(mask, -torch.inf)
+    if add_one:  # the extra exp(0) term keeps every slice finite
+        return torch.logsumexp(torch.cat([x, torch.zeros_like(x.narrow(dim, 0, 1))], dim), dim)
+    has = mask.any(dim, keepdim=True)
+    return torch.logsumexp(x.where(has, 0.0), dim).where(has.squeeze(dim), 0.0)
 
 
 class MetricLoss(nn.Module):

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["TripletMiner", "TripletSelection", "hinge_sum", "sorted_negatives"]
+__all__ = [
+    "PairMiner",
+    "PairSelection",
+    "TripletMiner",
+    "TripletSelection",
+    "hinge_sum",
+    "sorted_negatives",
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,32 @@ class TripletSelection:
         if self.negatives is None:
             return valid.sum()
         return (valid.sum(1) * self.negatives.sum(1)).sum()
+
+
+@dataclass(frozen=True)
+class PairSelection:
+    """Pairs chosen by a pair miner: [N, N] boolean masks over (anchor, other) pairs.
+
+    Attributes:
+        positive: True where (a, j) is a kept positive pair (same label, j ≠ a).
+        negative: True where (a, j) is a kept negative pair.
+    """
+
+    positive: Tensor
+    negative: Tensor
+
+
+class PairMiner(ABC):
+    """Base class of the pair miners (``MultiSimilarityMiner``): which pairs a pair-based
+    loss (multi-similarity, contrastive, circle) keeps."""
+
+    @abstractmethod
+    def __call__(self, sim: Tensor, labels: Tensor) -> PairSelection:
+        """Select pairs from the [N, N] cosine similarities (detached) and the labels."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
 
 
 class TripletMiner(ABC):

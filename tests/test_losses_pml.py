@@ -22,6 +22,10 @@ Pair = tuple[
 ]
 
 
+def mined(loss: torch.nn.Module, miner: torch.nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
+    return lambda x, y: loss(x, y, miner(x, y))
+
+
 def _same(module: torch.nn.Module, name: str, value: Tensor) -> torch.nn.Module:
     getattr(module, name).data = value.detach().clone()
     return module
@@ -33,11 +37,7 @@ CASES: dict[str, Pair] = {
     "multi-similarity": (L.MultiSimilarityLoss, lambda ours: pl.MultiSimilarityLoss(2, 50, 0.5)),
     "multi-similarity-mined": (
         lambda: L.MultiSimilarityLoss(miner=MultiSimilarityMiner(0.1)),
-        lambda ours: (
-            lambda x, y, loss=pl.MultiSimilarityLoss(2, 50, 0.5), miner=pm.MultiSimilarityMiner(0.1): (
-                loss(x, y, miner(x, y))
-            )
-        ),
+        lambda ours: mined(pl.MultiSimilarityLoss(2, 50, 0.5), pm.MultiSimilarityMiner(0.1)),
     ),
     "supcon": (L.SupConLoss, lambda ours: pl.SupConLoss(temperature=0.1)),
     "proxy-anchor": (

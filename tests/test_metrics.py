@@ -439,7 +439,7 @@ def test_average_query_expansion() -> None:
     rng = np.random.default_rng(15)
     q = rng.standard_normal((10, 4)).astype(np.float32)
     g = rng.standard_normal((50, 4)).astype(np.float32)
-    got = average_query_expansion(q, g, 3, metric="euclidean").numpy()
+    got = average_query_expansion(q, g, 3, distance="euclidean").numpy()
     d = reference_distances(q, g, "euclidean")
     for i in range(10):
         nearest = sorted(range(50), key=lambda j, i=i: (d[i, j], j))[:3]
@@ -449,7 +449,7 @@ def test_average_query_expansion() -> None:
     res = evaluate(q, rng.integers(0, 3, 10), g, rng.integers(0, 3, 50), query_expansion=2)
     assert res["num_valid_queries"] == 10
     # leave-one-out: the neighbours come from the set itself, never the item itself
-    loo = average_query_expansion(g, None, 2, metric="euclidean", exclude_self=True).numpy()
+    loo = average_query_expansion(g, None, 2, distance="euclidean", exclude_self=True).numpy()
     d = reference_distances(g, g, "euclidean")
     nearest = [j for j in sorted(range(50), key=lambda j: (d[0, j], j)) if j != 0][:2]
     np.testing.assert_allclose(loo[0], (g[0] + g[nearest].sum(0)) / 3, atol=1e-6)
@@ -463,13 +463,13 @@ def test_knn_is_exact_with_ties_by_index(metric: str) -> None:
     base = rng.standard_normal((15, 5)).astype(np.float32)
     g = base[rng.integers(0, 15, 120)]  # heavy ties
     q = base[rng.integers(0, 15, 30)]
-    dist, idx = knn(q, g, 12, metric=metric)
+    dist, idx = knn(q, g, 12, distance=metric)
     ref = reference_distances(q, g, metric)
     for i in range(30):
         expected = sorted(range(120), key=lambda j, i=i: (ref[i, j], j))[:12]
         assert idx[i].tolist() == expected
         np.testing.assert_allclose(dist[i].numpy(), ref[i, expected], atol=1e-5)
-    _, idx_self = knn(g, None, 10, metric=metric, exclude_self=True)
+    _, idx_self = knn(g, None, 10, distance=metric, exclude_self=True)
     ref_self = reference_distances(g, g, metric)
     for i in range(120):
         expected = [j for j in sorted(range(120), key=lambda j, i=i: (ref_self[i, j], j)) if j != i]

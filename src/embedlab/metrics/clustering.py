@@ -14,7 +14,7 @@ __all__ = ["nmi_kmeans"]
 def nmi_kmeans(
     embeddings: Tensor,
     labels: Tensor,
-    metric: str = "cosine",
+    distance: str = "cosine",
     seed: int = 0,
     niter: int = 20,
     nredo: int = 5,
@@ -22,10 +22,10 @@ def nmi_kmeans(
     """Normalised mutual information between ``labels`` and a k-means clustering.
 
     k-means (faiss, ``k`` = number of distinct labels, fixed ``seed``) runs on the embeddings,
-    L2-normalised first for ``metric="cosine"``; NMI uses the arithmetic-mean normalisation
+    L2-normalised first for ``distance="cosine"``; NMI uses the arithmetic-mean normalisation
     (scikit-learn's default). The best of ``nredo`` k-means runs (lowest objective) is kept.
     """
-    x = F.normalize(embeddings, dim=1) if metric == "cosine" else embeddings
+    x = F.normalize(embeddings, dim=1) if distance == "cosine" else embeddings
     xn = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
     y = labels.detach().cpu().numpy()
     k = len(np.unique(y))

@@ -14,16 +14,16 @@ __all__ = ["knn"]
 
 
 def _faiss_search(
-    query: np.ndarray, gallery: np.ndarray, k: int, metric: str, use_gpu: bool
+    query: np.ndarray, gallery: np.ndarray, k: int, distance: str, use_gpu: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw faiss exact search; returns (distance-like values ascending, indices)."""
-    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if distance == "cosine" else faiss.METRIC_L2
     if use_gpu:
         res = faiss.StandardGpuResources()
         dist, idx = faiss.knn_gpu(res, query, gallery, k, metric=faiss_metric)
     else:
         dist, idx = faiss.knn(query, gallery, k, metric=faiss_metric)
-    if metric == "cosine":
+    if distance == "cosine":
         dist = -dist  # larger inner product = closer
     return dist, idx
 
@@ -32,7 +32,7 @@ def knn(
     query: ArrayLike,
     gallery: ArrayLike | None,
     k: int,
-    metric: str = "cosine",
+    distance: str = "cosine",
     exclude_self: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Exact ``k`` nearest gallery items of every query (faiss flat search).
@@ -47,14 +47,14 @@ def knn(
         query: ``(Q, D)`` embeddings.
         gallery: ``(G, D)`` embeddings, or ``None`` to search within ``query``.
         k: number of neighbours (at most ``G``, or ``Q - 1`` with ``exclude_self``).
-        metric: ``"cosine"`` or ``"euclidean"``.
+        distance: ``"cosine"`` or ``"euclidean"``.
         exclude_self: with ``gallery=None``, never return a query as its own neighbour.
 
     Returns:
         ``(distances, indices)``, both ``(Q, k)``, on the device of ``query``. faiss-gpu is used
         when it is installed and ``query`` lives on a CUDA device.
     """
-    metric = check_distance(metric, "metric")
+    distance = check_distance(distance)
     q = as_embeddings(query, "query")
     device = q.device
     g = q if gallery is None else as_embeddings(gallery, "gallery", device)
@@ -68,7 +68,7 @@ def knn(
     limit = num_g - 1 if exclude_self else num_g
     if not isinstance(k, int) or k < 1 or k > limit:
         raise ValueError(f"k: expected an integer in [1, {limit}], got {k!r}")
-    if metric == "cosine":
+    if distance == "cosine":
         q = F.normalize(q, dim=1)
         g = F.normalize(g, dim=1)
     use_gpu = device.type == "cuda" and hasattr(faiss, "StandardGpuResources")
@@ -80,7 +80,7 @@ def knn(
     todo = np.arange(q.shape[0])
     fetch = min(num_g, k + n_self + 8)
     while len(todo):
-        dist, idx = _faiss_search(qn[todo], gn, fetch, metric, use_gpu)
+        dist, idx = _faiss_search(qn[todo], gn, fetch, distance, use_gpu)
         dist, idx = np.asarray(dist), np.asarray(idx).astype(np.int64)
         if exclude_self:
             is_self = idx == todo[:, None]
@@ -99,7 +99,7 @@ def knn(
         todo = todo[~done]
         fetch = min(num_g, 2 * fetch)
     dist_t = torch.from_numpy(out_d)
-    if metric == "cosine":
+    if distance == "cosine":
         dist_t = 1.0 + dist_t  # 1 - cos
     return dist_t.to(device), torch.from_numpy(out_i).to(device)
 

@@ -3,7 +3,7 @@
 k-reciprocal re-ranking (Zhong et al., "Re-ranking Person Re-identification with k-reciprocal
 Encoding", CVPR 2017), over all items ``X = query + gallery`` (or the query set alone in
 leave-one-out mode), with ``d`` the squared Euclidean distance (of L2-normalised embeddings for
-``metric="cosine"``):
+``distance="cosine"``):
 
 1. ``N(i, k)``: the ``k`` nearest items of ``i`` (itself included), ties by index;
    ``m_i = max_j d(i, j)``.
@@ -49,16 +49,16 @@ def average_query_expansion(
     query: ArrayLike,
     gallery: ArrayLike | None,
     n: int,
-    metric: str = "cosine",
+    distance: str = "cosine",
     exclude_self: bool = False,
 ) -> Tensor:
     """Replace every query by the mean of itself and its ``n`` nearest gallery items.
 
     With ``gallery=None`` the neighbours come from the query set itself (``exclude_self`` then
-    skips the query's own entry). For ``metric="cosine"`` the embeddings are L2-normalised before
+    skips the query's own entry). For ``distance="cosine"`` the embeddings are L2-normalised before
     averaging, and so is the result.
     """
-    metric = check_distance(metric, "metric")
+    distance = check_distance(distance)
     q = as_embeddings(query, "query")
     g = q if gallery is None else as_embeddings(gallery, "gallery", q.device)
     if not isinstance(n, int) or n < 1:
@@ -66,12 +66,12 @@ def average_query_expansion(
     n = min(n, g.shape[0] - (1 if exclude_self else 0))
     if n < 1:
         return q.clone()
-    _, idx = knn(q, None if gallery is None else g, n, metric=metric, exclude_self=exclude_self)
-    if metric == "cosine":
+    _, idx = knn(q, None if gallery is None else g, n, distance=distance, exclude_self=exclude_self)
+    if distance == "cosine":
         q = F.normalize(q, dim=1)
         g = F.normalize(g, dim=1)
     expanded = (q + g[idx].sum(1)) / (n + 1)
-    return F.normalize(expanded, dim=1) if metric == "cosine" else expanded
+    return F.normalize(expanded, dim=1) if distance == "cosine" else expanded
 
 
 def _sq_dist_block(x: Tensor, y: Tensor, y_sq: Tensor) -> Tensor:
@@ -146,13 +146,13 @@ class _KReciprocal:
         self,
         query: Tensor,
         gallery: Tensor | None,
-        metric: str,
+        distance: str,
         k1: int,
         k2: int,
         lambda_value: float,
         chunk_size: int | None,
     ) -> None:
-        if metric == "cosine":
+        if distance == "cosine":
             query = F.normalize(query, dim=1)
             gallery = None if gallery is None else F.normalize(gallery, dim=1)
         x = query if gallery is None else torch.cat([query, gallery])
@@ -237,7 +237,7 @@ def _check_rerank_args(k1: int, k2: int, lambda_value: float) -> None:
 def k_reciprocal_scores(
     query: ArrayLike,
     gallery: ArrayLike | None = None,
-    metric: str = "cosine",
+    distance: str = "cosine",
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
@@ -248,7 +248,7 @@ def k_reciprocal_scores(
     ``fn(start, stop)`` returns minus the re-ranked distances of queries ``[start, stop)`` to the
     gallery (``gallery=None``: to the query set itself, for leave-one-out evaluation).
     """
-    metric = check_distance(metric, "metric")
+    distance = check_distance(distance)
     _check_rerank_args(k1, k2, lambda_value)
     q = as_embeddings(query, "query")
     g = None if gallery is None else as_embeddings(gallery, "gallery", q.device)
@@ -256,13 +256,13 @@ def k_reciprocal_scores(
         raise ValueError(
             f"gallery: has dimension {g.shape[1]} but query has dimension {q.shape[1]}"
         )
-    return _KReciprocal(q, g, metric, k1, k2, lambda_value, chunk_size)
+    return _KReciprocal(q, g, distance, k1, k2, lambda_value, chunk_size)
 
 
 def k_reciprocal_rerank(
     query: ArrayLike,
     gallery: ArrayLike | None = None,
-    metric: str = "cosine",
+    distance: str = "cosine",
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
@@ -272,7 +272,7 @@ def k_reciprocal_rerank(
 
     Convenient for small sets; :func:`evaluate` with ``rerank=True`` never materialises it.
     """
-    fn = k_reciprocal_scores(query, gallery, metric, k1, k2, lambda_value, chunk_size)
+    fn = k_reciprocal_scores(query, gallery, distance, k1, k2, lambda_value, chunk_size)
     assert isinstance(fn, _KReciprocal)
     chunk = fn.chunk
     return torch.cat(

@@ -341,7 +341,7 @@ def evaluate(
     if opts.compute_nmi:
         from embedlab.metrics.clustering import nmi_kmeans
 
-        out["nmi"] = nmi_kmeans(q, ql, metric=distance) if num_q > 1 else 0.0
+        out["nmi"] = nmi_kmeans(q, ql, distance=distance) if num_q > 1 else 0.0
     if return_per_query:
         out["per_query"] = _per_query(positives, metrics)
     return out
@@ -366,7 +366,7 @@ def _score_fn(q: Tensor, g: Tensor, leave_one_out: bool, opts: EvalOptions) -> S
         from embedlab.metrics.rerank import average_query_expansion
 
         q = average_query_expansion(
-            q, None if leave_one_out else g, opts.query_expansion, metric=opts.distance,
+            q, None if leave_one_out else g, opts.query_expansion, distance=opts.distance,
             exclude_self=leave_one_out,
         )  # fmt: skip
     if opts.rerank:
@@ -375,7 +375,7 @@ def _score_fn(q: Tensor, g: Tensor, leave_one_out: bool, opts: EvalOptions) -> S
         return k_reciprocal_scores(
             q,
             None if leave_one_out else g,
-            metric=opts.distance,
+            distance=opts.distance,
             k1=opts.rerank_k1,
             k2=opts.rerank_k2,
             lambda_value=opts.rerank_lambda,

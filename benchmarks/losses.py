@@ -39,7 +39,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 BLOCK = 8  # timed calls per block
 
 
-def pml_losses() -> dict[str, LossFn]:
+def pml_losses(num_classes: int, dim: int) -> dict[str, LossFn]:
     """PML equivalents of the shared losses, with settings matching embedlab's defaults."""
     from pytorch_metric_learning import losses, miners, reducers
     from pytorch_metric_learning.distances import LpDistance
@@ -55,6 +55,12 @@ def pml_losses() -> dict[str, LossFn]:
     )
     triplet_nonzero = losses.TripletMarginLoss(margin=0.3, distance=plain)
     margin = losses.MarginLoss(margin=0.2, beta=1.2, learn_beta=True, nu=0.0)
+    circle = losses.CircleLoss(m=0.25, gamma=128)
+    multi_similarity = losses.MultiSimilarityLoss(2, 50, 0.5)
+    supcon = losses.SupConLoss(temperature=0.1)
+    proxy_anchor = losses.ProxyAnchorLoss(num_classes, dim, margin=0.1, alpha=32)
+    arcface = losses.ArcFaceLoss(num_classes, dim, margin=28.6, scale=64)
+    cosface = losses.CosFaceLoss(num_classes, dim, margin=0.35, scale=64)
     return {
         "contrastive": lambda x, y: contrastive(x, y),
         "triplet batch-hard": with_miner(triplet_mean, miners.BatchHardMiner(distance=plain)),
@@ -68,6 +74,14 @@ def pml_losses() -> dict[str, LossFn]:
         "margin + distance-weighted": with_miner(
             margin, miners.DistanceWeightedMiner(cutoff=0.5, nonzero_loss_cutoff=1.4)
         ),
+        "circle": lambda x, y: circle(x, y),
+        "multi-similarity + miner": with_miner(
+            multi_similarity, miners.MultiSimilarityMiner(epsilon=0.1)
+        ),
+        "SupCon": lambda x, y: supcon(x, y),
+        "proxy-anchor": lambda x, y: proxy_anchor(x, y),
+        "ArcFace": lambda x, y: arcface(x, y),
+        "CosFace": lambda x, y: cosface(x, y),
     }
 
 
@@ -78,6 +92,12 @@ def embedlab_losses(num_classes: int, dim: int) -> dict[str, LossFn]:
         "triplet batch-all": el.TripletLoss(0.3, miner=em.BatchAllMiner(), nonzero_mean=True),
         "triplet semi-hard": el.TripletLoss(0.3, miner=em.SemiHardMiner()),
         "margin + distance-weighted": el.MarginLoss(),
+        "circle": el.CircleLoss(m=0.25, gamma=128),
+        "multi-similarity + miner": el.MultiSimilarityLoss(miner=em.MultiSimilarityMiner(0.1)),
+        "SupCon": el.SupConLoss(0.1),
+        "proxy-anchor": el.ProxyAnchorLoss(num_classes, dim),
+        "ArcFace": el.ArcFaceLoss(num_classes, dim),
+        "CosFace": el.CosFaceLoss(num_classes, dim),
         "quadruplet": el.QuadrupletLoss(),
         "MSML": el.MSMLLoss(),
         "coupled clusters": el.CoupledClustersLoss(),
@@ -153,7 +173,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warmup, repeats = (2, 2) if args.quick else (2, 12)
-    pml = pml_losses()
     table = Table(title=f"forward+backward, median ms ({args.threads} threads, float32, CPU)")
     for col in (
         "P×K×D",
@@ -172,6 +191,7 @@ def main() -> None:
         x = F.normalize(torch.randn(p * k, d, generator=gen), dim=1).requires_grad_()
         y = torch.arange(p).repeat_interleave(k)
         ours = embedlab_losses(p, d)
+        pml = pml_losses(p, d)
         hard = ours["triplet batch-hard"]
         for name, fn in ours.items():
             big = (p, k, d) == (128, 4, 512)

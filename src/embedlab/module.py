@@ -27,6 +27,7 @@ from embedlab.metrics import (
     scalar_metrics,
 )
 from embedlab.models import EmbeddingModel
+from embedlab.optim import ChainedOptimizer
 
 LossInput = Literal["features", "embedding", "logits"]
 
@@ -42,7 +43,11 @@ class LossTerm(nn.Module):
             ``CrossEntropyLoss``).
         name: key used in the logs; defaults to the loss class name.
         lr: learning rate of the loss's own parameters (``MarginLoss`` β, ``CenterLoss``
-            centres) in a separate optimiser group; ``None`` uses the optimiser's.
+            centres) in a separate group of the model's optimiser; ``None`` uses the optimiser's.
+        optimizer: an optimiser of the loss's own parameters instead (e.g. SGD with ``lr: 0.5``
+            for the ``CenterLoss`` centres, as in the Bag-of-Tricks code); stepped with the
+            model's, at its own constant learning rate (the LR schedule is the model's), on the
+            gradient of the unweighted loss (divided by ``weight``, as that code does).
     """
 
     def __init__(
@@ -52,13 +57,17 @@ class LossTerm(nn.Module):
         input: LossInput = "features",
         name: str | None = None,
         lr: float | None = None,
+        optimizer: OptimizerCallable | None = None,
     ) -> None:
         super().__init__()
         self.loss = loss
         self.weight = weight
         self.input: LossInput = input
         self.name = name or type(loss).__name__
+        if lr is not None and optimizer is not None:
+            raise ConfigError(f"loss term {self.name!r}: give lr or optimizer, not both")
         self.lr = lr
+        self.optimizer_factory = optimizer
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -337,21 +346,38 @@ class MetricLearningModule(pl.LightningModule):
 
     # -- optimisation ----------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
-        """Model and classifier in one group; each loss term's parameters in a group of its own."""
+        """Model and classifier in one group; each loss term's parameters in a group of its own
+        (except a term with its own optimiser: see :meth:`term_optimizers`)."""
         owned = {id(p) for t in self.terms for p in t.parameters()}
         groups: list[dict[str, Any]] = [
             {"params": [p for p in self.parameters() if id(p) not in owned], "name": "model"}
         ]
         for term in self.terms:
+            if term.optimizer_factory is not None:
+                continue
             params = [p for p in term.parameters() if p.requires_grad]
             if params:
                 extra = {"lr": term.lr} if term.lr is not None else {}
                 groups.append({"params": params, "name": term.name, **extra})
         return groups
 
+    def term_optimizers(self) -> list[tuple[torch.optim.Optimizer, float]]:
+        """The optimisers of the loss terms that bring their own, each with ``1 / weight``."""
+        out = []
+        for term in self.terms:
+            params = [p for p in term.parameters() if p.requires_grad]
+            if term.optimizer_factory is not None and params:
+                optimizer = term.optimizer_factory([{"params": params, "name": term.name}])
+                out.append((optimizer, 1.0 / term.weight if term.weight else 1.0))
+        return out
+
     def configure_optimizers(self) -> Any:
-        """The optimiser over :meth:`param_groups` and, if any, its per-epoch schedule."""
-        optimizer = self.optimizer_factory(self.param_groups())
+        """The optimiser over :meth:`param_groups` (chained with the loss terms' own optimisers)
+        and, if any, its per-epoch schedule."""
+        optimizer: torch.optim.Optimizer = self.optimizer_factory(self.param_groups())
+        own = self.term_optimizers()
+        if own:
+            optimizer = ChainedOptimizer(optimizer, [o for o, _ in own], [s for _, s in own])
         if self.lr_scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.lr_scheduler_factory(optimizer)

@@ -48,7 +48,7 @@ def fit(root: Path, tmp_path: Path, bad_data: str) -> int:
             f"--data.bad_data={bad_data}",
             "--data.p=3",
             "--data.k=2",
-            "--data.transforms=none",
+            "--data.transforms=embedlab.data.PlainTransforms",
             "--data.batches_per_epoch=8",
             "--data.eval_batch_size=64",
             "--model.model.init_args.backbone.init_args.in_channels=3",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from embedlab.cli import main
-from embedlab.data import RetrievalDataModule, digits_frame
+from embedlab.data import ReIDTransforms, RetrievalDataModule, digits_frame
 from fake_datasets import make_market1501
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,9 @@ def test_eval_set_roles_and_items() -> None:
 
 def test_market1501_frame_and_train_label_remap(tmp_path: Path) -> None:
     root = make_market1501(tmp_path / "market")
-    dm = RetrievalDataModule(dataset="market1501", root=str(root), p=3, k=2, height=32, width=16)
+    dm = RetrievalDataModule(
+        dataset="market1501", root=str(root), p=3, k=2, transforms=ReIDTransforms(32, 16)
+    )
     dm.setup("fit")
     frame = dm.frame
     train = frame[frame["split"] == "train"]
@@ -84,8 +86,9 @@ def test_fit_one_epoch_on_market1501_tree_with_reid_protocol(tmp_path: Path) -> 
             f"--data.root={root}",
             "--data.p=3",
             "--data.k=4",
-            "--data.height=32",
-            "--data.width=16",
+            "--data.transforms=embedlab.data.ReIDTransforms",
+            "--data.transforms.init_args.height=32",
+            "--data.transforms.init_args.width=16",
             "--data.batches_per_epoch=2",
             "--model.model.init_args.backbone.init_args.in_channels=3",
             "--trainer.max_epochs=1",

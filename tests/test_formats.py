@@ -38,7 +38,13 @@ from embedlab.data.formats import (
     read_vehicleid,
 )
 from embedlab.data.image_dataset import BadImageError, ImageDataset, load_image
-from embedlab.data.transforms import IMAGENET_MEAN, build_transforms
+from embedlab.data.transforms import (
+    IMAGENET_MEAN,
+    DMLTransforms,
+    PlainTransforms,
+    ReIDTransforms,
+    Transforms,
+)
 from fake_datasets import (
     make_cars196,
     make_cub200,
@@ -544,7 +550,7 @@ def test_image_dataset_items_and_arrays(tmp_path: Path) -> None:
     assert dataset[-1][3] == 11
     with pytest.raises(IndexError):
         dataset[12]
-    transformed = ImageDataset(query, root, transform=build_transforms("reid", train=False))
+    transformed = ImageDataset(query, root, transform=ReIDTransforms().eval)
     assert transformed[0][0].shape == (3, 256, 128)
 
 
@@ -652,19 +658,22 @@ def test_skip_substitutes_same_label_then_any(broken_tree: tuple[Path, pd.DataFr
 
 
 @pytest.mark.parametrize(
-    ("recipe", "train", "kwargs", "shape"),
+    ("preset", "train", "kwargs", "shape"),
     [
-        ("reid", True, {}, (3, 256, 128)),
-        ("reid", False, {}, (3, 256, 128)),
-        ("reid", True, {"height": 384, "width": 192}, (3, 384, 192)),
-        ("dml", True, {}, (3, 224, 224)),
-        ("dml", False, {}, (3, 224, 224)),
-        ("dml", False, {"crop_size": 227}, (3, 227, 227)),
-        ("none", True, {}, (3, 256, 128)),
+        (ReIDTransforms, True, {}, (3, 256, 128)),
+        (ReIDTransforms, False, {}, (3, 256, 128)),
+        (ReIDTransforms, True, {"height": 384, "width": 192}, (3, 384, 192)),
+        (DMLTransforms, True, {}, (3, 224, 224)),
+        (DMLTransforms, False, {}, (3, 224, 224)),
+        (DMLTransforms, False, {"crop_size": 227}, (3, 227, 227)),
+        (PlainTransforms, True, {}, (3, 256, 128)),
     ],
 )
-def test_transform_shapes(recipe: str, train: bool, kwargs: dict, shape: tuple[int, ...]) -> None:
-    transform = build_transforms(recipe, train, **kwargs)  # type: ignore[arg-type]
+def test_transform_shapes(
+    preset: type[Transforms], train: bool, kwargs: dict, shape: tuple[int, ...]
+) -> None:
+    transforms = preset(**kwargs)
+    transform = transforms.train if train else transforms.eval
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 170, 3), np.uint8))
     out = transform(image)
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
@@ -674,16 +683,14 @@ def test_transform_shapes(recipe: str, train: bool, kwargs: dict, shape: tuple[i
 
 def test_transform_normalisation_and_erasing() -> None:
     grey = Image.new("RGB", (64, 128), tuple(int(255 * m) for m in IMAGENET_MEAN))
-    test = build_transforms("reid", train=False)(grey)
+    test = ReIDTransforms().eval(grey)
     assert float(test.abs().max()) < 0.03  # the mean colour normalises to ~0
-    assert float(build_transforms("none", train=False)(grey).max()) <= 1.0
+    assert float(PlainTransforms().eval(grey).max()) <= 1.0
     torch.manual_seed(0)
-    erasing_only = build_transforms("reid", True, flip_p=0.0, pad=0, erasing_p=1.0)
+    erasing_only = ReIDTransforms(flip_p=0.0, pad=0, erasing_p=1.0).train
     white = Image.new("RGB", (128, 256), (255, 255, 255))
     out = erasing_only(white)
     assert (out == 0).any() and (out > 1).any()  # a mean-coloured box on a white image
-    with pytest.raises(ValueError, match="recipe"):
-        build_transforms("fancy", train=True)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- data checker
@@ -822,3 +829,21 @@ def test_check_main_usage(
     with pytest.raises(SystemExit) as stop:
         main(["data", "check", "--help"])
     assert stop.value.code == 0 and "--no_images" in capsys.readouterr().out
+
+
+def test_transforms_by_class_path(capsys: pytest.CaptureFixture[str]) -> None:
+    """A preset with its arguments, and any pair of torchvision callables."""
+    import yaml
+
+    digits = str(Path(__file__).resolve().parents[1] / "experiments" / "digits.yaml")
+    resize = {"class_path": "torchvision.transforms.v2.Resize", "init_args": {"size": [8, 4]}}
+    pair = {
+        "class_path": "embedlab.data.Transforms",
+        "init_args": {"train": resize, "eval": resize},
+    }
+    for value in ("{class_path: DMLTransforms, init_args: {crop_size: 227}}", str(pair)):
+        with pytest.raises(SystemExit):
+            main(["fit", "--config", digits, f"--data.transforms={value}", "--print_config"])
+        printed = yaml.safe_load(capsys.readouterr().out)["data"]["transforms"]
+        assert printed["class_path"].startswith("embedlab.data")
+    assert printed["init_args"]["train"]["init_args"]["size"] == [8, 4]

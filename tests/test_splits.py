@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from embedlab.cli import main
-from embedlab.data import RetrievalDataModule, read_dataset
+from embedlab.data import PlainTransforms, RetrievalDataModule, read_dataset
 from embedlab.data.splits import ValSplit, held_out_classes, split_validation
 from fake_datasets import (
     make_cars196,
@@ -86,9 +86,7 @@ def test_train_val_test_are_disjoint_and_splits_csv_is_what_was_served(
         root=str(root),
         p=2,
         k=2,
-        height=16,
-        width=16,
-        transforms="none",
+        transforms=PlainTransforms(16, 16),
         options=OPTIONS.get(name),
     )
     dm.setup("fit")

@@ -18,8 +18,8 @@ from PIL import Image
 
 from digits_runs import LOSSES, ROOT, SWEEP, digits_sweep
 from embedlab import sweep
-from embedlab.cli import main
 from embedlab.analysis import compare_runs, find_runs
+from embedlab.cli import main
 
 
 def write_sweep(tmp_path: Path, config: dict[str, Any], name: str = "s.yaml") -> Path:
@@ -156,7 +156,14 @@ def test_every_repository_sweep_has_the_wandb_shape() -> None:
 def test_dry_run_prints_one_command_per_trial(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(
-            ["sweep", str(SWEEP), "--dry_run", "--output_root=/tmp/x", "--", "--trainer.max_epochs=1"]
+            [
+                "sweep",
+                str(SWEEP),
+                "--dry_run",
+                "--output_root=/tmp/x",
+                "--",
+                "--trainer.max_epochs=1",
+            ]
         )
         == 0
     )
@@ -207,7 +214,15 @@ def test_online_creates_the_sweep_and_runs_an_agent(
     path = write_sweep(tmp_path, {**BASE, "name": "grid_test"})
     assert (
         main(
-            ["sweep", str(path), "--online", "--count=2", "--project=p", "--", "--trainer.max_epochs=1"]
+            [
+                "sweep",
+                str(path),
+                "--online",
+                "--count=2",
+                "--project=p",
+                "--",
+                "--trainer.max_epochs=1",
+            ]
         )
         == 0
     )

@@ -104,17 +104,13 @@ class WarmupCosine(WarmupSchedule):
 
     def set_total_epochs(self, epochs: int) -> None:
         """End the cosine at ``epochs`` (the module passes ``trainer.max_epochs`` if unset)."""
-        if epochs <= self.warmup_epochs:
-            raise ConfigError(
-                f"lr_scheduler: the cosine ends at epoch {epochs}, not after "
-                f"warmup_epochs={self.warmup_epochs}"
-            )
         self.epochs = epochs
 
     def decay(self, epoch: int) -> float:
         if self.epochs is None:  # before the module set it: only epoch 0 is ever asked
             return 1.0
-        progress = min(1.0, (epoch - self.warmup_epochs) / (self.epochs - self.warmup_epochs))
+        span = max(1, self.epochs - self.warmup_epochs)  # a run shorter than its warm-up
+        progress = min(1.0, (epoch - self.warmup_epochs) / span)
         return self.min_factor + (1.0 - self.min_factor) * 0.5 * (
             1.0 + math.cos(math.pi * progress)
         )

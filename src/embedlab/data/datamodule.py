@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from embedlab.data.digits import DigitsDataset, Protocol, digits_frame
 from embedlab.data.sampler import PKBatchSampler, SeededDataset
 from embedlab.data.splits import RUN_SPLITS, ValSplit, split_validation
+from embedlab.data.transforms import ReIDTransforms, Transforms
 from embedlab.errors import ConfigError
 
 Item = tuple[Tensor, int, int, int]
@@ -105,7 +106,9 @@ class RetrievalDataModule(pl.LightningDataModule):
             monitors nothing and tests the last checkpoint).
         p, k: identities per batch and images per identity (per rank under DDP).
         batches_per_epoch: fixed epoch length; default ``len(train) // (world_size·P·K)``.
-        transforms: torchvision recipe for image datasets (``reid``, ``dml`` or ``none``).
+        transforms: the train and eval transforms of image datasets, by ``class_path``:
+            ``embedlab.data.ReIDTransforms`` (default; ``height``, ``width``, …),
+            ``DMLTransforms``, ``PlainTransforms`` or ``Transforms(train=..., eval=...)``.
         bad_data: ``error`` stops on an unreadable image naming it; ``skip`` decodes every image
             once at setup, leaves the unreadable ones out with a warning, logs their count as
             ``data/skipped_files`` and lists them in ``skipped_files.tsv`` in the run folder.
@@ -125,14 +128,12 @@ class RetrievalDataModule(pl.LightningDataModule):
         eval_batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
-        transforms: Literal["reid", "dml", "none"] = "reid",
-        height: int = 256,
-        width: int = 128,
+        transforms: Transforms | None = None,
         bad_data: Literal["error", "skip"] = "error",
         options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["transforms"])
         self.dataset_name = dataset
         self.root = root
         self.protocol: Protocol = protocol
@@ -142,8 +143,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self.transforms = transforms
-        self.height, self.width = height, width
+        self.transforms = transforms if transforms is not None else ReIDTransforms()
         self.bad_data = bad_data
         self.options = dict(options or {})
         self._frame: pd.DataFrame | None = None
@@ -221,9 +221,8 @@ class RetrievalDataModule(pl.LightningDataModule):
         if self.dataset_name == "digits":
             return DigitsDataset(rows.reset_index(drop=True), augment=train)
         from embedlab.data.image_dataset import ImageDataset
-        from embedlab.data.transforms import build_transforms
 
-        transform = build_transforms(self.transforms, train, height=self.height, width=self.width)
+        transform = self.transforms.train if train else self.transforms.eval
         return ImageDataset(rows.reset_index(drop=True), self.data_root, transform, self.bad_data)
 
     def _drop_unreadable(self, frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,91 +1,147 @@
-"""Image transforms for person re-identification and deep metric learning.
+"""Image transforms: a pair of callables, one for training and one for evaluation.
 
-Two recipes, selectable by name:
+``data.transforms`` is a :class:`Transforms` chosen by ``class_path``. The presets:
 
-* ``"reid"``: the Bag-of-Tricks baseline. Train: resize to 256x128, flip with
-  p=0.5, pad 10 pixels and take a random 256x128 crop, normalise with the
-  ImageNet statistics, random erasing with p=0.5. Test: resize and normalise.
-* ``"dml"``: the usual metric-learning recipe. Train: random resized crop to
-  224 (227 for some GoogLeNet/BN-Inception setups) and flip. Test: resize the
-  shorter side to 256 and take the centre 224 crop. Both normalise.
-* ``"none"``: no augmentation and no normalisation: resize to
+* :class:`ReIDTransforms`: the Bag-of-Tricks baseline. Train: resize to 256x128, flip with
+  p=0.5, pad 10 pixels and take a random 256x128 crop, normalise with the ImageNet
+  statistics, random erasing with p=0.5. Eval: resize and normalise.
+* :class:`DMLTransforms`: the usual metric-learning recipe. Train: random resized crop to
+  224 (227 for some GoogLeNet/BN-Inception setups) and flip. Eval: resize the shorter side
+  to 256 and take the centre 224 crop. Both normalise.
+* :class:`PlainTransforms`: no augmentation and no normalisation: resize to
   ``height x width`` and scale to [0, 1], for inspection and quick tests.
+
+Any other pair is ``Transforms(train=..., eval=...)`` with two callables by ``class_path``
+(e.g. ``torchvision.transforms.v2.Compose``), or a subclass. Each callable takes a PIL image
+(or a uint8 tensor) and returns a float tensor ``(3, H, W)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torchvision.transforms import v2
 
-Recipe = Literal["reid", "dml", "none"]
-RECIPES: tuple[str, ...] = ("reid", "dml", "none")
-
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
+Transform = Callable[[Any], Any]
 
-def build_transforms(
-    recipe: Recipe,
-    train: bool,
-    height: int = 256,
-    width: int = 128,
-    *,
-    crop_size: int = 224,
-    resize_size: int = 256,
-    flip_p: float = 0.5,
-    pad: int = 10,
-    erasing_p: float = 0.5,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> v2.Compose:
-    """Build the transform for ``recipe`` in training (``train=True``) or test mode.
 
-    ``height`` / ``width`` size the ``reid`` and ``none`` recipes;
-    ``crop_size`` / ``resize_size`` size the ``dml`` recipe. The result takes
-    a PIL image (or a uint8 tensor) and returns a float tensor ``(3, H, W)``.
+class Transforms:
+    """The training and the evaluation transform of image datasets.
+
+    Args:
+        train: applied to training images (augmentation).
+        eval: applied to validation and test images.
     """
-    to_tensor = [v2.ToImage()]
-    to_float = [v2.ToDtype(torch.float32, scale=True)]
-    normalise = [v2.Normalize(mean=list(mean), std=list(std))]
-    steps: list[v2.Transform]
-    if recipe == "reid":
+
+    def __init__(self, train: Transform, eval: Transform) -> None:
+        self.train = train
+        self.eval = eval
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(train={self.train!r}, eval={self.eval!r})"
+
+
+def _ends(
+    mean: Sequence[float], std: Sequence[float]
+) -> tuple[list[v2.Transform], list[v2.Transform]]:
+    """The first step (to an image tensor) and the last ones (to float, normalised)."""
+    return [v2.ToImage()], [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(mean), list(std)),
+    ]
+
+
+class ReIDTransforms(Transforms):
+    """Person re-identification (Bag of Tricks, Luo et al. 2019).
+
+    Args:
+        height: image height.
+        width: image width.
+        flip_p: probability of the horizontal flip.
+        pad: padding before the random crop back to ``height x width``.
+        erasing_p: probability of random erasing (after normalisation, with the mean colour).
+        mean: normalisation mean.
+        std: normalisation standard deviation.
+    """
+
+    def __init__(
+        self,
+        height: int = 256,
+        width: int = 128,
+        flip_p: float = 0.5,
+        pad: int = 10,
+        erasing_p: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        start, end = _ends(mean, std)
         size = [height, width]
-        if train:
-            steps = [
-                *to_tensor,
-                v2.Resize(size, antialias=True),
-                v2.RandomHorizontalFlip(p=flip_p),
-                v2.Pad(pad, fill=0),
-                v2.RandomCrop(size),
-                *to_float,
-                *normalise,
-                # value 0 after normalisation paints the ImageNet mean colour
-                v2.RandomErasing(p=erasing_p, scale=(0.02, 0.4), ratio=(0.3, 3.33), value=0),
-            ]
-        else:
-            steps = [*to_tensor, v2.Resize(size, antialias=True), *to_float, *normalise]
-    elif recipe == "dml":
-        if train:
-            steps = [
-                *to_tensor,
-                v2.RandomResizedCrop(crop_size, antialias=True),
-                v2.RandomHorizontalFlip(p=flip_p),
-                *to_float,
-                *normalise,
-            ]
-        else:
-            steps = [
-                *to_tensor,
-                v2.Resize(resize_size, antialias=True),
-                v2.CenterCrop(crop_size),
-                *to_float,
-                *normalise,
-            ]
-    elif recipe == "none":
-        steps = [*to_tensor, v2.Resize([height, width], antialias=True), *to_float]
-    else:
-        raise ValueError(f"unknown transform recipe {recipe!r}; choose one of {RECIPES}")
-    return v2.Compose(steps)
+        train = [
+            *start,
+            v2.Resize(size, antialias=True),
+            v2.RandomHorizontalFlip(p=flip_p),
+            v2.Pad(pad, fill=0),
+            v2.RandomCrop(size),
+            *end,
+            # value 0 after normalisation paints the ImageNet mean colour
+            v2.RandomErasing(p=erasing_p, scale=(0.02, 0.4), ratio=(0.3, 3.33), value=0),
+        ]
+        evaluation = [*start, v2.Resize(size, antialias=True), *end]
+        super().__init__(v2.Compose(train), v2.Compose(evaluation))
+
+
+class DMLTransforms(Transforms):
+    """Deep metric learning (CUB-200, Cars196, SOP, In-Shop).
+
+    Args:
+        crop_size: side of the square crop (224, or 227 for some GoogLeNet setups).
+        resize_size: evaluation: the shorter side is resized to this before the centre crop.
+        flip_p: probability of the horizontal flip.
+        mean: normalisation mean.
+        std: normalisation standard deviation.
+    """
+
+    def __init__(
+        self,
+        crop_size: int = 224,
+        resize_size: int = 256,
+        flip_p: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        start, end = _ends(mean, std)
+        train = [
+            *start,
+            v2.RandomResizedCrop(crop_size, antialias=True),
+            v2.RandomHorizontalFlip(p=flip_p),
+            *end,
+        ]
+        evaluation = [
+            *start,
+            v2.Resize(resize_size, antialias=True),
+            v2.CenterCrop(crop_size),
+            *end,
+        ]
+        super().__init__(v2.Compose(train), v2.Compose(evaluation))
+
+
+class PlainTransforms(Transforms):
+    """Resize to ``height x width`` and scale to [0, 1], in training as in evaluation.
+
+    Args:
+        height: image height.
+        width: image width.
+    """
+
+    def __init__(self, height: int = 256, width: int = 128) -> None:
+        steps = [
+            v2.ToImage(),
+            v2.Resize([height, width], antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+        super().__init__(v2.Compose(steps), v2.Compose(steps))

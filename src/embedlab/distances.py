@@ -34,7 +34,15 @@ from torch import Tensor
 Distance = Literal["euclidean", "squared_euclidean", "cosine"]
 Metric = Distance  # the former name
 
-__all__ = ["Distance", "Metric", "label_masks", "pairwise_distance", "same_label", "upcast"]
+__all__ = [
+    "Distance",
+    "Metric",
+    "label_masks",
+    "pairwise_distance",
+    "references",
+    "same_label",
+    "upcast",
+]
 
 EXACT_NEIGHBOURS = 2  # nearest points per row recomputed exactly
 
@@ -81,9 +89,7 @@ class _Euclidean(torch.autograd.Function):
         return sq if squared else sq.sqrt_()
 
     @staticmethod
-    def setup_context(
-        ctx: Any, inputs: tuple[Tensor, Tensor | None, bool], output: Tensor
-    ) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor | None, bool], output: Tensor) -> None:
         x, y, squared = inputs
         ctx.squared = squared
         ctx.save_for_backward(x, y, None if squared else output)
@@ -151,18 +157,35 @@ def _no_autocast(x: Tensor) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def same_label(labels: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    """[N, N] mask, True (or 1.0 with a floating ``dtype``) where labels match, diagonal included."""
-    same = labels[:, None] == labels[None, :]
+def same_label(
+    labels: Tensor, dtype: torch.dtype | None = None, ref_labels: Tensor | None = None
+) -> Tensor:
+    """[N, M] mask, True (or 1.0 with a floating ``dtype``) where labels match, self included.
+
+    The columns are the batch itself (M = N), or with ``ref_labels`` the batch followed by
+    the references (M = N + R; see :func:`references`).
+    """
+    columns = labels if ref_labels is None else torch.cat([labels, ref_labels])
+    same = labels[:, None] == columns[None, :]
     return same if dtype is None else same.to(dtype)
 
 
-def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Boolean [N, N] masks of a batch's labels.
+def label_masks(labels: Tensor, ref_labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Boolean [N, M] masks of a batch's labels (columns as in :func:`same_label`).
 
     Returns:
-        ``(positive, negative)``: ``positive[i, j]`` is True when i ≠ j share a label
-        (the diagonal is excluded), ``negative[i, j]`` when their labels differ.
+        ``(positive, negative)``: ``positive[i, j]`` is True when j shares i's label and is
+        not i itself, ``negative[i, j]`` when their labels differ.
     """
-    same = same_label(labels)
-    return same.clone().fill_diagonal_(False), ~same
+    same = same_label(labels, ref_labels=ref_labels)
+    positive = same.clone()
+    positive[:, : len(labels)].fill_diagonal_(False)
+    return positive, ~same
+
+
+def references(embeddings: Tensor, ref_embeddings: Tensor | None) -> Tensor | None:
+    """The columns of a loss's distance matrix: ``None`` (the batch itself), or the batch
+    followed by extra references (e.g. a cross-batch memory), which carry no gradient."""
+    if ref_embeddings is None:
+        return None
+    return torch.cat([embeddings, ref_embeddings.detach().to(embeddings.dtype)])

@@ -9,6 +9,7 @@ from embedlab.losses.center import CenterLoss
 from embedlab.losses.circle import CircleLoss
 from embedlab.losses.contrastive import ContrastiveLoss
 from embedlab.losses.coupled_clusters import CoupledClustersLoss
+from embedlab.losses.cross_batch_memory import CrossBatchMemory
 from embedlab.losses.cross_entropy import CrossEntropyLoss
 from embedlab.losses.improved_triplet import ImprovedTripletLoss
 from embedlab.losses.interface import Loss
@@ -26,6 +27,7 @@ __all__ = [
     "ArcFaceLoss",
     "CircleLoss",
     "CosFaceLoss",
+    "CrossBatchMemory",
     "MultiSimilarityLoss",
     "ProxyAnchorLoss",
     "SubCenterArcFaceLoss",

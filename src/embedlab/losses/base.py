@@ -28,7 +28,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MetricLoss", "masked_logsumexp", "masked_mean"]
+from embedlab.miners.base import TripletMiner, TripletSelection
+
+__all__ = ["MetricLoss", "masked_logsumexp", "masked_mean", "mine"]
 
 StatsFn = Callable[[], dict[str, Tensor]]
 
@@ -50,6 +52,16 @@ def masked_logsumexp(x: Tensor, mask: Tensor, dim: int = 1, add_one: bool = Fals
         return torch.logsumexp(torch.cat([x, torch.zeros_like(x.narrow(dim, 0, 1))], dim), dim)
     has = mask.any(dim, keepdim=True)
     return torch.logsumexp(x.where(has, 0.0), dim).where(has.squeeze(dim), 0.0)
+
+
+def mine(
+    miner: TripletMiner, dist: Tensor, labels: Tensor, dim: int, ref_labels: Tensor | None
+) -> TripletSelection:
+    """``miner``'s selection on the detached distances (references only passed when given,
+    so a miner written for the batch alone keeps working)."""
+    if ref_labels is None:
+        return miner(dist.detach(), labels, dim)
+    return miner(dist.detach(), labels, dim, ref_labels=ref_labels)
 
 
 class MetricLoss(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.distances import label_masks, pairwise_distance
+from embedlab.distances import label_masks, pairwise_distance, references
 from embedlab.losses.base import MetricLoss, masked_logsumexp, masked_mean
 
 
@@ -22,6 +22,9 @@ class CircleLoss(MetricLoss):
 
     Reduction: mean over the anchors that have a positive and a negative. No such anchor:
     zero loss (and a warning when ``stats`` are read). ``stats``: ``pos_sim``, ``neg_sim``.
+
+    ``ref_embeddings``/``ref_labels`` (e.g. from ``CrossBatchMemory``) add references: the
+    columns of the distance matrix are the batch followed by them (without gradient).
     """
 
     def __init__(self, m: float = 0.25, gamma: float = 128.0) -> None:
@@ -29,9 +32,16 @@ class CircleLoss(MetricLoss):
         self.m = m
         self.gamma = gamma
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        s = 1.0 - pairwise_distance(embeddings, distance="cosine")  # cosine similarity
-        positive, negative = label_masks(labels)
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        refs = references(embeddings, ref_embeddings)
+        s = 1.0 - pairwise_distance(embeddings, refs, distance="cosine")  # cosine similarity
+        positive, negative = label_masks(labels, ref_labels)
         alpha_p = F.relu(1.0 + self.m - s.detach())  # α_p = [O_p − s_p]₊, O_p = 1 + m
         alpha_n = F.relu(s.detach() + self.m)  # α_n = [s_n − O_n]₊, O_n = −m
         logit_p = -self.gamma * alpha_p * (s - (1.0 - self.m))  # −γ·α_p·(s_p − Δ_p)

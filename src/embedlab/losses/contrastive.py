@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.distances import label_masks, pairwise_distance, same_label
+from embedlab.distances import label_masks, pairwise_distance, references, same_label
 from embedlab.losses.base import MetricLoss, masked_mean
 
 
@@ -24,6 +24,9 @@ class ContrastiveLoss(MetricLoss):
     a positive pair or without a negative pair gives a zero loss (and a warning when
     ``stats`` are read). ``stats``: ``active_fraction`` (pairs with non-zero loss),
     ``pos_dist``, ``neg_dist``.
+
+    ``ref_embeddings``/``ref_labels`` (e.g. from ``CrossBatchMemory``) add references: the
+    columns of the distance matrix are the batch followed by them (without gradient).
     """
 
     def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0) -> None:
@@ -33,21 +36,27 @@ class ContrastiveLoss(MetricLoss):
         self.pos_margin = pos_margin
         self.neg_margin = neg_margin
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        d = pairwise_distance(embeddings)
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        d = pairwise_distance(embeddings, references(embeddings, ref_embeddings))
         # y = 1: [d − m₊]₊, y = 0: [m₋ − d]₊; both are [s·(d − c)]₊ with s = 2y − 1 and
         # c = m₋ − (m₋ − m₊)·y (the diagonal gives [0 − m₊]₊ = 0)
-        y = same_label(labels, d.dtype)
+        y = same_label(labels, d.dtype, ref_labels)
         sign, centre = 2 * y - 1, self.neg_margin - (self.neg_margin - self.pos_margin) * y
         hinge = F.relu(sign * (d - centre))
         n = len(labels)
-        n_pairs = max(n * (n - 1), 1)
+        n_pairs = max(n * (d.shape[1] - 1), 1)
         n_same = y.sum()  # the diagonal included
-        usable = (n_same > n) & (n_same < n * n)  # a positive pair and a negative pair
+        usable = (n_same > n) & (n_same < n * d.shape[1])  # a positive pair and a negative pair
         loss = 0.5 * hinge.square().sum() / n_pairs * usable
 
         def stats() -> dict[str, Tensor]:
-            positive, negative = label_masks(labels)
+            positive, negative = label_masks(labels, ref_labels)
             return {
                 "active_fraction": (hinge > 0).sum() / n_pairs,
                 "pos_dist": masked_mean(d, positive),

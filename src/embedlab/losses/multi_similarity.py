@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from embedlab.distances import label_masks, pairwise_distance
+from embedlab.distances import label_masks, pairwise_distance, references
 from embedlab.losses.base import MetricLoss, masked_logsumexp, masked_mean
 from embedlab.miners.base import PairMiner, PairSelection
 
@@ -25,6 +25,9 @@ class MultiSimilarityLoss(MetricLoss):
     Reduction: mean over all m anchors of the batch. A batch without a positive or a
     negative pair gives a zero loss (and a warning when ``stats`` are read). ``stats``:
     ``pos_pairs``, ``neg_pairs`` (kept per anchor), ``pos_sim``, ``neg_sim``.
+
+    ``ref_embeddings``/``ref_labels`` (e.g. from ``CrossBatchMemory``) add references: the
+    columns of the distance matrix are the batch followed by them (without gradient).
     """
 
     def __init__(
@@ -40,13 +43,20 @@ class MultiSimilarityLoss(MetricLoss):
         self.base = base
         self.miner = miner
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        s = 1.0 - pairwise_distance(embeddings, distance="cosine")
-        positive, negative = label_masks(labels)
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        refs = references(embeddings, ref_embeddings)
+        s = 1.0 - pairwise_distance(embeddings, refs, distance="cosine")
+        positive, negative = label_masks(labels, ref_labels)
         pairs = (
             PairSelection(positive, negative)
             if self.miner is None
-            else self.miner(s.detach(), labels)
+            else self.miner(s.detach(), labels, ref_labels)
         )
         pos = masked_logsumexp(-self.alpha * (s - self.base), pairs.positive, add_one=True)
         neg = masked_logsumexp(self.beta * (s - self.base), pairs.negative, add_one=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from embedlab.distances import label_masks, pairwise_distance
+from embedlab.distances import label_masks, pairwise_distance, references
 from embedlab.losses.base import MetricLoss, masked_mean
 
 
@@ -34,6 +34,9 @@ class RankedListLoss(MetricLoss):
     batch without a positive pair or without a negative pair gives a zero loss (and a
     warning when ``stats`` are read). ``stats``: ``active_fraction`` (non-trivial pairs),
     ``pos_dist``, ``neg_dist``.
+
+    ``ref_embeddings``/``ref_labels`` (e.g. from ``CrossBatchMemory``) add references: the
+    columns of the distance matrix are the batch followed by them (without gradient).
     """
 
     def __init__(
@@ -51,10 +54,18 @@ class RankedListLoss(MetricLoss):
         self.neg_weight = neg_weight
         self.paper_gradient = paper_gradient
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        other = embeddings.detach() if self.paper_gradient else None
-        d = pairwise_distance(embeddings, other)  # row a: the list of anchor a
-        positive, negative = label_masks(labels)
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        refs = references(embeddings, ref_embeddings)
+        if self.paper_gradient:  # the others are fixed in each anchor's list
+            refs = (embeddings if refs is None else refs).detach()
+        d = pairwise_distance(embeddings, refs)  # row a: the list of anchor a
+        positive, negative = label_masks(labels, ref_labels)
         alpha, pos_bound = self.boundary, self.boundary - self.margin
         hard_pos = positive & (d > pos_bound)
         hard_neg = negative & (d < alpha)
@@ -67,9 +78,9 @@ class RankedListLoss(MetricLoss):
         loss = (loss_p + self.neg_weight * loss_n).mean() * usable
 
         def stats() -> dict[str, Tensor]:
-            n = len(labels)
+            n, m = d.shape
             return {
-                "active_fraction": (hard_pos.sum() + hard_neg.sum()) / max(n * (n - 1), 1),
+                "active_fraction": (hard_pos.sum() + hard_neg.sum()) / max(n * (m - 1), 1),
                 "pos_dist": masked_mean(d, positive),
                 "neg_dist": masked_mean(d, negative),
             }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from embedlab.distances import label_masks, pairwise_distance
+from embedlab.distances import label_masks, pairwise_distance, references
 from embedlab.losses.base import MetricLoss, masked_logsumexp, masked_mean
 
 
@@ -20,15 +20,25 @@ class SupConLoss(MetricLoss):
     Reduction: mean over the anchors that have a positive. A batch without a positive pair
     gives a zero loss (and a warning when ``stats`` are read). ``stats``: ``pos_sim``,
     ``neg_sim``.
+
+    ``ref_embeddings``/``ref_labels`` (e.g. from ``CrossBatchMemory``) add references: the
+    columns of the distance matrix are the batch followed by them (without gradient).
     """
 
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()
         self.temperature = temperature
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        s = 1.0 - pairwise_distance(embeddings, distance="cosine")
-        positive, negative = label_masks(labels)
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        refs = references(embeddings, ref_embeddings)
+        s = 1.0 - pairwise_distance(embeddings, refs, distance="cosine")
+        positive, negative = label_masks(labels, ref_labels)
         logits = s / self.temperature
         log_prob = logits - masked_logsumexp(logits, positive | negative)[:, None]
         has_pos = positive.any(1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.distances import pairwise_distance
-from embedlab.losses.base import MetricLoss, masked_mean
+from embedlab.distances import pairwise_distance, references
+from embedlab.losses.base import MetricLoss, masked_mean, mine
 from embedlab.miners import BatchHardMiner, TripletMiner
 from embedlab.miners.base import hinge_sum
 
@@ -31,6 +31,9 @@ class TripletLoss(MetricLoss):
     Returns the mean over the miner's valid terms. A batch with no valid triplet gives a
     zero loss (and a warning when ``stats`` are read). ``stats``: ``active_fraction``,
     ``pos_dist``, ``neg_dist``.
+
+    ``ref_embeddings``/``ref_labels`` (e.g. from ``CrossBatchMemory``) add references: the
+    columns of the distance matrix are the batch followed by them (without gradient).
     """
 
     def __init__(
@@ -48,9 +51,15 @@ class TripletLoss(MetricLoss):
         self.soft_margin = soft_margin
         self.nonzero_mean = nonzero_mean
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        dist = pairwise_distance(embeddings)
-        sel = self.miner(dist.detach(), labels, embeddings.shape[1])
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        dist = pairwise_distance(embeddings, references(embeddings, ref_embeddings))
+        sel = mine(self.miner, dist, labels, embeddings.shape[1], ref_labels)
         d_ap, d_an = sel.distances(dist)
         ap, an = (d_ap**2, d_an**2) if self.squared else (d_ap, d_an)
         if sel.negatives is None:  # one negative per slot

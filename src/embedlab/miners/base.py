@@ -37,7 +37,7 @@ class TripletSelection:
             each slot pairs its positive with **every** negative of the anchor.
         valid: [N, J] bool, True where the slot is a real triplet (for batch-all: a real
             anchor–positive pair of an anchor that has negatives).
-        negatives: [N, N] bool, batch-all only: the anchor's negatives.
+        negatives: [N, M] bool, batch-all only: the anchor's negatives.
     """
 
     positive: Tensor
@@ -77,8 +77,11 @@ class PairMiner(ABC):
     loss (multi-similarity, contrastive, circle) keeps."""
 
     @abstractmethod
-    def __call__(self, sim: Tensor, labels: Tensor) -> PairSelection:
-        """Select pairs from the [N, N] cosine similarities (detached) and the labels."""
+    def __call__(
+        self, sim: Tensor, labels: Tensor, ref_labels: Tensor | None = None
+    ) -> PairSelection:
+        """Select pairs from the [N, M] cosine similarities (detached; columns as for
+        ``TripletMiner``) and the labels."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -94,15 +97,21 @@ class TripletMiner(ABC):
 
     @abstractmethod
     def __call__(
-        self, dist: Tensor, labels: Tensor, embedding_dim: int | None = None
+        self,
+        dist: Tensor,
+        labels: Tensor,
+        embedding_dim: int | None = None,
+        ref_labels: Tensor | None = None,
     ) -> TripletSelection:
         """Select triplets.
 
         Args:
-            dist: [N, N] euclidean distance matrix of the batch, detached.
+            dist: [N, M] euclidean distances, detached: the batch against itself (M = N),
+                or against itself followed by R references (M = N + R).
             labels: [N] integer labels.
             embedding_dim: dimension D of the embeddings (only distance-weighted sampling
                 needs it).
+            ref_labels: [R] labels of the references, if any (only passed when given).
         """
 
     def __repr__(self) -> str:

@@ -19,9 +19,13 @@ class BatchAllMiner(TripletMiner):
 
     @torch.no_grad()
     def __call__(
-        self, dist: Tensor, labels: Tensor, embedding_dim: int | None = None
+        self,
+        dist: Tensor,
+        labels: Tensor,
+        embedding_dim: int | None = None,
+        ref_labels: Tensor | None = None,
     ) -> TripletSelection:
-        positive, negative = label_masks(labels)
-        columns = torch.arange(len(labels), device=dist.device).expand(len(labels), -1)
+        positive, negative = label_masks(labels, ref_labels)
+        columns = torch.arange(dist.shape[1], device=dist.device).expand(len(labels), -1)
         valid = positive & negative.any(1, keepdim=True)
         return TripletSelection(columns, None, valid, negative)

@@ -19,9 +19,13 @@ class BatchHardMiner(TripletMiner):
 
     @torch.no_grad()
     def __call__(
-        self, dist: Tensor, labels: Tensor, embedding_dim: int | None = None
+        self,
+        dist: Tensor,
+        labels: Tensor,
+        embedding_dim: int | None = None,
+        ref_labels: Tensor | None = None,
     ) -> TripletSelection:
-        positive, negative = label_masks(labels)
+        positive, negative = label_masks(labels, ref_labels)
         hardest_p = torch.where(positive, dist, -1.0).argmax(1, keepdim=True)
         hardest_n = torch.where(negative, dist, torch.inf).argmin(1, keepdim=True)
         valid = positive.any(1, keepdim=True) & negative.any(1, keepdim=True)

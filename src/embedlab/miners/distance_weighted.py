@@ -46,12 +46,16 @@ class DistanceWeightedMiner(TripletMiner):
 
     @torch.no_grad()
     def __call__(
-        self, dist: Tensor, labels: Tensor, embedding_dim: int | None = None
+        self,
+        dist: Tensor,
+        labels: Tensor,
+        embedding_dim: int | None = None,
+        ref_labels: Tensor | None = None,
     ) -> TripletSelection:
         if embedding_dim is None:
             raise ValueError("DistanceWeightedMiner needs the embedding dimension")
         n = float(embedding_dim)
-        positive, negative = label_masks(labels)
+        positive, negative = label_masks(labels, ref_labels)
         d = dist.clamp(self.cutoff, 1.999)  # 1/q diverges at d = 2
         log_w = (2.0 - n) * d.log() - (n - 3.0) / 2.0 * torch.log1p(-0.25 * d * d)
         allowed = negative & (dist < self.nonzero_loss_cutoff)
@@ -64,9 +68,9 @@ class DistanceWeightedMiner(TripletMiner):
         cdf = torch.softmax(log_w, dim=1).cumsum(1)
         # inverse-CDF draw, one uniform number per (anchor, candidate positive) slot
         g = self.generator
-        size = (len(labels), len(labels))
+        size = tuple(dist.shape)
         u = torch.rand(size, generator=g, device=dist.device if g is None else g.device)
         u = u.to(dist.device, dist.dtype) * cdf[:, -1:]
-        drawn = torch.searchsorted(cdf, u, right=True).clamp_max(len(labels) - 1)
-        columns = torch.arange(len(labels), device=dist.device).expand(len(labels), -1)
+        drawn = torch.searchsorted(cdf, u, right=True).clamp_max(dist.shape[1] - 1)
+        columns = torch.arange(dist.shape[1], device=dist.device).expand(len(labels), -1)
         return TripletSelection(columns, drawn, positive & has_neg)

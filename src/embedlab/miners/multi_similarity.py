@@ -23,8 +23,10 @@ class MultiSimilarityMiner(PairMiner):
         self.epsilon = epsilon
 
     @torch.no_grad()
-    def __call__(self, sim: Tensor, labels: Tensor) -> PairSelection:
-        positive, negative = label_masks(labels)
+    def __call__(
+        self, sim: Tensor, labels: Tensor, ref_labels: Tensor | None = None
+    ) -> PairSelection:
+        positive, negative = label_masks(labels, ref_labels)
         hardest_pos = sim.where(positive, torch.inf).amin(1, keepdim=True)
         hardest_neg = sim.where(negative, -torch.inf).amax(1, keepdim=True)
         keep_neg = negative & (sim + self.epsilon > hardest_pos)

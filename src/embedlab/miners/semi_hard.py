@@ -36,9 +36,13 @@ class SemiHardMiner(TripletMiner):
 
     @torch.no_grad()
     def __call__(
-        self, dist: Tensor, labels: Tensor, embedding_dim: int | None = None
+        self,
+        dist: Tensor,
+        labels: Tensor,
+        embedding_dim: int | None = None,
+        ref_labels: Tensor | None = None,
     ) -> TripletSelection:
-        positive, negative = label_masks(labels)
+        positive, negative = label_masks(labels, ref_labels)
         values, columns = sorted_negatives(dist, negative)  # [N, N], increasing
         n_neg = negative.sum(1, keepdim=True)
         # position of the first negative strictly farther than each positive
@@ -48,9 +52,9 @@ class SemiHardMiner(TripletMiner):
             other = (n_neg - 1).clamp_min(0).expand_as(first)
         else:
             other = torch.zeros_like(first)
-        position = torch.where(found, first, other).clamp_max(len(labels) - 1)
+        position = torch.where(found, first, other).clamp_max(dist.shape[1] - 1)
         valid = positive & (n_neg > 0)
         if self.fallback == "none":
             valid = valid & found
-        pos_index = torch.arange(len(labels), device=dist.device).expand(len(labels), -1)
+        pos_index = torch.arange(dist.shape[1], device=dist.device).expand(len(labels), -1)
         return TripletSelection(pos_index, columns.gather(1, position), valid)

@@ -63,8 +63,8 @@ def evaluate(
         out: output folder (default: the checkpoint's run folder).
         rerank: k-reciprocal re-ranking (Zhong et al. 2017).
         flip_test: average each image's and its mirror's embedding.
-        data: data module arguments replacing the run's, e.g. ``{options: {seed: 3}}``
-            (another VehicleID gallery draw).
+        data: data module arguments replacing the run's (mappings are merged), e.g.
+            ``{options: {seed: 3}}`` (another VehicleID gallery draw).
     """
     ckpt = Path(ckpt_path)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
@@ -81,7 +81,13 @@ def evaluate(
         net = dict(model.get("model") or {})
         net["init_args"] = {**(net.get("init_args") or {}), "flip_test": True}
         model["model"] = net
-    module, datamodule = instantiate_config({**recipe, "model": model}, data)
+    settings_data = dict(recipe.get("data") or {})
+    for key, value in (data or {}).items():  # `{options: {seed: 3}}` keeps the other options
+        old = settings_data.get(key)
+        settings_data[key] = (
+            {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
+        )
+    module, datamodule = instantiate_config({**recipe, "model": model, "data": settings_data})
     settings = recipe.get("trainer") or {}
     trainer = Trainer(
         accelerator=settings.get("accelerator", "auto"),

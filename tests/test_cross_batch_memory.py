@@ -158,3 +158,30 @@ def test_two_ranks_hold_the_memory_of_one_process(tmp_path) -> None:  # type: ig
         one(*batch(100 + step, n=8))
     assert torch.equal(got["memory"], one.memory)
     assert torch.equal(got["labels"], one.memory_labels)
+
+
+@pytest.mark.slow
+def test_fit_with_the_memory_and_test_from_its_checkpoint(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The memory rides in the checkpoint that fit's final test reloads."""
+    from pathlib import Path
+
+    from embedlab.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("EMBEDLAB_OUTPUT_ROOT", str(tmp_path))
+    code = main(
+        [
+            "fit",
+            "--config=experiments/digits_compare.yaml",
+            "--model.loss=experiments/losses/xbm_contrastive.yaml",
+            "--trainer.max_epochs=1",
+            "--data.batches_per_epoch=3",
+            "--trainer.callbacks=null",
+        ]
+    )
+    assert code in (0, None)
+    (ckpt,) = tmp_path.rglob("last.ckpt")
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    (extra,) = [v for k, v in state.items() if k.endswith("_extra_state")]
+    assert extra["steps"] == 3 and extra["filled"] == 3 * 120

@@ -280,7 +280,7 @@ class MetricLearningModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         own = self.state_dict()
         for key, value in checkpoint.get("state_dict", {}).items():
-            if key in own and own[key].shape != value.shape:
+            if key in own and isinstance(value, Tensor) and own[key].shape != value.shape:
                 raise ConfigError(
                     f"checkpoint parameter {key} has shape {tuple(value.shape)} but this model has "
                     f"{tuple(own[key].shape)}: check model.model.init_args.embedding_dim and the backbone"

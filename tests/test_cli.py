@@ -148,20 +148,24 @@ def test_wandb_offline_run_records_the_validation_metrics(tmp_path: Path) -> Non
 def test_evaluate_a_checkpoint_writes_metrics_next_to_the_run(tmp_path: Path) -> None:
     main(["fit", "--config", DIGITS, f"--output_root={tmp_path}", *FAST, "--trainer.max_epochs=6"])
     run = tmp_path / "digits" / "version_0"
-    assert main(["evaluate", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]) == 0
+    (best,) = (run / "checkpoints").glob("best-*.ckpt")
+    assert main(["evaluate", "--ckpt_path", str(best)]) == 0
     evaluation = json.loads((run / "evaluation.json").read_text())["metrics"]
-    trained = json.loads((run / "summary.json").read_text())["trained"]
-    # last.ckpt holds the weights that produced the final validation
+    tested = json.loads((run / "summary.json").read_text())["test"]
+    # fit tested the checkpoint selected on val: evaluating it again gives the same numbers
     for key in ("recall@1", "map", "map@r", "minp"):
-        assert evaluation[key] == pytest.approx(trained[key], abs=1e-6)
-    assert pd.read_csv(run / "evaluation.csv")["map@r"].iloc[0] == pytest.approx(trained["map@r"])
+        assert evaluation[key] == pytest.approx(tested[key], abs=1e-6)
+    assert pd.read_csv(run / "evaluation.csv")["map@r"].iloc[0] == pytest.approx(tested["map@r"])
     assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["version_0"]
     assert not (Path.cwd() / "config.yaml").exists()  # nothing written outside the run folder
     # --rerank / --flip_test: the same numbers as evaluate() on the checkpoint's embeddings
-    from embedlab.analysis.runs import run_embeddings
+    from embedlab.analysis.runs import compute_embeddings, load_module
     from embedlab.metrics import evaluate
 
-    emb, _, metric = run_embeddings(run, "last")
+    module, data = load_module(run, "best")
+    data.setup("test")
+    emb = compute_embeddings(module.model, data.test_dataloader())
+    metric = str(module.hparams["distance"])
     q, g = emb.is_query, emb.is_gallery
     assert not (q.all() and g.all())  # a query / gallery split, not leave-one-out
     args = (emb.embeddings[q], emb.labels[q], emb.embeddings[g], emb.labels[g])
@@ -171,8 +175,7 @@ def test_evaluate_a_checkpoint_writes_metrics_next_to_the_run(tmp_path: Path) ->
     ]:
         out = tmp_path / flag.strip("-")
         out.mkdir()
-        ckpt = str(run / "checkpoints" / "last.ckpt")
-        assert main(["evaluate", "--ckpt_path", ckpt, "--out", str(out), flag]) == 0
+        assert main(["evaluate", "--ckpt_path", str(best), "--out", str(out), flag]) == 0
         got = json.loads((out / "evaluation.json").read_text())["metrics"]
         assert got["map"] != pytest.approx(evaluation["map"], abs=1e-6)
         if expected is not None:

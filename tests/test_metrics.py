@@ -542,6 +542,24 @@ def test_a_metric_from_outside_embedlab_is_averaged_over_valid_queries() -> None
         evaluate(**case, metrics=[NDCG(k=5), NDCG(k=5)])
 
 
+def test_any_object_with_a_name_and_call_is_a_metric() -> None:
+    class HitsAt3:  # no embedlab base class
+        name = "hits@3"
+
+        def __call__(self, ranks: torch.Tensor, num_positives: torch.Tensor) -> torch.Tensor:
+            return (ranks <= 3).sum(1, dtype=torch.float64)
+
+    case = reid_case(24, True)
+    res = evaluate(**case, metrics=[HitsAt3()], return_per_query=True)
+    ranks = res["per_query"]["ranks"][res["per_query"]["num_positives"] > 0]
+    assert res["hits@3"] == pytest.approx((ranks <= 3).sum(1).mean())
+    with pytest.raises(ValueError, match="metric 'bad': returned shape"):
+        bad = HitsAt3()
+        bad.name = "bad"
+        bad.__class__.__call__ = lambda self, r, n: r.sum()  # type: ignore[method-assign]
+        evaluate(**case, metrics=[bad])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu() -> None:
     case = reid_case(18, True)

@@ -542,6 +542,18 @@ def test_a_metric_from_outside_embedlab_is_averaged_over_valid_queries() -> None
         evaluate(**case, metrics=[NDCG(k=5), NDCG(k=5)])
 
 
+def test_the_exclusion_rule_is_the_protocol() -> None:
+    from embedlab.metrics.retrieval import excluded
+
+    case = reid_case(25, True)
+    ql, qc = case["query_labels"], case["query_cams"]
+    gl, gc = case["gallery_labels"], case["gallery_cams"]
+    for i in range(len(ql)):
+        expected = [gl[j] == -1 or (gl[j] == ql[i] and gc[j] == qc[i]) for j in range(len(gl))]
+        assert excluded(ql[i], qc[i], gl, gc).tolist() == expected
+    assert excluded(ql[0], qc[0], gl, None, junk_label=None).sum() == 0
+
+
 def test_any_object_with_a_name_and_call_is_a_metric() -> None:
     class HitsAt3:  # no embedlab base class
         name = "hits@3"

@@ -35,6 +35,7 @@ from matplotlib.patches import Patch
 from embedlab.analysis.runs import Embeddings
 from embedlab.distances import pairwise_distance
 from embedlab.metrics import RetrievalEvaluator
+from embedlab.metrics.retrieval import excluded
 
 Status = Literal["correct", "wrong", "excluded"]
 COLOURS: dict[str, str] = {"correct": "#1a9850", "wrong": "#d73027", "excluded": "#9e9e9e"}
@@ -95,14 +96,20 @@ def ranked_lists(
     out: list[RankedList] = []
     for row, query in enumerate(queries):
         order = gallery[np.argsort(dist[row], kind="stable")]
+        skip = excluded(
+            labels[query],
+            cameras[query],
+            labels[order],
+            cameras[order] if use_cameras else None,
+            junk_label,
+        )
         ranked = RankedList(query)
         rank = n_excluded = 0
-        for item in order:
+        for item, is_excluded in zip(order, skip, strict=True):
             if item == query:
                 continue
             same_id = labels[item] == labels[query]
-            junk = junk_label is not None and labels[item] == junk_label
-            if junk or (use_cameras and same_id and cameras[item] == cameras[query]):
+            if is_excluded:
                 if n_excluded < max_excluded:
                     ranked.results.append(int(item))
                     ranked.status.append("excluded")

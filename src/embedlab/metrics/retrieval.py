@@ -58,7 +58,7 @@ from embedlab.metrics._inputs import (
 from embedlab.metrics.rank_metrics import default_metrics
 from embedlab.metrics.ranking import PositiveRanks, ScoreFn, _empty, _padded_ranks, rank_positives
 
-__all__ = ["EvalOptions", "MetricFn", "evaluate", "similarity_fn"]
+__all__ = ["EvalOptions", "MetricFn", "evaluate", "excluded", "similarity_fn"]
 
 
 class MetricFn(Protocol):
@@ -108,6 +108,25 @@ class EvalOptions:
         qe = self.query_expansion
         if isinstance(qe, bool) or not isinstance(qe, int) or qe < 0:
             raise ValueError(f"query_expansion: expected a non-negative integer, got {qe!r}")
+
+
+def excluded(
+    query_label: int,
+    query_camera: int,
+    labels: np.ndarray,
+    cameras: np.ndarray | None,
+    junk_label: int | None = -1,
+) -> np.ndarray:
+    """The protocol's exclusion rule for one query: which gallery items it ignores.
+
+    Junk-labelled items and, with cameras (ReID), items with the query's label **and** camera.
+    (:func:`evaluate` applies the same rule to all queries at once; the query itself, by id, is
+    excluded too.)
+    """
+    out = np.zeros(len(labels), dtype=bool) if junk_label is None else labels == junk_label
+    if cameras is not None:
+        out |= (labels == query_label) & (cameras == query_camera)
+    return out
 
 
 def _check_metrics(metrics: Sequence[MetricFn]) -> None:

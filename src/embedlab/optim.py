@@ -21,6 +21,9 @@ class ChainedOptimizer(Optimizer):
     multiply the gradients each further optimiser sees (the Bag-of-Tricks code divides the
     centres' gradient by the centre-loss weight, so that they follow the unweighted loss).
     ``zero_grad``, ``state_dict`` and ``load_state_dict`` cover all of them.
+
+    Not for ``precision: 16-mixed``: its gradient scaler unscales ``param_groups`` only, so the
+    further optimisers would step on scaled gradients (``bf16-mixed`` has no scaler: fine).
     """
 
     def __init__(

@@ -6,7 +6,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,9 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from embedlab.atomic import atomic_write
-
-if TYPE_CHECKING:
-    from embedlab.metrics import RetrievalEvaluator
+from embedlab.metrics import RetrievalEvaluator, evaluate
 
 #: The row of the raw-pixel baseline in ``summary.json`` and in every table.
 BASELINE_ROW = "raw pixels"
@@ -32,8 +30,6 @@ def write_json(path: Path, data: Any) -> None:
 
 def baseline_metrics(datamodule: Any, evaluator: RetrievalEvaluator) -> dict[str, float] | None:
     """The metrics of ``evaluator`` for the raw pixels of the test split (``None`` if unavailable)."""
-    from embedlab.metrics import evaluate
-
     eval_set = getattr(datamodule, "eval_set", None)
     if eval_set is None:
         return None

@@ -18,8 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from pytorch_lightning.cli import LightningArgumentParser
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+
+from embedlab.data import RetrievalDataModule
+from embedlab.module import MetricLearningModule
 
 TRIAL_FILE = "sweep_trial.json"
 
@@ -216,11 +220,6 @@ def instantiate_config(
     ``model.num_classes`` is taken from the data, as the command line does; ``data_overrides``
     replace data options (e.g. ``root``).
     """
-    from pytorch_lightning.cli import LightningArgumentParser
-
-    from embedlab.data import RetrievalDataModule
-    from embedlab.module import MetricLearningModule
-
     parser = LightningArgumentParser(exit_on_error=False)
     parser.add_lightning_class_args(MetricLearningModule, "model", subclass_mode=False)
     parser.add_lightning_class_args(RetrievalDataModule, "data", subclass_mode=False)

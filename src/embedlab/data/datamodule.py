@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from embedlab.data.digits import DigitsDataset, Protocol, digits_frame
+from embedlab.data.formats import read_dataset
+from embedlab.data.image_dataset import BadImageError, ImageDataset, load_image
 from embedlab.data.sampler import PKBatchSampler, SeededDataset
 from embedlab.data.splits import RUN_SPLITS, ValSplit, split_validation
 from embedlab.data.transforms import ReIDTransforms, Transforms
@@ -177,8 +180,6 @@ class RetrievalDataModule(pl.LightningDataModule):
             if self.dataset_name == "digits":
                 frame = digits_frame(self.protocol, self.seed)
             else:
-                from embedlab.data.formats import read_dataset
-
                 frame = read_dataset(self.dataset_name, self.data_root, **self.options)
             image_disjoint = self.dataset_name == "digits" and self.protocol == "image_disjoint"
             frame = split_validation(frame, self.val, self.dataset_name, image_disjoint)
@@ -220,8 +221,6 @@ class RetrievalDataModule(pl.LightningDataModule):
     def _dataset(self, rows: pd.DataFrame, train: bool) -> Any:
         if self.dataset_name == "digits":
             return DigitsDataset(rows.reset_index(drop=True), augment=train)
-        from embedlab.data.image_dataset import ImageDataset
-
         transform = self.transforms.train if train else self.transforms.eval
         return ImageDataset(rows.reset_index(drop=True), self.data_root, transform, self.bad_data)
 
@@ -231,9 +230,6 @@ class RetrievalDataModule(pl.LightningDataModule):
         Scanning up front gives the complete list whatever the number of workers, and keeps
         a bad query or gallery image from being silently replaced by another one.
         """
-        from concurrent.futures import ThreadPoolExecutor
-
-        from embedlab.data.image_dataset import BadImageError, load_image
 
         def problem(path: str) -> str | None:
             try:

@@ -77,3 +77,16 @@ def test_a_fit_with_a_term_optimiser(tmp_path: Path) -> None:
     trainer.fit(module, RetrievalDataModule(p=4, k=2, batches_per_epoch=2))
     after = module.losses[1].loss.centers.detach()
     assert torch.isfinite(after).all() and not torch.equal(before, after)
+
+
+def test_fp16_with_a_term_optimiser_is_a_config_error() -> None:
+    from types import SimpleNamespace
+
+    import pytest
+
+    from embedlab.errors import ConfigError
+
+    module = bot_like_module()
+    module._trainer = SimpleNamespace(precision="16-mixed", max_epochs=1)  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match="trainer.precision=16-mixed"):
+        module.configure_optimizers()

@@ -377,6 +377,12 @@ class MetricLearningModule(pl.LightningModule):
         optimizer: torch.optim.Optimizer = self.optimizer_factory(self.param_groups())
         own = self.term_optimizers()
         if own:
+            precision = str(getattr(self._trainer, "precision", ""))
+            if precision.startswith("16"):
+                raise ConfigError(
+                    f"trainer.precision={precision}: a LossTerm with its own optimizer needs "
+                    "32-true or bf16-mixed (the fp16 gradient scaler would skip its parameters)"
+                )
             optimizer = ChainedOptimizer(optimizer, [o for o, _ in own], [s for _, s in own])
         if self.lr_scheduler_factory is None:
             return {"optimizer": optimizer}

@@ -185,19 +185,21 @@ def tool_parser(fn: Callable[..., int], positional: Sequence[str] = ()) -> Embed
     )
     parser = EmbedlabParser(description=_plain(text), exit_on_error=False)
     helps = _param_help(fn)
-    manual: set[str | int] = set(INTERNAL)
-    for name, param in inspect.signature(fn).parameters.items():
+    params = inspect.signature(fn).parameters
+    for name, param in params.items():  # in the signature's order, for --help
+        if name in INTERNAL:
+            continue
         if name in positional:
             many = "Sequence" in str(param.annotation) or "list" in str(param.annotation)
             parser.add_argument(name, nargs="+" if many else None, type=str, help=helps.get(name))
-            manual.add(name)
         elif param.annotation in (bool, "bool"):
             flag = ActionYesNo(yes_prefix="", no_prefix="no_")
             parser.add_argument(
                 f"--{name}", action=flag, default=param.default, help=helps.get(name)
             )
-            manual.add(name)
-    parser.add_function_arguments(fn, as_group=False, skip=manual, fail_untyped=True)
+        else:  # typed from the annotation, with its docstring help
+            others: set[str | int] = {p for p in params if p != name}
+            parser.add_function_arguments(fn, as_group=False, skip=others, fail_untyped=True)
     return parser
 
 

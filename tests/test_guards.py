@@ -208,3 +208,36 @@ def test_ddp_nan_on_one_rank_every_rank_skips_the_same_step(tmp_path: Path) -> N
     assert ranks[0]["skipped"] == ranks[1]["skipped"] == [2]
     torch.testing.assert_close(ranks[0]["weights"], ranks[1]["weights"], rtol=0, atol=0)
     assert torch.isfinite(ranks[0]["weights"]).all()
+
+
+class NaNValueOnFirstCall(nn.Module):
+    """A NaN loss value without a NaN gradient, at the first call only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        self.calls += 1
+        return x.sum() * 0.0 + (torch.tensor(torch.nan) if self.calls == 1 else torch.tensor(0.0))
+
+
+def test_nan_in_an_accumulated_micro_batch_is_caught(tmp_path: Path) -> None:
+    module = MetricLearningModule(
+        EmbeddingModel(SmallCNN(width=8, depth=2), embedding_dim=8, normalize=True),
+        TripletLoss(margin=0.2),
+        aux_losses=[LossTerm(NaNValueOnFirstCall(), name="probe")],
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        accumulate_grad_batches=2,  # the NaN is in the first of the two micro-batches
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(NonFiniteLossError, match="'probe' at global step 0"):
+        trainer.fit(module, RetrievalDataModule(p=4, k=2, batches_per_epoch=2))

@@ -148,6 +148,9 @@ class MetricLearningModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self._roles = EvalRoles()  # query/gallery flags per evaluation stage
+        # this step's loss-term values and labels, checked in on_before_optimizer_step
+        self._step_losses: Tensor | None = None
+        self._step_labels: Tensor | None = None
         chosen = [
             *(RecallAtK(int(k)) for k in ks),
             *(scalar_metrics() if metrics is None else metrics),
@@ -202,7 +205,10 @@ class MetricLearningModule(pl.LightningModule):
                 # log interval, so no statistic waits for the device here
                 logs[f"train/{term.name}/{key}"] = torch.as_tensor(stat).detach()
         # checked with the gradients, in one go, in on_before_optimizer_step
-        self._step_losses = torch.stack(values)
+        # (with gradient accumulation, the values of every micro-batch since the last step)
+        current = torch.stack(values)[None]
+        pending = self._step_losses
+        self._step_losses = current if pending is None else torch.cat([pending, current])
         self._step_labels = labels
         logs["train/loss"] = reported
         self.log_dict(logs, prog_bar=False, batch_size=len(labels))
@@ -218,7 +224,7 @@ class MetricLearningModule(pl.LightningModule):
         """
         named = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None]
         norms = list(torch._foreach_norm([g for _, g in named])) if named else []
-        losses = getattr(self, "_step_losses", None)
+        losses, self._step_losses = self._step_losses, None
         parts = [*(n.reshape(()) for n in norms), *([] if losses is None else [losses])]
         if not parts:
             return
@@ -241,8 +247,9 @@ class MetricLearningModule(pl.LightningModule):
         """What was not finite (only computed when something was)."""
         where = f"at global step {self.global_step} (epoch {self.current_epoch})"
         if losses is not None and not bool(losses.isfinite().all()):
-            bad = [t.name for t, v in zip(self.terms, losses, strict=True) if not v.isfinite()]
-            labels = getattr(self, "_step_labels", None)
+            finite = losses.isfinite().all(0)  # (terms,): over the accumulated micro-batches
+            bad = [t.name for t, ok in zip(self.terms, finite, strict=True) if not ok]
+            labels = self._step_labels
             shown = labels.tolist() if labels is not None else []
             return f"non-finite value in loss term {bad[0]!r} {where}; batch labels: {shown}"
         bad_params = [n for (n, _), norm in zip(named, norms, strict=True) if not norm.isfinite()]

@@ -28,9 +28,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from embedlab.errors import ConfigError
 from embedlab.miners.base import TripletMiner, TripletSelection
 
-__all__ = ["MetricLoss", "masked_logsumexp", "masked_mean", "mine"]
+__all__ = ["MetricLoss", "check_sizes", "masked_logsumexp", "masked_mean", "mine"]
 
 StatsFn = Callable[[], dict[str, Tensor]]
 
@@ -52,6 +53,17 @@ def masked_logsumexp(x: Tensor, mask: Tensor, dim: int = 1, add_one: bool = Fals
         return torch.logsumexp(torch.cat([x, torch.zeros_like(x.narrow(dim, 0, 1))], dim), dim)
     has = mask.any(dim, keepdim=True)
     return torch.logsumexp(x.where(has, 0.0), dim).where(has.squeeze(dim), 0.0)
+
+
+def check_sizes(loss: nn.Module, num_classes: int, embedding_dim: int) -> None:
+    """The sizes a loss was given must agree with the run's (data classes, embedding size)."""
+    for name, theirs in (("num_classes", num_classes), ("embedding_dim", embedding_dim)):
+        mine = getattr(loss, name, None)
+        if mine is not None and mine != theirs:
+            raise ConfigError(
+                f"{type(loss).__name__} {name}={mine}, but the run has {theirs}: leave {name} "
+                "out and embedlab sets it from the data and the model"
+            )
 
 
 def mine(

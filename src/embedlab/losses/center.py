@@ -6,8 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from embedlab.distances import upcast
-from embedlab.errors import ConfigError
-from embedlab.losses.base import MetricLoss
+from embedlab.losses.base import MetricLoss, check_sizes
 
 
 class CenterLoss(MetricLoss):
@@ -36,13 +35,7 @@ class CenterLoss(MetricLoss):
 
     def set_sizes(self, num_classes: int, embedding_dim: int) -> None:
         """Create the K × D centres; sizes given to the constructor must agree."""
-        given = {"num_classes": self.num_classes, "embedding_dim": self.embedding_dim}
-        for (name, mine), theirs in zip(given.items(), (num_classes, embedding_dim), strict=True):
-            if mine is not None and mine != theirs:
-                raise ConfigError(
-                    f"CenterLoss {name}={mine}, but the run has {theirs}: leave {name} out "
-                    "and embedlab sets it from the data and the model"
-                )
+        check_sizes(self, num_classes, embedding_dim)
         self.num_classes, self.embedding_dim = num_classes, embedding_dim
         if tuple(self.centers.shape) != (num_classes, embedding_dim):
             self.centers = nn.Parameter(torch.randn(num_classes, embedding_dim))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from embedlab.distances import pairwise_distance
-from embedlab.losses.base import MetricLoss
+from embedlab.losses.base import MetricLoss, check_sizes
 
 
 class _MarginSoftmax(MetricLoss):
@@ -18,8 +18,8 @@ class _MarginSoftmax(MetricLoss):
 
     def __init__(
         self,
-        num_classes: int,
-        embedding_dim: int,
+        num_classes: int | None,
+        embedding_dim: int | None,
         margin: float,
         scale: float,
         sub_centers: int = 1,
@@ -30,8 +30,19 @@ class _MarginSoftmax(MetricLoss):
         self.margin = margin
         self.scale = scale
         self.sub_centers = sub_centers
-        self.weight = nn.Parameter(torch.empty(num_classes * sub_centers, embedding_dim))
-        nn.init.xavier_normal_(self.weight)
+        self.weight = nn.Parameter(torch.empty(0, 0))
+        if num_classes is not None and embedding_dim is not None:
+            self.set_sizes(num_classes, embedding_dim)
+
+    def set_sizes(self, num_classes: int, embedding_dim: int) -> None:
+        """Create the class weights (called by the module with the data's classes and the
+        model's embedding size; sizes given to the constructor must agree)."""
+        check_sizes(self, num_classes, embedding_dim)
+        self.num_classes, self.embedding_dim = num_classes, embedding_dim
+        shape = (num_classes * self.sub_centers, embedding_dim)
+        if tuple(self.weight.shape) != shape:
+            self.weight = nn.Parameter(torch.empty(shape))
+            nn.init.xavier_normal_(self.weight)
 
     def target_logit(self, cos: Tensor) -> Tensor:
         """The margin-penalised cosine of the target class."""
@@ -39,10 +50,9 @@ class _MarginSoftmax(MetricLoss):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         cos = 1.0 - pairwise_distance(embeddings, self.weight, distance="cosine")  # [B, C·K]
-        cos = cos.view(len(labels), self.num_classes, self.sub_centers).amax(
-            2
-        )  # nearest sub-centre
-        target = F.one_hot(labels, self.num_classes).bool()
+        classes = self.weight.shape[0] // self.sub_centers
+        cos = cos.view(len(labels), classes, self.sub_centers).amax(2)  # nearest sub-centre
+        target = F.one_hot(labels, classes).bool()
         logits = self.scale * torch.where(target, self.target_logit(cos), cos)
         loss = F.cross_entropy(logits, labels)
 
@@ -65,7 +75,8 @@ class ArcFaceLoss(_MarginSoftmax):
     authors' code). cos(θ + m) is computed as cos θ·cos m − sin θ·sin m, finite at θ = 0.
 
     Args:
-        num_classes, embedding_dim: the shape of ``weight`` (num_classes × embedding_dim).
+        num_classes, embedding_dim: the shape of ``weight`` (num_classes × embedding_dim);
+            ``None``: the data's classes and the model's embedding size.
         margin: m, in radians (0.5 ≈ 28.6°).
         scale: s (64).
 
@@ -74,7 +85,11 @@ class ArcFaceLoss(_MarginSoftmax):
     """
 
     def __init__(
-        self, num_classes: int, embedding_dim: int, margin: float = 0.5, scale: float = 64.0
+        self,
+        num_classes: int | None,
+        embedding_dim: int | None,
+        margin: float = 0.5,
+        scale: float = 64.0,
     ) -> None:
         super().__init__(num_classes, embedding_dim, margin, scale)
 
@@ -92,7 +107,8 @@ class CosFaceLoss(_MarginSoftmax):
     """L = −log[e^{s·(cos θ_y − m)} / (e^{s·(cos θ_y − m)} + Σ_{j≠y} e^{s·cos θ_j})].
 
     Args:
-        num_classes, embedding_dim: the shape of ``weight`` (num_classes × embedding_dim).
+        num_classes, embedding_dim: the shape of ``weight`` (num_classes × embedding_dim);
+            ``None``: the data's classes and the model's embedding size.
         margin: m, subtracted from the target cosine (0.35).
         scale: s (64).
 
@@ -100,7 +116,11 @@ class CosFaceLoss(_MarginSoftmax):
     """
 
     def __init__(
-        self, num_classes: int, embedding_dim: int, margin: float = 0.35, scale: float = 64.0
+        self,
+        num_classes: int | None,
+        embedding_dim: int | None,
+        margin: float = 0.35,
+        scale: float = 64.0,
     ) -> None:
         super().__init__(num_classes, embedding_dim, margin, scale)
 
@@ -122,8 +142,8 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
 
     def __init__(
         self,
-        num_classes: int,
-        embedding_dim: int,
+        num_classes: int | None = None,
+        embedding_dim: int | None = None,
         margin: float = 0.5,
         scale: float = 64.0,
         sub_centers: int = 3,

@@ -206,6 +206,7 @@ def test_fit_help_is_readable_and_lists_embedlab_losses(
     assert len(text.splitlines()) < 400
     loss = text.split("--model.loss LOSS")[1].split("--model.loss_weight")[0]
     assert "embedlab.losses.TripletLoss" in loss and "torch.nn" not in loss
+    assert "embedlab.schedules.WarmupMultiStep" in text  # model.lr_scheduler's known classes
 
 
 def test_tool_flags_use_one_style(capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,7 +34,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from embedlab import tools
+from embedlab import schedules, tools
 from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.csv_logger import AtomicCSVLogger
 from embedlab.data import RetrievalDataModule
@@ -57,6 +57,8 @@ TRAINER_COMMANDS = {
     "validate": "Evaluate a model on the validation split.",
     "test": "Evaluate a model (e.g. --ckpt_path) on the test split.",
 }
+#: Imported so that ``--help`` lists them among the known schedulers.
+SCHEDULES = (schedules.WarmupMultiStep, schedules.WarmupCosine, schedules.ExponentialDecay)
 #: Parameters filled in by ``main``, not from the command line.
 INTERNAL = {"runner", "trial_args"}
 

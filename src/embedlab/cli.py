@@ -282,8 +282,6 @@ class EmbedlabCLI(LightningCLI):
             kwargs["runner"] = main
         if "trial_args" in accepted:
             kwargs["trial_args"] = self.trial_args
-        if "runs" in kwargs:
-            kwargs["runs"] = [Path(r) for r in kwargs["runs"]]
         self.exit_code = fn(**kwargs)
 
     def _parse_ckpt_path(self) -> None:

@@ -114,7 +114,7 @@ def evaluate(
 
 
 def compare(
-    runs: Sequence[Path],
+    runs: Sequence[str | Path],
     out: Path | None = None,
     metric: str = PRIMARY,
     metrics: Sequence[str] | None = None,

@@ -49,6 +49,7 @@ READERS: dict[str, Callable[..., pd.DataFrame]] = {
     "imagefolder": read_imagefolder,
 }
 
+
 def read_dataset(name: str, root: str | Path, **options: Any) -> pd.DataFrame:
     """Read dataset ``name`` (a key of :data:`READERS`) from ``root``.
 

@@ -186,7 +186,7 @@ class MetricLearningModule(pl.LightningModule):
         total = images.new_zeros(())  # what the optimiser sees
         reported = images.new_zeros(())  # the objective itself, without the DDP scale
         values: list[Tensor] = []
-        logs: dict[str, Tensor] = {}
+        logs: dict[str, Tensor | float] = {}
         for term in self.terms:
             x, y, scale = inputs[term.input], labels, 1.0
             if distributed and term.input != "logits":
@@ -203,7 +203,9 @@ class MetricLearningModule(pl.LightningModule):
             for key, stat in stats.items():
                 # 0-dim tensors (or numbers) logged as they are: Lightning reduces them at the
                 # log interval, so no statistic waits for the device here
-                logs[f"train/{term.name}/{key}"] = torch.as_tensor(stat).detach()
+                logs[f"train/{term.name}/{key}"] = (
+                    stat.detach() if isinstance(stat, Tensor) else stat  # a number: as it is
+                )
         # checked with the gradients, in one go, in on_before_optimizer_step
         # (with gradient accumulation, the values of every micro-batch since the last step)
         current = torch.stack(values)[None]

@@ -2,13 +2,16 @@
 
 from embedlab.models.backbones import ResNet, SmallCNN, TimmBackbone, TorchvisionBackbone
 from embedlab.models.embedding import EmbeddingModel, EmbeddingOutput
-from embedlab.models.pooling import AvgPool, GeM
+from embedlab.models.pooling import AvgPool, ClsToken, GeM, GeMTokens, MeanTokens
 
 __all__ = [
     "AvgPool",
+    "ClsToken",
     "EmbeddingModel",
     "EmbeddingOutput",
     "GeM",
+    "GeMTokens",
+    "MeanTokens",
     "ResNet",
     "SmallCNN",
     "TimmBackbone",

@@ -24,11 +24,20 @@ from embedlab.errors import ConfigError
 HEAD_PREFIXES = ("fc.", "classifier.", "heads.", "head.", "aux1.", "aux2.", "AuxLogits.")
 
 
+def _offline_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (URLError, ConnectionError, TimeoutError)
+    try:  # timm downloads through the Hugging Face hub
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:
+        return errors
+    return (*errors, LocalEntryNotFoundError)
+
+
 def _from_hub(build: Callable[..., Any], model: str, **kwargs: Any) -> Any:
-    """Build a torchvision model with its hub weights; an unreachable hub is a ``ConfigError``."""
+    """Build a model with its hub weights; an unreachable hub is a ``ConfigError``."""
     try:
         return build(**kwargs)
-    except (URLError, ConnectionError, TimeoutError) as err:
+    except _offline_errors() as err:
         reason = getattr(err, "reason", err)
         raise ConfigError(
             f"pretrained: true: cannot download the ImageNet weights of {model} ({reason}); "
@@ -142,19 +151,44 @@ class TorchvisionBackbone(nn.Module):
 
 
 class TimmBackbone(nn.Module):
-    """Any ``timm`` model as a feature-map backbone (requires ``pip install timm``)."""
+    """Any ``timm`` model without its classifier: a CNN's feature map ``[B, C, H, W]``, or a
+    vision transformer's tokens ``[B, N, C]`` (pool them with ``ClsToken``, ``MeanTokens`` or
+    ``GeMTokens``).
 
-    def __init__(self, name: str, pretrained: bool = False) -> None:
+    Args:
+        name: a ``timm.list_models()`` name, e.g. ``vit_base_patch16_224``, ``resnet50``.
+        pretrained: ``True`` for timm's pretrained weights (downloaded from the hub), or the
+            path of a local state dict (e.g. a ``.pth`` / ``.safetensors`` file saved by timm).
+        model_kwargs: passed to ``timm.create_model``, e.g. ``{"img_size": [256, 128]}`` for
+            a ViT at ReID resolution (position embeddings are resized when loading weights).
+
+    ``out_channels`` is the feature size; ``num_prefix_tokens`` the transformer's class /
+    register tokens (0 for a CNN).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool | str = False,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
-        try:
-            import timm
-        except ImportError as err:
-            raise ImportError("TimmBackbone needs timm: pip install timm") from err
-        self.net = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
+        import timm
+
+        if not timm.list_models(name):
+            raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
+        kwargs: dict[str, Any] = {"num_classes": 0, "global_pool": "", **(model_kwargs or {})}
+        if isinstance(pretrained, str) and pretrained:
+            kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained)}
+        self.net = _from_hub(
+            timm.create_model, name, model_name=name, pretrained=bool(pretrained), **kwargs
+        )
         self.out_channels = int(self.net.num_features)
+        self.num_prefix_tokens = int(getattr(self.net, "num_prefix_tokens", 0))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net.forward_features(x)
+        out: Tensor = self.net.forward_features(x)
+        return out
 
 
 class SmallCNN(nn.Module):

@@ -19,16 +19,19 @@ from embedlab.data.formats import (
 )
 from embedlab.data.image_dataset import ImageDataset
 from embedlab.data.sampler import PKBatchSampler
-from embedlab.data.transforms import build_transforms
+from embedlab.data.transforms import DMLTransforms, PlainTransforms, ReIDTransforms, Transforms
 
 __all__ = [
+    "DMLTransforms",
+    "PlainTransforms",
+    "ReIDTransforms",
+    "Transforms",
     "READERS",
     "DigitsDataset",
     "EvalDataset",
     "ImageDataset",
     "PKBatchSampler",
     "RetrievalDataModule",
-    "build_transforms",
     "digits_frame",
     "read_cars196",
     "read_cub200",

@@ -37,6 +37,7 @@ Metric = Distance  # the former name
 __all__ = [
     "Distance",
     "Metric",
+    "cosine_similarity",
     "label_masks",
     "pairwise_distance",
     "references",
@@ -181,6 +182,12 @@ def label_masks(labels: Tensor, ref_labels: Tensor | None = None) -> tuple[Tenso
     positive = same.clone()
     positive[:, : len(labels)].fill_diagonal_(False)
     return positive, ~same
+
+
+def cosine_similarity(embeddings: Tensor, ref_embeddings: Tensor | None = None) -> Tensor:
+    """cos(x_i, c_j) = 1 − the cosine distance, [N, M]; columns as in :func:`references`."""
+    refs = references(embeddings, ref_embeddings)
+    return 1.0 - pairwise_distance(embeddings, refs, distance="cosine")
 
 
 def references(embeddings: Tensor, ref_embeddings: Tensor | None) -> Tensor | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.distances import label_masks, pairwise_distance, references
+from embedlab.distances import cosine_similarity, label_masks
 from embedlab.losses.base import MetricLoss, masked_logsumexp, masked_mean
 
 
@@ -39,8 +39,7 @@ class CircleLoss(MetricLoss):
         ref_embeddings: Tensor | None = None,
         ref_labels: Tensor | None = None,
     ) -> Tensor:
-        refs = references(embeddings, ref_embeddings)
-        s = 1.0 - pairwise_distance(embeddings, refs, distance="cosine")  # cosine similarity
+        s = cosine_similarity(embeddings, ref_embeddings)
         positive, negative = label_masks(labels, ref_labels)
         alpha_p = F.relu(1.0 + self.m - s.detach())  # α_p = [O_p − s_p]₊, O_p = 1 + m
         alpha_n = F.relu(s.detach() + self.m)  # α_n = [s_n − O_n]₊, O_n = −m

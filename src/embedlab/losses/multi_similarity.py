@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from embedlab.distances import label_masks, pairwise_distance, references
+from embedlab.distances import cosine_similarity, label_masks
 from embedlab.losses.base import MetricLoss, masked_logsumexp, masked_mean
 from embedlab.miners.base import PairMiner, PairSelection
 
@@ -50,8 +50,7 @@ class MultiSimilarityLoss(MetricLoss):
         ref_embeddings: Tensor | None = None,
         ref_labels: Tensor | None = None,
     ) -> Tensor:
-        refs = references(embeddings, ref_embeddings)
-        s = 1.0 - pairwise_distance(embeddings, refs, distance="cosine")
+        s = cosine_similarity(embeddings, ref_embeddings)
         positive, negative = label_masks(labels, ref_labels)
         pairs = (
             PairSelection(positive, negative)

@@ -74,8 +74,9 @@ class _Euclidean(torch.autograd.Function):
         x_sq = x.square().sum(1)
         y_sq = x_sq if y is None else other.square().sum(1)
         sq = torch.addmm(x_sq[:, None] + y_sq[None, :], x, other.T, alpha=-2.0).clamp_min(0.0)
-        if y is None:
-            sq.fill_diagonal_(torch.inf)  # not a neighbour of itself; set to 0 below
+        eye = torch.eye(len(x), dtype=torch.bool, device=x.device) if y is None else None
+        if eye is not None:
+            sq = sq.masked_fill(eye, torch.inf)  # not a neighbour of itself; 0 below
         k = min(EXACT_NEIGHBOURS, sq.shape[1] - (1 if y is None else 0))
         if k > 0:
             nearest = sq.topk(k, dim=1, largest=False).indices  # [N, k]
@@ -85,8 +86,8 @@ class _Euclidean(torch.autograd.Function):
             if y is None:  # (j, i) gets the same exact value as (i, j)
                 rows = torch.arange(len(x), device=x.device)[:, None].expand_as(nearest)
                 sq.index_put_((nearest.flatten(), rows.flatten()), exact.flatten())
-        if y is None:
-            sq.fill_diagonal_(0.0)
+        if eye is not None:
+            sq = sq.masked_fill(eye, 0.0)
         return sq if squared else sq.sqrt_()
 
     @staticmethod
@@ -179,9 +180,8 @@ def label_masks(labels: Tensor, ref_labels: Tensor | None = None) -> tuple[Tenso
         not i itself, ``negative[i, j]`` when their labels differ.
     """
     same = same_label(labels, ref_labels=ref_labels)
-    positive = same.clone()
-    positive[:, : len(labels)].fill_diagonal_(False)
-    return positive, ~same
+    itself = torch.eye(*same.shape, dtype=torch.bool, device=labels.device)  # (i, i)
+    return same & ~itself, ~same
 
 
 def cosine_similarity(embeddings: Tensor, ref_embeddings: Tensor | None = None) -> Tensor:

@@ -71,7 +71,10 @@ class CrossBatchMemory(MetricLoss):
             self.enqueue(*self._global(embeddings.detach(), labels))
             self.steps += 1
         fill = self.filled / self.memory_size
-        self._keep_stats(lambda: {**self._inner_stats(), "memory_fill": torch.tensor(fill)})
+        device = self.memory.device
+        self._keep_stats(
+            lambda: {**self._inner_stats(), "memory_fill": torch.tensor(fill, device=device)}
+        )
         return value
 
     def enqueue(self, embeddings: Tensor, labels: Tensor) -> None:

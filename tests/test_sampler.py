@@ -73,3 +73,17 @@ def test_ranks_get_disjoint_identities_and_equal_length() -> None:
 def test_too_few_identities_names_the_key() -> None:
     with pytest.raises(ValueError, match=r"data\.p=6.*only 5"):
         PKBatchSampler(labels_with_sizes([2] * 5), 6, 2)
+
+
+def test_more_ranks_than_identities_allow_draw_p_per_rank_with_one_warning() -> None:
+    labels = labels_with_sizes([4] * 10)
+    with pytest.warns(UserWarning, match=r"data\.p=6 × 2 ranks exceeds the 10") as record:
+        ranks = [PKBatchSampler(labels, 6, 2, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    assert len(record) == 1  # rank 0 only
+    assert len(ranks[0]) == len(ranks[1]) == len(labels) // 24
+    overlap = 0
+    for b0, b1 in zip(*ranks, strict=True):
+        for batch in (b0, b1):
+            assert len(batch) == 12 and len(set(labels[batch])) == 6
+        overlap += len(set(labels[b0]) & set(labels[b1]))
+    assert overlap > 0  # 12 identities wanted, 10 exist: some are on both ranks

@@ -363,7 +363,8 @@ class EmbedlabCLI(LightningCLI):
         if not trainer_cfg.get("plugins") and "plugins" not in kwargs:
             kwargs["plugins"] = [AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
-        trainer.callbacks.append(ValHistory())  # type: ignore[attr-defined]
+        # before ModelCheckpoint, so that a checkpoint holds its own validation
+        trainer.callbacks.insert(0, ValHistory())  # type: ignore[attr-defined]
         return trainer
 
     def before_instantiate_classes(self) -> None:
@@ -389,6 +390,8 @@ class EmbedlabCLI(LightningCLI):
             if k.startswith("test/")
         }
         rows: dict[str, dict[str, float]] = {}
+        if getattr(self.datamodule, "test_set", True) is None:
+            self.datamodule.setup("test")  # a ddp_spawn parent: only its workers set up
         baseline = baseline_metrics(self.datamodule, self.model.val_metric)
         if baseline is not None:
             rows[BASELINE_ROW] = baseline

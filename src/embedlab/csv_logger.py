@@ -30,6 +30,16 @@ __all__ = ["AtomicCSVLogger"]
 class _AtomicRewriteWriter(ExperimentWriter):
     """Lightning's writer; the rewrite when a column appears replaces the file atomically."""
 
+    def _check_log_dir_exists(self) -> None:
+        """Continue an existing ``metrics.csv`` instead of deleting it.
+
+        A resumed run, and a ``ddp_spawn`` parent whose workers did the logging (its own writer
+        first appears for the final test), append to the run's file.
+        """
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as file:
+                self.metrics_keys = sorted(next(csv.reader(file), []))
+
     def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
         with open(self.metrics_file_path, newline="") as file:
             rows = list(csv.DictReader(file))

@@ -8,12 +8,20 @@ split.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 
 class ValHistory(pl.Callback):
-    """Records ``val/*`` after every validation of ``fit``, keyed by epochs trained (1-based)."""
+    """Records ``val/*`` after every validation of ``fit``, keyed by epochs trained (1-based).
+
+    The history is saved in checkpoints, so a resumed run selects among all its epochs and a
+    ``ddp_spawn`` parent (whose callbacks did not run) reads it from the last checkpoint.
+    """
 
     def __init__(self) -> None:
         self.history: dict[int, dict[str, float]] = {}
@@ -29,10 +37,42 @@ class ValHistory(pl.Callback):
         if values:
             self.history[trainer.current_epoch + 1] = values
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {str(e): dict(v) for e, v in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {int(e): dict(v) for e, v in state_dict.get("history", {}).items()}
+
 
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
     callback = trainer.checkpoint_callback
     return callback if isinstance(callback, ModelCheckpoint) else None
+
+
+def _from_checkpoint(path: str) -> tuple[int, dict[int, dict[str, float]]] | None:
+    """``(epochs trained, val history)`` saved in the checkpoint at ``path``."""
+    if not path or not Path(path).is_file():
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.get("callbacks", {}).get(ValHistory.__qualname__, {})
+    history = ValHistory()
+    history.load_state_dict(state)
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    epochs = progress.get("current", {}).get("processed", checkpoint.get("epoch", 0))
+    return int(epochs), history.history
+
+
+def _last_path(trainer: pl.Trainer, callback: ModelCheckpoint) -> str:
+    """The last checkpoint; a ``ddp_spawn`` parent is not told its path, so look for it."""
+    if callback.last_model_path or not callback.save_last:
+        return callback.last_model_path
+    folder = callback.dirpath or (
+        Path(trainer.log_dir) / "checkpoints" if trainer.log_dir is not None else None
+    )
+    if folder is None:
+        return ""
+    path = Path(folder) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    return str(path) if path.is_file() else ""
 
 
 def selected(trainer: pl.Trainer) -> tuple[str | None, int | None, dict[str, float]]:
@@ -42,18 +82,22 @@ def selected(trainer: pl.Trainer) -> tuple[str | None, int | None, dict[str, flo
     exists; otherwise the last checkpoint (``"last"``), or the weights in memory (``None``)
     when checkpointing is off.
     """
-    history = next((c.history for c in trainer.callbacks if isinstance(c, ValHistory)), {})  # type: ignore[attr-defined]
+    recorder = next((c for c in trainer.callbacks if isinstance(c, ValHistory)), None)  # type: ignore[attr-defined]
+    history = dict(recorder.history) if recorder is not None else {}
+    epochs: int | None = trainer.current_epoch
     callback = _checkpoint_callback(trainer)
+    saved = _from_checkpoint(_last_path(trainer, callback)) if callback is not None else None
+    if saved is not None:  # also what a ddp_spawn parent knows of its workers' validations
+        epochs, history = saved[0], {**saved[1], **history}
     monitor = callback.monitor if callback is not None else None
     if callback is not None and monitor and callback.best_model_path and history:
         key = monitor.removeprefix("val/")
-        scores = {e: v[key] for e, v in history.items() if key in v}
+        scores = {e: v[key] for e, v in sorted(history.items()) if key in v}
         if scores:
             pick = max if callback.mode == "max" else min
-            epoch = pick(scores, key=lambda e: scores[e])  # first of ties, as ModelCheckpoint
+            epoch = pick(scores, key=lambda e: scores[e])  # the first of ties, as ModelCheckpoint
             return "best", epoch, history[epoch]
-    epochs = trainer.current_epoch
-    val = history.get(epochs, {})
-    if callback is not None and callback.last_model_path:
+    val = history.get(epochs, {}) if epochs is not None else {}
+    if saved is not None:
         return "last", epochs, val
     return None, epochs, val

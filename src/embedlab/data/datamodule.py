@@ -288,8 +288,10 @@ class RetrievalDataModule(pl.LightningDataModule):
             # The P×K sampler shards by identity itself; Lightning must not replace it.
             self.trainer._accelerator_connector.use_distributed_sampler = False
             trainer = self.trainer
-            if trainer.is_global_zero and trainer.logger is not None and trainer.log_dir:
-                self.write_splits(trainer.log_dir)
+            # trainer.log_dir broadcasts rank 0's folder: every rank must ask
+            log_dir = trainer.log_dir if trainer.logger is not None else None
+            if trainer.is_global_zero and log_dir:
+                self.write_splits(log_dir)
 
     def _eval_set(
         self, frame: pd.DataFrame, query: str, gallery: str, both: str

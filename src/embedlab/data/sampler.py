@@ -3,7 +3,10 @@
 The sampler is deterministic from ``(seed, epoch)``. With ``num_replicas = W`` ranks, every
 optimisation step draws ``W·P`` distinct identities and rank ``r`` keeps the r-th block of P,
 so no identity appears on two ranks in the same step and every rank yields the same number of
-batches. An epoch has ``len(dataset) // (W·P·K)`` batches unless ``batches_per_epoch`` is set.
+batches. When the training set has fewer than ``W·P`` identities (10 digits on 2 ranks with
+P = 10), each rank draws its own P distinct identities and an identity may be on several ranks
+in one step (a warning says so). An epoch has ``len(dataset) // (W·P·K)`` batches unless
+``batches_per_epoch`` is set.
 
 With ``with_seeds=True`` every item of a batch is an ``(index, seed)`` pair, the seed being a
 function of ``(seed, epoch, step, position in the global batch)`` only; :class:`SeededDataset`
@@ -47,10 +50,19 @@ class PKBatchSampler(Sampler[list[int]]):
         if not 0 <= rank < num_replicas:
             raise ConfigError(f"rank {rank} outside [0, num_replicas={num_replicas})")
         self.identities = np.unique(labels)
-        if p * num_replicas > len(self.identities):
+        if p > len(self.identities):
             raise ConfigError(
-                f"data.p={p} × {num_replicas} rank(s) needs {p * num_replicas} identities per step, "
+                f"data.p={p} needs {p} identities per batch, "
                 f"but the training set has only {len(self.identities)}"
+            )
+        # W·P distinct identities per step when there are enough, else P per rank
+        self.shared = p * num_replicas > len(self.identities)
+        if self.shared and rank == 0:
+            warnings.warn(
+                f"data.p={p} × {num_replicas} ranks exceeds the {len(self.identities)} training "
+                "identities: each rank draws its own P, so an identity may be on several ranks "
+                "in one step",
+                stacklevel=2,
             )
         self.members = {int(i): np.flatnonzero(labels == i) for i in self.identities}
         singles = sum(len(m) == 1 for m in self.members.values())
@@ -89,16 +101,20 @@ class PKBatchSampler(Sampler[list[int]]):
         rng = np.random.default_rng([self.seed, self.epoch])
         order: deque[int] = deque()
         pools: dict[int, deque[int]] = {i: deque() for i in self.members}
-        needed = self.p * self.num_replicas
+        groups = self.num_replicas if self.shared else 1
+        needed = self.p * self.num_replicas // groups
         for _ in range(self.num_batches):
             chosen: list[int] = []
-            skipped: list[int] = []
-            while len(chosen) < needed:
-                if not order:
-                    order.extend(int(i) for i in rng.permutation(self.identities))
-                pid = order.popleft()
-                (skipped if pid in chosen else chosen).append(pid)
-            order.extendleft(reversed(skipped))
+            for _ in range(groups):
+                group: list[int] = []
+                skipped: list[int] = []
+                while len(group) < needed:
+                    if not order:
+                        order.extend(int(i) for i in rng.permutation(self.identities))
+                    pid = order.popleft()
+                    (skipped if pid in group else group).append(pid)
+                order.extendleft(reversed(skipped))
+                chosen += group
             flat = [idx for pid in chosen for idx in self._draw(pid, pools[pid], rng)]
             size = self.p * self.k
             yield [flat[r * size : (r + 1) * size] for r in range(self.num_replicas)]

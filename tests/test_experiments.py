@@ -171,3 +171,17 @@ def test_center_loss_sizes_that_disagree_are_a_config_error() -> None:
             aux_losses=[LossTerm(CenterLoss(num_classes=751))],
             num_classes=10,
         )
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_recipe_states_its_protocol_and_selects_on_val(path: Path) -> None:
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    assert any(line.startswith("# Protocol:") for line in header), f"{path.name}: no protocol"
+    config = yaml.safe_load(path.read_text())
+    monitor = (config.get("checkpoint") or {}).get("monitor", "val/map@r")
+    assert monitor == "val/map@r", f"{path.name}: checkpoint.monitor {monitor}"
+    assert (config.get("data") or {}).get("val", "default") not in (None, "none")

@@ -1,0 +1,21 @@
+"""From a trained checkpoint to a search system: embed images, index and query them.
+
+* :func:`load_embedder`: a run's model and evaluation transform from its checkpoint;
+* :func:`embed_to_parquet`: embeddings of image files or a dataset split, as Parquet;
+* :class:`Index`: a faiss index of embeddings and their paths, saved and loaded as a folder.
+"""
+
+from embedlab.inference.embed import EmbedResult, embed_to_parquet, image_files, read_embeddings
+from embedlab.inference.embedder import Embedder, load_embedder, run_files
+from embedlab.inference.index import Index
+
+__all__ = [
+    "EmbedResult",
+    "Embedder",
+    "Index",
+    "embed_to_parquet",
+    "image_files",
+    "load_embedder",
+    "read_embeddings",
+    "run_files",
+]

@@ -1,0 +1,201 @@
+"""A trained run's embedding model and evaluation transform, rebuilt from its checkpoint.
+
+The run folder's ``config.yaml`` (next to ``checkpoints/``) describes the model and the data
+module; the checkpoint provides the weights. Nothing reads the training dataset: the data
+module is only constructed, for its ``transforms.eval`` (and, on demand, its splits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from jsonargparse import ArgumentParser
+from PIL import Image
+from torch import Tensor, nn
+
+from embedlab.data.datamodule import RetrievalDataModule
+from embedlab.data.image_dataset import load_image, to_rgb
+from embedlab.errors import ConfigError
+from embedlab.models import EmbeddingModel
+
+__all__ = ["Embedder", "RunFiles", "build_run", "load_embedder", "merge_data", "run_files"]
+
+#: Image file suffixes ``embedlab embed --images`` reads (lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+ImageInput = str | Path | Image.Image
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """A checkpoint, its run folder and the run configuration."""
+
+    checkpoint: Path
+    run_dir: Path
+    config: Path
+
+    def recipe(self) -> dict[str, Any]:
+        """``config.yaml`` as a dict (empty when the file is empty)."""
+        loaded = yaml.safe_load(self.config.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config: {self.config} is not a mapping of settings")
+        return loaded or {}
+
+
+def run_files(ckpt_path: str | Path, config: str | Path | None = None) -> RunFiles:
+    """The run of ``ckpt_path``: ``runs/X/version_N/checkpoints/last.ckpt`` → ``runs/X/version_N``.
+
+    ``config`` defaults to the run folder's ``config.yaml``; either missing is a ConfigError.
+    """
+    ckpt = Path(ckpt_path)
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    config_file = Path(config) if config else run_dir / "config.yaml"
+    if not ckpt.is_file():
+        raise ConfigError(f"ckpt_path: checkpoint not found: {ckpt}")
+    if not config_file.is_file():
+        raise ConfigError(f"config: no run configuration at {config_file}; pass --config")
+    return RunFiles(ckpt, run_dir, config_file)
+
+
+def merge_data(recipe: dict[str, Any], data: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's ``data`` section with ``data`` replacing its keys (mappings are merged)."""
+    merged = dict(recipe.get("data") or {})
+    for key, value in (data or {}).items():  # `{options: {seed: 3}}` keeps the other options
+        old = merged.get(key)
+        merged[key] = (
+            {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
+        )
+    return merged
+
+
+def build_run(recipe: dict[str, Any]) -> tuple[EmbeddingModel, RetrievalDataModule]:
+    """The embedding network (``model.model``) and the data module of a run configuration.
+
+    Unlike the whole ``MetricLearningModule``, neither needs the number of training classes,
+    so the dataset is not read.
+    """
+    net = (recipe.get("model") or {}).get("model")
+    if net is None:
+        raise ConfigError("config: the run configuration has no model.model section")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--net", type=EmbeddingModel)
+    parser.add_class_arguments(RetrievalDataModule, "data")
+    try:
+        parsed = parser.parse_object({"net": net, "data": recipe.get("data") or {}})
+        objects = parser.instantiate_classes(parsed)
+    except Exception as err:  # jsonargparse's errors name the key at fault
+        raise ConfigError(f"config: {str(err).splitlines()[0]}") from err
+    return objects["net"], objects["data"]
+
+
+class Embedder(nn.Module):
+    """A trained embedding model in eval mode and the transform its evaluation used.
+
+    ``embedder(batch)`` embeds a preprocessed float batch ``(N, C, H, W)``;
+    :meth:`embed_images` embeds image files or PIL images. BNNeck, normalisation and the
+    flip test are those of the run's configuration.
+
+    Args:
+        model: the embedding network.
+        transform: PIL image → float tensor ``(C, H, W)`` (``data.transforms``'s ``eval``);
+            ``None`` for runs on arrays (digits), which embed only batches.
+        files: the checkpoint and configuration it was loaded from, if any.
+        datamodule: the run's data module (not set up), for its splits.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        transform: Callable[[Image.Image], Tensor] | None = None,
+        files: RunFiles | None = None,
+        datamodule: RetrievalDataModule | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.transform = transform
+        self.files = files
+        self.datamodule = datamodule
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(getattr(self.model, "embedding_dim"))  # noqa: B009 (any nn.Module)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def preprocess(self, image: ImageInput) -> Tensor:
+        """An image file or PIL image as the model's input tensor (the evaluation transform)."""
+        if self.transform is None:
+            raise ConfigError(
+                "this run has no image transform (it trained on arrays, e.g. digits): "
+                "embed a dataset split or preprocessed batches instead"
+            )
+        picture = to_rgb(image) if isinstance(image, Image.Image) else load_image(image)
+        return self.transform(picture)
+
+    @torch.no_grad()
+    def embed_images(self, images: Sequence[ImageInput], batch_size: int = 64) -> np.ndarray:
+        """Embeddings ``(len(images), embedding_dim)``, float32; an unreadable file raises
+        :class:`~embedlab.data.image_dataset.BadImageError` naming it."""
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        chunks: list[np.ndarray] = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.stack([self.preprocess(x) for x in images[start : start + batch_size]])
+            chunks.append(self(batch.to(self.device)).float().cpu().numpy())
+        if not chunks:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def load_weights(model: nn.Module, checkpoint: Path, prefix: str = "model.") -> None:
+    """Load the ``prefix`` part of a Lightning checkpoint's ``state_dict`` into ``model``."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ConfigError(f"ckpt_path: cannot read checkpoint {checkpoint}: {err}") from err
+    weights = state.get("state_dict") if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise ConfigError(f"ckpt_path: {checkpoint} is not a Lightning checkpoint (no state_dict)")
+    own = {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
+    missing, unexpected = model.load_state_dict(own, strict=False)
+    if missing or unexpected:
+        raise ConfigError(
+            f"ckpt_path: {checkpoint} does not match the run configuration's model "
+            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+        )
+
+
+def load_embedder(
+    ckpt_path: str | Path,
+    device: str | torch.device | None = None,
+    config: str | Path | None = None,
+    data: dict[str, Any] | None = None,
+) -> Embedder:
+    """The :class:`Embedder` of a checkpoint, in eval mode on ``device`` (default: CUDA if
+    available, else the CPU).
+
+    Args:
+        ckpt_path: e.g. ``runs/X/version_N/checkpoints/last.ckpt``.
+        device: where the model runs.
+        config: run configuration (default: ``config.yaml`` of the checkpoint's run folder).
+        data: data module arguments replacing the run's (e.g. ``{root: /data/market}``).
+    """
+    files = run_files(ckpt_path, config)
+    recipe = files.recipe()
+    model, datamodule = build_run({**recipe, "data": merge_data(recipe, data)})
+    load_weights(model, files.checkpoint)
+    transform = None if datamodule.dataset_name == "digits" else datamodule.transforms.eval
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return Embedder(model, transform, files, datamodule).to(target)

@@ -9,14 +9,19 @@ CONFIG ?= experiments/digits.yaml
 SWEEP ?= experiments/sweeps/losses.yaml
 PYTEST_ARGS ?=
 
+# .env (see .env.example) fills in what the command line and the environment leave unset:
+# `EMBEDLAB_WANDB=online make train` wins over EMBEDLAB_WANDB=off in .env.
+ENV_VARS := $(shell sed -n 's/^[[:space:]]*\(export[[:space:]]\{1,\}\)\{0,1\}\([A-Za-z_][A-Za-z0-9_]*\)[[:space:]]*[?:]\{0,1\}=.*/\2/p' .env 2>/dev/null)
+$(foreach v,$(ENV_VARS),$(if $(filter environment,$(origin $(v))),$(eval _env_$(v) := $(value $(v)))))
 -include .env
+$(foreach v,$(ENV_VARS),$(if $(filter-out undefined,$(origin _env_$(v))),$(eval $(v) := $(_env_$(v)))))
 export
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint bench sweep notebooks clean
+.PHONY: help install train test lint bench sweep notebooks clean clean-runs
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +57,10 @@ sweep: install ## run a sweep (SWEEP=experiments/sweeps/losses.yaml; wandb agent
 notebooks: install ## execute the notebooks
 	$(BIN)/python -m pytest tests/test_notebooks.py
 
-clean: ## remove caches and outputs (keeps .venv)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info runs lightning_logs wandb
+clean: ## remove caches and build outputs (keeps .venv and runs/)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info lightning_logs
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+
+clean-runs: ## delete every run folder (EMBEDLAB_OUTPUT_ROOT, default runs/), checkpoints included
+	@echo "make clean-runs: deleting $(or $(EMBEDLAB_OUTPUT_ROOT),runs)/ and wandb/ (checkpoints included)"
+	rm -rf -- "$(or $(EMBEDLAB_OUTPUT_ROOT),runs)" wandb

@@ -5,11 +5,14 @@ embedlab evaluate --ckpt_path runs/digits/version_0/checkpoints/last.ckpt --rera
 embedlab data check --dataset market1501 --root /data/market1501
 embedlab compare runs/digits/version_0 runs/digits/version_1 --no_plots
 embedlab sweep experiments/sweeps/losses.yaml --offline -- --trainer.max_epochs=5
+embedlab embed --ckpt_path runs/X/version_0/checkpoints/last.ckpt --images photos --out photos.parquet
+embedlab index build --embeddings photos.parquet --out photos.index --factory HNSW32
+embedlab search --index photos.index --embeddings photos.parquet --k 10 --out hits.csv
 
 ``fit``, ``validate`` and ``test`` are LightningCLI subcommands; ``evaluate``, ``compare``,
-``sweep`` and ``data check`` are the typed functions of :mod:`embedlab.tools`, their
-arguments read from their signatures and docstrings. Flags use underscores; a boolean tool
-option ``x`` is given as ``--x`` / ``--no_x``. A configuration error prints one line
+``sweep``, ``data check``, ``embed``, ``index build`` and ``search`` are the typed functions of
+:mod:`embedlab.tools`, their arguments read from their signatures and docstrings. Flags use
+underscores; a boolean tool option ``x`` is given as ``--x`` / ``--no_x``. A configuration error prints one line
 (:class:`embedlab.ConfigError`); any other exception keeps its traceback.
 """
 
@@ -19,6 +22,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import sys
 from argparse import Action
 from collections.abc import Callable, Sequence
@@ -43,6 +47,7 @@ from embedlab.metrics import PRIMARY_METRIC, scalar_metrics
 from embedlab.module import MetricLearningModule, NonFiniteLossError
 from embedlab.protocol import ValHistory, selected
 from embedlab.report import BASELINE_ROW, baseline_metrics, print_summary, write_json
+from embedlab.sweep import OptunaTrialCallback
 
 #: Tool subcommands: name → (function, positional parameters). ``data check`` is nested.
 TOOLS: dict[str, tuple[Callable[..., int], tuple[str, ...]]] = {
@@ -50,6 +55,9 @@ TOOLS: dict[str, tuple[Callable[..., int], tuple[str, ...]]] = {
     "compare": (tools.compare, ("runs",)),
     "sweep": (tools.sweep, ("file",)),
     "data check": (tools.data_check, ()),
+    "embed": (tools.embed, ()),
+    "index build": (tools.index_build, ()),
+    "search": (tools.search, ()),
 }
 #: The trainer subcommands (LightningCLI) and their one-line help.
 TRAINER_COMMANDS = {
@@ -205,6 +213,34 @@ def tool_parser(fn: Callable[..., int], positional: Sequence[str] = ()) -> Embed
     return parser
 
 
+RESULT_FILES = ("metrics.csv", "summary.json", "evaluation.json", "test_metrics.json")
+
+
+def resumed_run_dir(ckpt_path: str | None) -> Path | None:
+    """The run folder of a checkpoint in ``<run>/checkpoints/`` (a resumed run continues there)."""
+    if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
+        return None
+    folder = Path(ckpt_path).resolve().parent
+    if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file():
+        return folder.parent
+    return None
+
+
+def drop_if_empty(run_dir: Path | None) -> None:
+    """Remove a run folder in which nothing was trained or evaluated (only its config).
+
+    A configuration error found when the run starts, or a subcommand that writes nothing,
+    then leaves no ``version_N`` behind for ``compare`` to list.
+    """
+    if run_dir is None or not run_dir.is_dir():
+        return
+    if any((run_dir / name).is_file() for name in RESULT_FILES):
+        return
+    if any((run_dir / "checkpoints").glob("*.ckpt")) or (run_dir / "pictures").is_dir():
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 class EmbedlabCLI(LightningCLI):
     """LightningCLI with ``fit``/``validate``/``test`` and the tool subcommands in one parser."""
 
@@ -273,7 +309,10 @@ class EmbedlabCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         tool = self._tool()
         if tool is None:
-            super()._run_subcommand(subcommand)
+            try:
+                super()._run_subcommand(subcommand)
+            finally:
+                drop_if_empty(getattr(self, "run_dir", None))
             return
         fn, config = tool
         kwargs = {k: v for k, v in config.as_dict().items() if k != "subcommand"}
@@ -348,7 +387,9 @@ class EmbedlabCLI(LightningCLI):
     def _run_dir(self) -> Path:
         cfg = self.config[self.subcommand]
         if getattr(rank_zero_only, "rank", 0) == 0:  # set from RANK / SLURM_PROCID / LOCAL_RANK
-            return new_run_dir(cfg["output_root"], cfg["experiment"])
+            resumed = resumed_run_dir(cfg.get("ckpt_path")) if self.subcommand == "fit" else None
+            self.run_dir = resumed or new_run_dir(cfg["output_root"], cfg["experiment"])
+            return self.run_dir
         # other ranks of a torchrun job write nothing: loggers and checkpoints are rank-0 only
         return Path(cfg["output_root"]) / cfg["experiment"] / "version_nonzero_rank"
 
@@ -365,6 +406,9 @@ class EmbedlabCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         # before ModelCheckpoint, so that a checkpoint holds its own validation
         trainer.callbacks.insert(0, ValHistory())  # type: ignore[attr-defined]
+        trial = OptunaTrialCallback.from_env()  # a trial of an offline `embedlab sweep`
+        if trial is not None:
+            trainer.callbacks.append(trial)  # type: ignore[attr-defined]
         return trainer
 
     def before_instantiate_classes(self) -> None:

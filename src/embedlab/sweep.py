@@ -1,27 +1,24 @@
-"""``embedlab sweep``: run a wandb sweep file through wandb's server, or locally without it.
+"""``embedlab sweep``: a wandb sweep file run by wandb's agent (online) or by Optuna (offline).
 
-    embedlab sweep experiments/sweeps/losses.yaml                 # online if wandb is, else local
     embedlab sweep experiments/sweeps/losses.yaml --offline -- --trainer.max_epochs=5
-    embedlab sweep experiments/sweeps/lr.yaml --count 8 --dry_run
+    embedlab sweep experiments/sweeps/lr.yaml --offline --count 8 --storage sqlite:///lr.db
+    embedlab sweep experiments/sweeps/lr.yaml --online
 
-The sweep file is in wandb's format (``method``, ``metric``, ``parameters``, ``command``). Each
-parameter name is a dotted ``embedlab fit`` option and each value is passed as
-``--name=value``, exactly as ``wandb agent`` does with ``${args}``; a loss is chosen with
-``model.loss``, whose values may be class paths or preset files (``experiments/losses/*.yaml``
-holding ``class_path``/``init_args``).
+The sweep file is in wandb's format (``method``, ``metric``, ``parameters``, ``run_cap``,
+``early_terminate``, ``command``). Each parameter name is a dotted ``embedlab fit`` option and
+each value is passed as ``--name=value``, as ``wandb agent`` does with ``${args}``.
 
-Online (wandb reachable and not in offline/disabled mode, or ``--online``): the sweep is created
-with ``wandb.sweep`` and ``wandb.agent`` runs its command; every trial logs to wandb.
+Online (``--online``): ``wandb.sweep`` creates the sweep and ``wandb.agent`` runs its command.
 
-Locally (``--offline``, or when wandb is unavailable): ``grid`` runs every combination,
-``random`` samples ``--count`` points (``run_cap`` or 10 by default) from the parameters'
-distributions, and ``bayes``, which needs wandb's server, falls back to random search. Each trial
-is a normal run directory ``OUTPUT_ROOT/EXPERIMENT/version_N`` (``EXPERIMENT`` is the sweep's
-``name``) with a ``sweep_trial.json`` recording its parameters; at the end the trials are
-compared (:mod:`embedlab.analysis.compare`) and ``OUTPUT_ROOT/EXPERIMENT/sweep_K/`` receives
-``trials.json``, the comparison table (CSV, Markdown) and plots.
-
-Arguments after ``--`` are appended to every trial's command (e.g. a smaller budget).
+Offline (``--offline``): an Optuna study named after the sweep's ``name`` in ``--storage``
+(default ``sqlite:///OUTPUT_ROOT/NAME/optuna.db``): ``grid`` -> ``GridSampler``, ``random`` ->
+``RandomSampler(seed)``, ``bayes`` -> ``TPESampler(seed)``, ``early_terminate: {type: hyperband}``
+-> ``HyperbandPruner`` fed by each validation of the trial (:class:`OptunaTrialCallback`). A
+relaunch loads the study and continues it; several processes or machines on one storage share
+it. Each trial runs the sweep's command (``embedlab fit``) and is a normal run folder
+``OUTPUT_ROOT/NAME/version_N``, which the trial itself records in the study (user attribute
+``run_dir``) and which holds ``sweep_trial.json``. The objective is the trial's best validation
+value of the sweep's ``metric``.
 """
 
 from __future__ import annotations
@@ -31,18 +28,30 @@ import json
 import math
 import os
 import shlex
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-import numpy as np
+import optuna
+import pytorch_lightning as pl
 import yaml
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalChoiceType,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from scipy import stats
 
 from embedlab.analysis.compare import (
     PRIMARY,
@@ -51,12 +60,16 @@ from embedlab.analysis.compare import (
     summary_table,
     write_comparison,
 )
-from embedlab.analysis.runs import TRIAL_FILE
+from embedlab.analysis.runs import TRIAL_FILE, read_metrics, validation_history
 from embedlab.errors import ConfigError
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 METHODS = ("grid", "random", "bayes")
-DEFAULT_RANDOM_COUNT = 10
+DEFAULT_RUN_CAP = 10
+#: Set for a trial's ``embedlab fit``: JSON with the study and trial it reports to.
+TRIAL_ENV = "EMBEDLAB_OPTUNA_TRIAL"
+#: Storage files written as Optuna journals (for shared filesystems) rather than URLs.
+JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 
 
 class SweepError(ConfigError):
@@ -65,7 +78,7 @@ class SweepError(ConfigError):
 
 # -- the sweep file ------------------------------------------------------------------------
 def load_sweep(path: str | Path) -> dict[str, Any]:
-    """Read and check a sweep file."""
+    """Read and check a sweep file; ``name`` defaults to the file's stem."""
     file = Path(path)
     if not file.is_file():
         raise SweepError(f"sweep file not found: {file}")
@@ -78,6 +91,7 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
 
 
 def validate_sweep(config: dict[str, Any], where: str = "sweep") -> None:
+    """Raise :class:`SweepError` naming the first unusable entry."""
     method = config.get("method")
     if method not in METHODS:
         raise SweepError(f"{where}: method must be one of {METHODS}, got {method!r}")
@@ -91,12 +105,19 @@ def validate_sweep(config: dict[str, Any], where: str = "sweep") -> None:
             raise SweepError(
                 f"{where}: nested parameters ({name!r}) are not supported; use dotted names"
             )
-        if method == "grid" and _grid_values(spec) is None:
-            raise SweepError(
-                f"{where}: grid search needs `values`, `value` or an int_uniform range for {name!r}"
-            )
-        if method != "grid":
-            _distribution(spec, name)  # raises on unknown distributions
+        try:
+            if method == "grid":
+                grid_values(spec, name)
+            else:
+                searched(spec, name)
+        except SweepError as err:
+            raise SweepError(f"{where}: {err}") from None
+    metric = config.get("metric") or {}
+    if metric.get("goal", "maximize") not in ("maximize", "minimize"):
+        raise SweepError(f"{where}: metric.goal must be maximize or minimize")
+    stop = config.get("early_terminate")
+    if stop is not None and (not isinstance(stop, dict) or stop.get("type") != "hyperband"):
+        raise SweepError(f"{where}: early_terminate: only {{type: hyperband}} is supported")
     command = config.get("command", DEFAULT_COMMAND)
     if not isinstance(command, list) or not all(isinstance(c, (str, int, float)) for c in command):
         raise SweepError(f"{where}: `command` must be a list of strings")
@@ -104,131 +125,289 @@ def validate_sweep(config: dict[str, Any], where: str = "sweep") -> None:
         raise SweepError(f"{where}: the command uses ${{program}} but there is no `program`")
 
 
-def _grid_values(spec: dict[str, Any]) -> list[Any] | None:
-    if "values" in spec:
-        values = spec["values"]
-        return list(values) if isinstance(values, list) and values else None
-    if "value" in spec:
-        return [spec["value"]]
-    if spec.get("distribution", "int_uniform") == "int_uniform" and _ints(spec):
-        return list(range(int(spec["min"]), int(spec["max"]) + 1))
-    return None
+# -- wandb's parameters -> Optuna's distributions --------------------------------------------
+@dataclass(frozen=True)
+class Searched:
+    """A wandb parameter as Optuna searches it: ``value(x)`` turns Optuna's draw into wandb's."""
+
+    distribution: BaseDistribution
+    value: Callable[[Any], Any] = lambda x: x
 
 
-def _ints(spec: dict[str, Any]) -> bool:
-    return all(
-        isinstance(spec.get(k), int) and not isinstance(spec.get(k), bool) for k in ("min", "max")
-    )
+def _bounds(spec: dict[str, Any], name: str) -> tuple[float, float]:
+    try:
+        low, high = float(spec["min"]), float(spec["max"])
+    except (KeyError, TypeError, ValueError):
+        raise SweepError(f"parameter {name!r}: needs numeric `min` and `max`") from None
+    if not low < high:
+        raise SweepError(f"parameter {name!r}: min must be below max ({low} >= {high})")
+    return low, high
 
 
-def _distribution(spec: dict[str, Any], name: str) -> str:
-    """The distribution of a parameter, inferred as wandb does when not given."""
+def _quantised(spec: dict[str, Any], inner: Callable[[Any], float]) -> Callable[[Any], float]:
+    q = float(spec.get("q", 1.0))
+    return lambda x: round(inner(x) / q) * q
+
+
+def _unit() -> FloatDistribution:
+    """The quantile searched for distributions Optuna lacks (normal, beta): a value in (0, 1)."""
+    return FloatDistribution(1e-6, 1 - 1e-6)
+
+
+def _normal(spec: dict[str, Any]) -> Callable[[Any], float]:
+    law = stats.norm(float(spec.get("mu", 0.0)), float(spec.get("sigma", 1.0)))
+    return lambda u: float(law.ppf(u))
+
+
+def _beta(spec: dict[str, Any]) -> Callable[[Any], float]:
+    law = stats.beta(float(spec.get("a", 1.0)), float(spec.get("b", 1.0)))
+    return lambda u: float(law.ppf(u))
+
+
+def _log(spec: dict[str, Any], name: str, natural: bool = False, inverse: bool = False) -> Searched:
+    """``log_uniform*``: log-uniform between the values (``natural``: min/max are logs);
+    ``inverse``: 1/x of a log-uniform x, itself log-uniform on the reciprocal range."""
+    low, high = _bounds(spec, name)
+    if natural:
+        low, high = (
+            (math.exp(-high), math.exp(-low)) if inverse else (math.exp(low), math.exp(high))
+        )
+    elif low <= 0:
+        raise SweepError(f"parameter {name!r}: log-uniform values need min > 0")
+    return Searched(FloatDistribution(low, high, log=True))
+
+
+def _mapping(spec: dict[str, Any], name: str) -> dict[str, Callable[[], Searched]]:
+    """wandb's distributions (https://docs.wandb.ai/guides/sweeps/sweep-config-keys)."""
+
+    def q(inner: Searched) -> Searched:
+        return Searched(inner.distribution, _quantised(spec, inner.value))
+
+    def uniform() -> Searched:
+        return Searched(FloatDistribution(*_bounds(spec, name)))
+
+    def int_uniform() -> Searched:
+        low, high = _bounds(spec, name)
+        return Searched(IntDistribution(int(low), int(high)))
+
+    def log_normal() -> Searched:
+        return Searched(_unit(), lambda u: math.exp(_normal(spec)(u)))
+
+    return {
+        "categorical": lambda: categorical(spec, name),
+        "int_uniform": int_uniform,
+        "uniform": uniform,
+        "q_uniform": lambda: q(uniform()),
+        "log_uniform": lambda: _log(spec, name, natural=True),
+        "log_uniform_values": lambda: _log(spec, name),
+        "q_log_uniform": lambda: q(_log(spec, name, natural=True)),
+        "q_log_uniform_values": lambda: q(_log(spec, name)),
+        "inv_log_uniform": lambda: _log(spec, name, natural=True, inverse=True),
+        "inv_log_uniform_values": lambda: _log(spec, name),
+        "normal": lambda: Searched(_unit(), _normal(spec)),
+        "q_normal": lambda: q(Searched(_unit(), _normal(spec))),
+        "log_normal": log_normal,
+        "q_log_normal": lambda: q(log_normal()),
+        "beta": lambda: Searched(_unit(), _beta(spec)),
+        "q_beta": lambda: q(Searched(_unit(), _beta(spec))),
+    }
+
+
+DISTRIBUTIONS = tuple(_mapping({}, "").keys())
+
+
+def categorical(spec: dict[str, Any], name: str) -> Searched:
+    """``values``: Optuna's categorical distribution (choices are numbers, strings or bools)."""
+    values = spec.get("values")
+    if not isinstance(values, list) or not values:
+        raise SweepError(f"parameter {name!r}: `values` must be a non-empty list")
+    if "probabilities" in spec:
+        raise SweepError(f"parameter {name!r}: `probabilities` are not supported offline")
+    if not all(v is None or isinstance(v, (bool, int, float, str)) for v in values):
+        raise SweepError(f"parameter {name!r}: values must be numbers, strings or booleans")
+    return Searched(CategoricalDistribution(values))
+
+
+def distribution_name(spec: dict[str, Any], name: str) -> str:
+    """The wandb distribution of a parameter, inferred as wandb does when not given."""
     if "distribution" in spec:
         dist = str(spec["distribution"])
     elif "values" in spec:
         dist = "categorical"
     elif "value" in spec:
-        dist = "constant"
+        return "constant"
     elif "min" in spec and "max" in spec:
-        dist = "int_uniform" if _ints(spec) else "uniform"
+        ints = all(
+            isinstance(spec[k], int) and not isinstance(spec[k], bool) for k in ("min", "max")
+        )
+        dist = "int_uniform" if ints else "uniform"
     elif "mu" in spec or "sigma" in spec:
         dist = "normal"
     else:
         raise SweepError(
             f"parameter {name!r}: give `values`, `value`, `min`/`max` or a distribution"
         )
-    if dist not in SAMPLERS:
+    if dist not in DISTRIBUTIONS:
         raise SweepError(
-            f"parameter {name!r}: unsupported distribution {dist!r} ({sorted(SAMPLERS)})"
+            f"parameter {name!r}: unsupported distribution {dist!r} ({sorted(DISTRIBUTIONS)})"
         )
     return dist
 
 
-def _quantise(x: float, spec: dict[str, Any]) -> float:
-    q = float(spec.get("q", 1.0))
-    return round(x / q) * q
+def searched(spec: dict[str, Any], name: str) -> Searched | None:
+    """The Optuna counterpart of a wandb parameter (``None`` for a constant ``value``)."""
+    dist = distribution_name(spec, name)
+    if dist == "constant":
+        return None
+    return _mapping(spec, name)[dist]()
 
 
-def _categorical(spec: dict[str, Any], rng: np.random.Generator) -> Any:
-    values = spec["values"]
-    probs = spec.get("probabilities")
-    index = int(rng.choice(len(values), p=None if probs is None else np.asarray(probs, float)))
-    return values[index]
+def grid_values(spec: dict[str, Any], name: str) -> list[CategoricalChoiceType]:
+    """A grid parameter's points: its ``values``, its ``value``, or an integer range."""
+    if "values" in spec:
+        return list(categorical(spec, name).distribution.choices)  # type: ignore[attr-defined]
+    if "value" in spec:
+        return [spec["value"]]
+    if distribution_name(spec, name) == "int_uniform":
+        low, high = _bounds(spec, name)
+        return list(range(int(low), int(high) + 1))
+    raise SweepError(f"grid search needs `values`, `value` or an int_uniform range for {name!r}")
 
 
-def _uniform(spec: dict[str, Any], rng: np.random.Generator) -> float:
-    return float(rng.uniform(float(spec["min"]), float(spec["max"])))
+def suggest(trial: optuna.Trial, config: dict[str, Any]) -> dict[str, Any]:
+    """One point of the sweep drawn by ``trial``: wandb's values, by parameter name (sorted, so
+    an option precedes its sub-options: ``model.loss`` before ``model.loss.init_args.margin``)."""
+    params: dict[str, Any] = {}
+    for name in sorted(config["parameters"]):
+        spec = config["parameters"][name]
+        if config["method"] == "grid":
+            values = grid_values(spec, name)
+            params[name] = (
+                values[0] if len(values) == 1 else trial.suggest_categorical(name, values)
+            )
+            continue
+        found = searched(spec, name)
+        if found is None:
+            params[name] = spec["value"]
+            continue
+        value = found.value(draw(trial, name, found.distribution))
+        params[name] = float(f"{value:.6g}") if isinstance(value, float) else value
+    return params
 
 
-def _log_uniform_values(spec: dict[str, Any], rng: np.random.Generator) -> float:
-    low, high = math.log(float(spec["min"])), math.log(float(spec["max"]))
-    return math.exp(rng.uniform(low, high))
+def draw(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    """``trial``'s value of ``name`` from one of the distributions :func:`searched` builds."""
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    assert isinstance(dist, CategoricalDistribution)
+    return trial.suggest_categorical(name, list(dist.choices))
 
 
-def _normal(spec: dict[str, Any], rng: np.random.Generator) -> float:
-    return float(rng.normal(float(spec.get("mu", 0.0)), float(spec.get("sigma", 1.0))))
+# -- the study -------------------------------------------------------------------------------
+def metric_name(config: dict[str, Any]) -> str:
+    """The sweep's metric without its ``val/`` prefix (default: embedlab's primary metric)."""
+    return str((config.get("metric") or {}).get("name", f"val/{PRIMARY}")).removeprefix("val/")
 
 
-SAMPLERS: dict[str, Any] = {
-    "constant": lambda s, r: s["value"],
-    "categorical": _categorical,
-    "int_uniform": lambda s, r: int(r.integers(int(s["min"]), int(s["max"]) + 1)),
-    "uniform": _uniform,
-    "q_uniform": lambda s, r: _quantise(_uniform(s, r), s),
-    "log_uniform": lambda s, r: math.exp(_uniform(s, r)),  # min/max are natural logs
-    "log_uniform_values": _log_uniform_values,
-    "q_log_uniform": lambda s, r: _quantise(math.exp(_uniform(s, r)), s),
-    "q_log_uniform_values": lambda s, r: _quantise(_log_uniform_values(s, r), s),
-    "inv_log_uniform": lambda s, r: 1.0 / math.exp(_uniform(s, r)),
-    "inv_log_uniform_values": lambda s, r: (
-        1.0 / _log_uniform_values({"min": 1.0 / float(s["max"]), "max": 1.0 / float(s["min"])}, r)
-    ),
-    "normal": _normal,
-    "q_normal": lambda s, r: _quantise(_normal(s, r), s),
-    "log_normal": lambda s, r: math.exp(_normal(s, r)),
-    "q_log_normal": lambda s, r: _quantise(math.exp(_normal(s, r)), s),
-    "beta": lambda s, r: float(r.beta(float(s.get("a", 1.0)), float(s.get("b", 1.0)))),
-    "q_beta": lambda s, r: _quantise(
-        float(r.beta(float(s.get("a", 1.0)), float(s.get("b", 1.0)))), s
-    ),
-}
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler in the grid's order (parameters by name, the first varying
+    slowest; not shuffled, so every process of a shared sweep maps trial numbers to the same
+    points whatever its seed), and without stopping the study when the grid is exhausted: the
+    sweep starts only as many trials as points are left (:func:`trials_to_start`)."""
+
+    def __init__(self, search_space: dict[str, list[Any]], seed: int | None = None) -> None:
+        super().__init__(search_space, seed=seed)
+        self._all_grids = list(itertools.product(*self._search_space.values()))
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        """Nothing: ``Study.stop`` only works inside ``Study.optimize``."""
 
 
-def sample_value(spec: dict[str, Any], rng: np.random.Generator, name: str = "?") -> Any:
-    """One draw of a parameter from its (wandb) distribution."""
-    value = SAMPLERS[_distribution(spec, name)](spec, rng)
-    if isinstance(value, float):
-        value = float(f"{value:.6g}")  # readable command lines; far finer than any search needs
-    return value
+def sampler(config: dict[str, Any], seed: int) -> optuna.samplers.BaseSampler:
+    """``grid`` -> GridSampler, ``random`` -> RandomSampler, ``bayes`` -> TPESampler."""
+    if config["method"] == "grid":
+        space = {
+            name: values
+            for name, spec in config["parameters"].items()
+            if len(values := grid_values(spec, name)) > 1
+        }
+        return GridSampler(space or {"_": [0]}, seed=seed)
+    if config["method"] == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
-def _ordered(params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters sorted by name, so an option precedes its sub-options
-    (``model.loss`` before ``model.loss.init_args.margin``)."""
-    return {k: params[k] for k in sorted(params)}
+def pruner(config: dict[str, Any]) -> optuna.pruners.BasePruner:
+    """wandb's ``early_terminate: {type: hyperband, min_iter, max_iter, eta}`` -> Hyperband;
+    no early termination -> never prune."""
+    stop = config.get("early_terminate")
+    if not stop:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.HyperbandPruner(
+        min_resource=int(stop.get("min_iter", 1)),
+        max_resource=int(stop["max_iter"]) if "max_iter" in stop else "auto",
+        reduction_factor=int(stop.get("eta", 3)),
+    )
 
 
-def grid_points(parameters: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every combination of the parameters' values (the first parameter varies slowest)."""
-    names = list(parameters)
-    values = [_grid_values(parameters[n]) or [] for n in names]
-    return [_ordered(dict(zip(names, combo, strict=True))) for combo in itertools.product(*values)]
+def open_storage(url: str) -> BaseStorage:
+    """An Optuna storage: a journal file (``*.log``, ``*.journal``, ``*.jsonl``: for shared
+    filesystems) or a database URL (``sqlite:///...``, ``postgresql://...``, ``mysql://...``)."""
+    if "://" not in url:
+        if not url.endswith(JOURNAL_SUFFIXES):
+            raise ConfigError(
+                f"storage: {url!r} is neither a database URL nor a journal file "
+                f"({', '.join(JOURNAL_SUFFIXES)})"
+            )
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return RDBStorage(url)
 
 
-def random_points(parameters: dict[str, Any], count: int, seed: int = 0) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(seed)
-    return [
-        _ordered({name: sample_value(spec, rng, name) for name, spec in parameters.items()})
-        for _ in range(count)
-    ]
+def open_study(
+    config: dict[str, Any], storage: str | BaseStorage | None, study_name: str, seed: int = 0
+) -> optuna.Study:
+    """Create the sweep's study or load it (``load_if_exists``): a relaunch continues it."""
+    store = open_storage(storage) if isinstance(storage, str) else storage
+    goal = (config.get("metric") or {}).get("goal", "maximize")
+    return optuna.create_study(
+        storage=store,
+        study_name=study_name,
+        sampler=sampler(config, seed),
+        pruner=pruner(config),
+        direction=goal,
+        load_if_exists=True,
+    )
+
+
+def trials_to_start(config: dict[str, Any], study: optuna.Study, count: int | None) -> int:
+    """Trials this launch starts: grid: the points no trial has taken (at most ``count``);
+    random/bayes: ``count``, or up to ``run_cap`` (default 10) trials in the study."""
+    existing = len(study.get_trials(deepcopy=False))
+    if config["method"] == "grid":
+        size = math.prod(len(grid_values(s, n)) for n, s in config["parameters"].items())
+        left = max(0, size - existing)
+        return left if count is None else min(count, left)
+    if count is not None:
+        return count
+    return max(0, int(config.get("run_cap") or DEFAULT_RUN_CAP) - existing)
 
 
 # -- commands ------------------------------------------------------------------------------
 def format_args(params: dict[str, Any]) -> dict[str, list[str]]:
     """The argument macros of a trial, formatted as ``wandb agent`` formats them."""
-    flags = [f"--{k}={v}" for k, v in params.items()]
     return {
-        "args": flags,
+        "args": [f"--{k}={v}" for k, v in params.items()],
         "args_no_hyphens": [f"{k}={v}" for k, v in params.items()],
         "args_no_equals": [x for k, v in params.items() for x in (f"--{k}", str(v))],
         "args_no_boolean_flags": [
@@ -278,63 +457,255 @@ def embedlab_args(command: Sequence[str]) -> list[str] | None:
     return None
 
 
-@dataclass
-class Trial:
-    index: int
-    params: dict[str, Any]
-    command: list[str]
-    status: str = "pending"
-    run_dir: str | None = None
-    seconds: float | None = None
-    error: str | None = None
-
-
-def trial_points(
-    config: dict[str, Any], count: int | None = None, seed: int = 0
-) -> list[dict[str, Any]]:
-    """The parameter points a local run visits (grid: all, truncated by ``count``)."""
-    parameters = config["parameters"]
-    if config["method"] == "grid":
-        points = grid_points(parameters)
-        return points[:count] if count is not None else points
-    n = count if count is not None else int(config.get("run_cap") or DEFAULT_RANDOM_COUNT)
-    return random_points(parameters, n, seed)
-
-
-def local_trials(
+def trial_command(
     config: dict[str, Any],
-    count: int | None = None,
-    seed: int = 0,
+    params: dict[str, Any],
     overrides: Sequence[str] = (),
     embedlab_overrides: Sequence[str] = (),
-) -> list[Trial]:
-    """The trials of a local run, each with its full command line.
+) -> list[str]:
+    """A trial's full command: ``embedlab_overrides`` (run placement, wandb mode) only when it
+    runs embedlab, then the user's ``overrides`` (the arguments after ``--``)."""
+    command = build_command(config, params)
+    if embedlab_args(command) is not None:
+        command += embedlab_overrides
+    return [*command, *overrides]
 
-    ``embedlab_overrides`` (run placement, wandb mode) are added only to commands that run
-    embedlab; ``overrides`` (the user's arguments after ``--``) to every command, last.
+
+# -- inside a trial's `embedlab fit` ---------------------------------------------------------
+class OptunaTrialCallback(pl.Callback):
+    """Connects a sweep trial's training to its Optuna trial.
+
+    Records the run folder (user attribute ``run_dir``) and reports ``val/<metric>`` after
+    each validation; when the study's pruner prunes, training stops and the trial is marked
+    ``pruned_at`` (the sweep then records it as pruned).
     """
-    trials = []
-    for i, params in enumerate(trial_points(config, count, seed)):
-        command = build_command(config, params)
-        if embedlab_args(command) is not None:
-            command += embedlab_overrides
-        trials.append(Trial(i, params, [*command, *overrides]))
-    return trials
+
+    def __init__(
+        self,
+        storage: str,
+        study_name: str,
+        number: int,
+        metric: str,
+        early_terminate: dict[str, Any] | None = None,
+    ) -> None:
+        self.metric = metric
+        self.reported = 0
+        store = open_storage(storage)
+        stop = pruner({"early_terminate": early_terminate})
+        study = optuna.load_study(study_name=study_name, storage=store, pruner=stop)
+        study_id = store.get_study_id_from_name(study_name)
+        trial_id = store.get_trial_id_from_study_id_trial_number(study_id, number)
+        self.trial = optuna.Trial(study, trial_id)
+
+    @classmethod
+    def from_env(cls) -> OptunaTrialCallback | None:
+        """The callback of the trial named by ``$EMBEDLAB_OPTUNA_TRIAL`` (``None`` when unset)."""
+        text = os.environ.get(TRIAL_ENV)
+        if not text:
+            return None
+        spec = json.loads(text)
+        return cls(**spec)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero and trainer.log_dir:
+            self.trial.set_user_attr("run_dir", str(Path(trainer.log_dir).resolve()))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        value = trainer.callback_metrics.get(f"val/{self.metric}")
+        if value is None:
+            return
+        self.reported += 1
+        self.trial.report(float(value), step=self.reported)  # once per validation, not per step
+        if self.trial.should_prune():
+            self.trial.set_user_attr("pruned_at", self.reported)
+            trainer.should_stop = True
+
+
+# -- running trials --------------------------------------------------------------------------
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def best_value(run_dir: str | Path, metric: str, goal: str = "maximize") -> float | None:
+    """The best validation value of ``metric`` in a run's ``metrics.csv`` (``None``: none)."""
+    history = validation_history(read_metrics(run_dir))
+    if metric not in history.columns or history[metric].dropna().empty:
+        return None
+    column = history[metric].dropna()
+    return float(column.max() if goal == "maximize" else column.min())
+
+
+@dataclass
+class SweepRun:
+    """What ``run_sweep`` needs besides the study: the sweep and how to run a trial."""
+
+    config: dict[str, Any]
+    storage: str
+    study_name: str
+    output_root: Path
+    experiment: str
+    overrides: Sequence[str] = ()
+    wandb: str = "off"
+    runner: Callable[[list[str]], int] | None = None
+
+    def command(self, params: dict[str, Any]) -> list[str]:
+        placement = [
+            f"--experiment={self.experiment}",
+            f"--output_root={self.output_root}",
+            f"--wandb={self.wandb}",
+        ]
+        return trial_command(self.config, params, self.overrides, placement)
+
+    def execute(self, command: list[str], number: int) -> str | None:
+        """Run a trial's command (``runner``: in this process); the error, or ``None``."""
+        spec = {
+            "storage": self.storage,
+            "study_name": self.study_name,
+            "number": number,
+            "metric": metric_name(self.config),
+            "early_terminate": self.config.get("early_terminate"),
+        }
+        args = embedlab_args(command)
+        with _environment(TRIAL_ENV, json.dumps(spec)):
+            if self.runner is not None and args is not None:
+                try:
+                    code = self.runner(args)
+                except SystemExit as stop:
+                    code = stop.code if isinstance(stop.code, int) else 1
+                except Exception:  # a failed trial must not end the sweep; keep its traceback
+                    trace = traceback.format_exc()
+                    print(trace, file=sys.stderr)
+                    return trace.strip().splitlines()[-1]
+            else:
+                child = [sys.executable, "-m", "embedlab", *args] if args is not None else command
+                code = subprocess.run(child, check=False).returncode
+        return None if code == 0 else f"exit status {code}"
+
+    def objective(self, study: optuna.Study, trial: optuna.Trial) -> float:
+        """Run one trial; its value is the best ``val/<metric>`` of its run folder."""
+        params = suggest(trial, self.config)
+        command = self.command(params)
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("command", shlex.join(command))
+        print(f"\n=== embedlab sweep: trial {trial.number}: {params}", flush=True)
+        print("    " + shlex.join(command), flush=True)
+        error = self.execute(command, trial.number)
+        # the storage as the trial's run left it (`run_dir`, `pruned_at`), not a cached copy
+        [frozen] = [t for t in study.get_trials(deepcopy=False) if t.number == trial.number]
+        attrs = frozen.user_attrs
+        run_dir = attrs.get("run_dir")
+        status = "failed" if error else ("pruned" if "pruned_at" in attrs else "finished")
+        if run_dir and Path(run_dir).is_dir():
+            record = {
+                "sweep": self.config.get("name"),
+                "method": self.config["method"],
+                "study": self.study_name,
+                "storage": self.storage,
+                "number": trial.number,
+                "params": params,
+                "command": command,
+                "status": status,
+                "error": error,
+            }
+            (Path(run_dir) / TRIAL_FILE).write_text(json.dumps(record, indent=2, default=str))
+        if error:
+            raise RuntimeError(error)
+        if status == "pruned":
+            raise optuna.TrialPruned(f"pruned after validation {attrs['pruned_at']}")
+        goal = (self.config.get("metric") or {}).get("goal", "maximize")
+        value = best_value(run_dir, metric_name(self.config), goal) if run_dir else None
+        if value is None:
+            raise RuntimeError(f"no val/{metric_name(self.config)} in {run_dir}/metrics.csv")
+        return value
+
+
+def run_sweep(
+    study: optuna.Study,
+    n_trials: int,
+    objective: Callable[[optuna.Study, optuna.Trial], float],
+    workers: int = 1,
+) -> list[int]:
+    """Run ``n_trials`` trials of ``study`` on ``workers`` threads (ask and tell); the numbers
+    of the trials started. A raising trial is recorded as failed (user attribute ``error``)
+    and the sweep goes on; ``optuna.TrialPruned`` records it as pruned."""
+    lock = threading.Lock()
+    started: list[int] = []
+
+    def work() -> None:
+        while True:
+            with lock:  # one ask at a time: the sampler sees every running trial
+                if len(started) >= n_trials:
+                    return
+                trial = study.ask()
+                started.append(trial.number)
+            try:
+                value = objective(study, trial)
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)
+            except Exception as error:
+                trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+                print(f"embedlab sweep: trial {trial.number} failed: {error}", file=sys.stderr)
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                study.tell(trial, value)
+
+    threads = [threading.Thread(target=work) for _ in range(max(1, workers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return started
+
+
+def report(
+    study: optuna.Study, config: dict[str, Any], folder: Path, plots: bool = True
+) -> list[Path]:
+    """``trials.csv``, the comparison of the finished trials' run folders and, with ``plots``,
+    Optuna's optimisation history and parameter importances, written to ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / "trials.csv"]
+    study.trials_dataframe().to_csv(written[0], index=False)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    runs = [Path(t.user_attrs["run_dir"]) for t in complete if "run_dir" in t.user_attrs]
+    metric = metric_name(config)
+    if runs:
+        frame = compare_runs(runs, primary=metric)
+        print_table(
+            summary_table(frame, primary=metric, sort=metric), title=f"sweep {config.get('name')}"
+        )
+        written += write_comparison(
+            frame, folder, primary=metric, sort=metric, plots=plots
+        ).values()
+    if plots and complete:
+        import matplotlib.pyplot as plt
+        from optuna.visualization import matplotlib as optuna_plots
+
+        pictures = {"optimization_history": optuna_plots.plot_optimization_history}
+        if len(complete) >= 2 and len(complete[0].distributions) >= 1:
+            pictures["param_importances"] = optuna_plots.plot_param_importances
+        for name, plot in pictures.items():
+            axes = plot(study)
+            axes.figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
+            plt.close(axes.figure)
+            written.append(folder / f"{name}.png")
+    return written
 
 
 # -- online --------------------------------------------------------------------------------
-def wandb_reachable(timeout: float = 3.0) -> bool:
-    """Whether wandb may go online: not in offline/disabled mode and its server answers."""
-    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
-        return False
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    host = url.hostname or "api.wandb.ai"
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+def wandb_command(config: dict[str, Any], overrides: Sequence[str]) -> list[str]:
+    """The command wandb's agent runs: the sweep's, then ``overrides``."""
+    return [str(c) for c in config.get("command", DEFAULT_COMMAND)] + list(overrides)
 
 
 def run_online(
@@ -347,98 +718,10 @@ def run_online(
     """Create the sweep on wandb's server and run an agent on this machine."""
     import wandb
 
-    sweep = dict(config)
-    sweep["command"] = [*config.get("command", DEFAULT_COMMAND), *overrides]
+    sweep = {**config, "command": wandb_command(config, overrides)}
     project = project or os.environ.get("WANDB_PROJECT", "embedlab")
     sweep_id = wandb.sweep(sweep, project=project, entity=entity)
     print(f"embedlab sweep: created wandb sweep {sweep_id} (project {project})")
     os.environ["EMBEDLAB_WANDB"] = "online"
     wandb.agent(sweep_id, project=project, entity=entity, count=count)
     return 0
-
-
-# -- local ---------------------------------------------------------------------------------
-def _versions(folder: Path) -> set[Path]:
-    return {p for p in folder.glob("version_*") if p.is_dir()}
-
-
-def _run_trial(trial: Trial, runner: Callable[[list[str]], int] | None) -> tuple[int, str | None]:
-    """Run one trial: with ``runner`` (``embedlab.cli.main``) in this process, else as a child."""
-    args = embedlab_args(trial.command)
-    if runner is not None and args is not None:
-        try:
-            code = runner(args)
-            return code, None if code == 0 else f"exit status {code}"
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
-            return code, None if code == 0 else f"exit status {stop.code}"
-        except Exception as error:  # a failed trial must not end the sweep
-            return 1, f"{type(error).__name__}: {error}"
-    command = [sys.executable, "-m", "embedlab", *args] if args is not None else trial.command
-    code = subprocess.run(command, check=False).returncode
-    return code, None if code == 0 else f"exit status {code}"
-
-
-def _next_sweep_dir(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    k = 0
-    while True:
-        try:
-            (folder / f"sweep_{k}").mkdir()
-            return folder / f"sweep_{k}"
-        except FileExistsError:
-            k += 1
-
-
-def run_local(
-    config: dict[str, Any],
-    trials: list[Trial],
-    output_root: Path,
-    experiment: str,
-    runner: Callable[[list[str]], int] | None = None,
-    compare: bool = True,
-    plots: bool = True,
-) -> tuple[list[Trial], Path]:
-    """Run the trials one after another; record them and compare the finished ones.
-
-    ``runner`` runs embedlab trials in this process (``embedlab.cli.main``); without it each
-    trial is a child process.
-    """
-    folder = output_root / experiment
-    folder.mkdir(parents=True, exist_ok=True)
-    sweep_dir = _next_sweep_dir(folder)
-    for trial in trials:
-        print(f"\n=== embedlab sweep: trial {trial.index + 1}/{len(trials)}: {trial.params}")
-        print("    " + shlex.join(trial.command), flush=True)
-        before = _versions(folder)
-        start = time.perf_counter()
-        code, error = _run_trial(trial, runner)
-        trial.seconds = round(time.perf_counter() - start, 2)
-        new = sorted(_versions(folder) - before, key=lambda p: p.stat().st_mtime)
-        trial.run_dir = str(new[-1]) if new else None
-        trial.status = "finished" if code == 0 else "failed"
-        trial.error = error
-        if trial.run_dir is not None:
-            record = {"sweep": config.get("name"), "method": config["method"], **asdict(trial)}
-            (Path(trial.run_dir) / TRIAL_FILE).write_text(json.dumps(record, indent=2, default=str))
-        if error:
-            print(f"embedlab sweep: trial {trial.index + 1} failed: {error}", file=sys.stderr)
-    manifest = {
-        "sweep": config.get("name"),
-        "method": config["method"],
-        "metric": config.get("metric"),
-        "trials": [asdict(t) for t in trials],
-    }
-    (sweep_dir / "trials.json").write_text(json.dumps(manifest, indent=2, default=str))
-    finished = [Path(t.run_dir) for t in trials if t.status == "finished" and t.run_dir]
-    if compare and finished:
-        metric = str((config.get("metric") or {}).get("name", PRIMARY)).removeprefix("val/")
-        frame = compare_runs(finished, primary=metric)
-        print_table(
-            summary_table(frame, primary=metric, sort=metric), title=f"sweep {config.get('name')}"
-        )
-        for path in write_comparison(
-            frame, sweep_dir, primary=metric, sort=metric, plots=plots
-        ).values():
-            print(f"wrote {path}")
-    return trials, sweep_dir

@@ -6,15 +6,18 @@ Python values; each returns the process exit status. They can as well be called 
 
 from __future__ import annotations
 
+import netrc
 import os
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlparse
 
+import optuna
 import pandas as pd
-import yaml
 from pytorch_lightning import Trainer
 
 from embedlab.analysis.compare import (
@@ -26,19 +29,34 @@ from embedlab.analysis.compare import (
     write_comparison,
 )
 from embedlab.analysis.runs import find_runs, instantiate_config
+from embedlab.atomic import atomic_write
 from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.data.check import check_dataset, format_report
 from embedlab.data.formats import READERS
 from embedlab.errors import ConfigError
+from embedlab.inference import (
+    Index,
+    embed_to_parquet,
+    image_files,
+    load_embedder,
+    read_embeddings,
+)
+from embedlab.inference.embed import settings_of as embedding_settings
+from embedlab.inference.embedder import merge_data, run_files
 from embedlab.report import print_summary, write_json
 from embedlab.sweep import (
-    DEFAULT_COMMAND,
+    SweepRun,
     embedlab_args,
     load_sweep,
-    local_trials,
-    run_local,
+    open_study,
     run_online,
-    wandb_reachable,
+    run_sweep,
+    suggest,
+    trials_to_start,
+    wandb_command,
+)
+from embedlab.sweep import (
+    report as write_report,
 )
 
 #: Runs ``embedlab`` in this process on an argument list (``embedlab.cli.main``).
@@ -66,14 +84,9 @@ def evaluate(
         data: data module arguments replacing the run's (mappings are merged), e.g.
             ``{options: {seed: 3}}`` (another VehicleID gallery draw).
     """
-    ckpt = Path(ckpt_path)
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    config_file = Path(config) if config else run_dir / "config.yaml"
-    if not ckpt.is_file():
-        raise ConfigError(f"ckpt_path: checkpoint not found: {ckpt}")
-    if not config_file.is_file():
-        raise ConfigError(f"config: no run configuration at {config_file}; pass --config")
-    recipe = yaml.safe_load(config_file.read_text()) or {}
+    files = run_files(ckpt_path, config)
+    ckpt, run_dir = files.checkpoint, files.run_dir
+    recipe = files.recipe()
     model = dict(recipe.get("model") or {})
     if rerank:
         model["test_rerank"] = True
@@ -81,12 +94,7 @@ def evaluate(
         net = dict(model.get("model") or {})
         net["init_args"] = {**(net.get("init_args") or {}), "flip_test": True}
         model["model"] = net
-    settings_data = dict(recipe.get("data") or {})
-    for key, value in (data or {}).items():  # `{options: {seed: 3}}` keeps the other options
-        old = settings_data.get(key)
-        settings_data[key] = (
-            {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
-        )
+    settings_data = merge_data(recipe, data)
     module, datamodule = instantiate_config({**recipe, "model": model, "data": settings_data})
     settings = recipe.get("trainer") or {}
     trainer = Trainer(
@@ -178,17 +186,46 @@ def data_check(
     return 1 if report.errors or (strict and report.warnings) else 0
 
 
+def _go_online(online: bool, offline: bool) -> bool:
+    """Online or offline, from the flags; without them from wandb's settings, said in one line."""
+    if online and offline:
+        raise ConfigError("online, offline: choose one")
+    if online or offline:
+        return online
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun"):
+        why, go = f"WANDB_MODE={mode}", False
+    elif os.environ.get("WANDB_API_KEY"):
+        why, go = "WANDB_API_KEY is set", True
+    else:
+        host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+        try:
+            logged_in = netrc.netrc().authenticators(host or "api.wandb.ai") is not None
+        except (OSError, netrc.NetrcParseError):
+            logged_in = False
+        why, go = ("a wandb login is in ~/.netrc", True) if logged_in else ("no wandb login", False)
+    where = "online (wandb agent)" if go else "offline (Optuna)"
+    print(
+        f"embedlab sweep: running {where}: {why}; --online or --offline to choose", file=sys.stderr
+    )
+    return go
+
+
 def sweep(
     file: Path,
     online: bool = False,
     offline: bool = False,
     count: int | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
     output_root: Path | None = None,
     experiment: str | None = None,
     seed: int = 0,
     wandb: str = "off",
     in_process: bool = False,
     dry_run: bool = False,
+    report: bool = False,
     compare: bool = True,
     plots: bool = True,
     project: str | None = None,
@@ -196,71 +233,229 @@ def sweep(
     trial_args: Sequence[str] = (),
     runner: Runner | None = None,
 ) -> int:
-    """Run a wandb sweep file online (wandb agent) or locally (grid/random search).
+    """Run a wandb sweep file online (wandb's agent) or offline (an Optuna study).
 
-    Arguments after ``--`` on the command line are appended to every trial's command.
+    Arguments after ``--`` on the command line are appended to every trial's command. Offline,
+    a relaunch with the same storage continues the study; processes on several machines with
+    one ``--storage`` share it.
 
     Args:
         file: sweep file in wandb's format (``experiments/sweeps/*.yaml``).
-        online: use wandb's server (fail if it is unavailable).
-        offline: run locally, without wandb's server.
-        count: number of trials (grid: at most; random: default ``run_cap`` or 10).
+        online: run wandb's agent on wandb's server.
+        offline: run an Optuna study (grid, random, TPE for ``bayes``; Hyperband pruning).
+        count: trials this launch starts (default: up to ``run_cap`` (10) trials in the
+            study; grid: every point no trial has taken).
+        workers: trials run at once by this process (offline).
+        storage: Optuna storage: a database URL (default
+            ``sqlite:///OUTPUT_ROOT/EXPERIMENT/optuna.db``; ``postgresql://...``) or a journal
+            file ``*.log`` on a shared filesystem.
+        study_name: the Optuna study (default: the sweep's name).
         output_root: trials are written to ``OUTPUT_ROOT/EXPERIMENT/version_N`` (default:
             ``$EMBEDLAB_OUTPUT_ROOT`` or ``runs``).
         experiment: run folder of the trials (default: the sweep's name).
-        seed: seed of the local random search.
-        wandb: local trials: ``off`` (no wandb logging) or ``offline`` (sync later).
-        in_process: run the local trials in this process (faster start).
-        dry_run: print the local trials' commands and stop.
-        compare: compare the finished trials at the end (``--no_compare``: skip).
-        plots: comparison plots (``--no_plots``: tables only).
+        seed: seed of Optuna's sampler.
+        wandb: offline trials: ``off`` (no wandb logging) or ``offline`` (sync later).
+        in_process: run the trials in this process (faster start; one worker).
+        dry_run: print the commands of the trials this launch would start, and stop.
+        report: write the report of the study so far (``OUTPUT_ROOT/EXPERIMENT/report``)
+            and stop.
+        compare: write the report at the end (``--no_compare``: skip).
+        plots: the report's plots (``--no_plots``: tables only).
         project: wandb project (online; default ``$WANDB_PROJECT`` or ``embedlab``).
         entity: wandb entity (online).
         trial_args: arguments appended to every trial's command.
         runner: runs one trial in this process (``embedlab.cli.main``) with ``in_process``.
     """
-    if online and offline:
-        raise ConfigError("online, offline: choose one")
     if count is not None and count < 1:
         raise ConfigError(f"count must be >= 1, got {count}")
+    if workers < 1 or (in_process and workers > 1):
+        raise ConfigError(f"workers must be >= 1 (1 with --in_process), got {workers}")
     if wandb not in ("off", "offline"):
-        raise ConfigError(f"wandb must be off or offline for local trials, got {wandb!r}")
+        raise ConfigError(f"wandb must be off or offline for offline trials, got {wandb!r}")
     config = load_sweep(file)
-    output_root = output_root or Path(os.environ.get("EMBEDLAB_OUTPUT_ROOT", "runs"))
     name = experiment or str(config["name"])
-    placement = [f"--experiment={name}"]
-    template = [str(c) for c in config.get("command", DEFAULT_COMMAND)]
-    runs_embedlab = embedlab_args(template) is not None
     overrides = list(trial_args)
-    if not dry_run and (online or (not offline and wandb_reachable())):
-        try:
-            extra = [*placement, *overrides] if runs_embedlab else overrides
-            return run_online(config, extra, count, project, entity)
-        except Exception as error:
-            if online:
-                raise
-            print(
-                f"embedlab sweep: wandb is unavailable ({error}); running locally", file=sys.stderr
-            )
-    if config["method"] == "bayes":
-        print("embedlab sweep: bayes search needs wandb's server; running random search locally")
-    local = [*placement, f"--output_root={output_root}", f"--wandb={wandb}"]
-    trials = local_trials(config, count, seed, overrides, local)
-    if dry_run:
-        for trial in trials:
-            print(shlex.join(trial.command))
-        return 0
-    done, sweep_dir = run_local(
-        config,
-        trials,
-        Path(output_root),
-        name,
-        runner=runner if in_process else None,
-        compare=compare,
-        plots=plots,
+    if _go_online(online, offline):
+        template = [str(c) for c in config.get("command", ())]
+        runs_embedlab = embedlab_args(template) is not None
+        extra = [f"--experiment={name}", *overrides] if runs_embedlab else overrides
+        if dry_run:
+            print(shlex.join(wandb_command(config, extra)))
+            return 0
+        return run_online(config, extra, count, project, entity)
+    root = Path(output_root or os.environ.get("EMBEDLAB_OUTPUT_ROOT", "runs"))
+    url = storage or f"sqlite:///{(root / name / 'optuna.db').resolve()}"
+    study_name = study_name or str(config["name"])
+    plan = SweepRun(
+        config, url, study_name, root, name, overrides, wandb, runner if in_process else None
     )
-    failed = [t for t in done if t.status != "finished"]
+    if dry_run:  # the same sampler on a copy of the study's trials, in memory
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = open_study(config, None, study_name, seed)
+        if storage or (root / name / "optuna.db").is_file():
+            study.add_trials(open_study(config, url, study_name, seed).get_trials())
+        for _ in range(trials_to_start(config, study, count)):
+            trial = study.ask()
+            print(shlex.join(plan.command(suggest(trial, config))))
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return 0
+    study = open_study(config, url, study_name, seed)
+    n = 0 if report else trials_to_start(config, study, count)
     print(
-        f"\nembedlab sweep: {len(done) - len(failed)}/{len(done)} trials finished; records in {sweep_dir}"
+        f"embedlab sweep: study {study_name!r} in {url}: {len(study.trials)} trials, starting {n}"
+    )
+    started = run_sweep(study, n, plan.objective, workers=workers)
+    if compare or report:
+        for path in write_report(study, config, root / name / "report", plots=plots):
+            print(f"wrote {path}")
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    failed = [k for k in started if states[k] == optuna.trial.TrialState.FAIL]
+    print(
+        f"\nembedlab sweep: {len(started) - len(failed)}/{len(started)} trials ran to the end or were pruned"
     )
     return 1 if failed else 0
+
+
+def embed(
+    ckpt_path: Path,
+    out: Path,
+    images: Path | None = None,
+    data_split: Literal["query", "gallery", "test", "train"] | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | None = None,
+    config: Path | None = None,
+    data: dict[str, Any] | None = None,
+) -> int:
+    """Embed every image under a folder, or a split of the run's dataset, into a Parquet file.
+
+    Columns ``path``, ``embedding`` (list of float32) and, for a split, ``label`` and
+    ``camera``. A rerun skips the rows already written (resumes a killed run); unreadable
+    images are skipped and listed in ``<out stem>.skipped.tsv``.
+
+    Args:
+        ckpt_path: checkpoint, e.g. ``runs/X/version_N/checkpoints/last.ckpt``.
+        out: the Parquet file written, e.g. ``gallery.parquet``.
+        images: a folder; every jpg/jpeg/png/webp/bmp below it is embedded.
+        data_split: instead of ``images``: ``query``, ``gallery``, ``test`` (query and gallery,
+            or the leave-one-out test split) or ``train`` of the run's dataset.
+        batch_size: images per forward pass.
+        num_workers: data loader processes decoding the images.
+        device: ``cpu``, ``cuda``, ``cuda:1`` (default: CUDA if available).
+        config: run configuration (default: ``config.yaml`` of the checkpoint's run folder).
+        data: data module arguments replacing the run's (mappings are merged), e.g.
+            ``{root: /data/market1501}``.
+    """
+    if (images is None) == (data_split is None):
+        raise ConfigError("images, data_split: give one of them")
+    embedder = load_embedder(ckpt_path, device, config, data)
+    paths = image_files(images) if images is not None else None
+    result = embed_to_parquet(
+        embedder, out, paths, data_split, batch_size=batch_size, num_workers=num_workers
+    )
+    print(
+        f"wrote {result.out}: {result.rows} rows ({result.embedded} embedded now, "
+        f"{len(result.skipped)} unreadable skipped)"
+    )
+    return 0
+
+
+def index_build(
+    embeddings: Path,
+    out: Path,
+    factory: str = "Flat",
+    metric: Literal["cosine", "euclidean"] = "cosine",
+    add: bool = False,
+    train_size: int = 262_144,
+) -> int:
+    """Build a faiss index of an embeddings file (``embedlab embed``) and save it in a folder.
+
+    The folder holds ``index.faiss``, ``paths.parquet`` and ``meta.json`` (metric, factory,
+    dim, count, the checkpoint and config of the embeddings).
+
+    Args:
+        embeddings: Parquet file written by ``embedlab embed``.
+        out: the index folder.
+        factory: ``faiss.index_factory`` string: ``Flat`` (exact), ``IVF4096,PQ64``
+            (compressed, trained on a sample), ``HNSW32`` (graph), ...
+        metric: ``cosine`` (L2-normalised, inner product) or ``euclidean``.
+        add: append to the index already in ``out`` (its factory and metric are kept).
+        train_size: vectors sampled to train a factory that needs training.
+    """
+    frame, vectors = read_embeddings(embeddings)
+    settings = embedding_settings(embeddings)
+    paths = frame["path"].astype(str).tolist()
+    if add:
+        index = Index.load(out)
+        if index.meta.get("checkpoint") != settings.get("checkpoint"):
+            print(
+                f"embedlab index: warning: {embeddings} comes from {settings.get('checkpoint')}, "
+                f"the index from {index.meta.get('checkpoint')}",
+                file=sys.stderr,
+            )
+        added = index.add(vectors, paths, train_size=train_size)
+    else:
+        meta = {"checkpoint": settings.get("checkpoint"), "config": settings.get("config")}
+        index = Index.build(vectors, paths, factory, metric, train_size=train_size, meta=meta)
+        added = len(index)
+    index.save(out)
+    print(
+        f"wrote {out}: {index.factory} index ({index.metric}), {added} added, {len(index)} in all"
+    )
+    return 0
+
+
+def search(
+    index: Path,
+    out: Path,
+    k: int = 10,
+    ckpt_path: Path | None = None,
+    images: Path | None = None,
+    embeddings: Path | None = None,
+    nprobe: int | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+) -> int:
+    """Find the k nearest indexed images of each query; write ``query, rank, path, distance``.
+
+    Queries are images (embedded with ``ckpt_path``) or an embeddings file. Rank 1 is the
+    nearest; an indexed image finds itself first, at distance 0.
+
+    Args:
+        index: index folder written by ``embedlab index build``.
+        out: the CSV file written, e.g. ``hits.csv``.
+        k: hits per query.
+        ckpt_path: with ``images``: the checkpoint that embeds them.
+        images: a query image, or a folder of them (recursively).
+        embeddings: instead of ``images``: a Parquet file written by ``embedlab embed``.
+        nprobe: IVF indexes: lists visited per query (default: faiss's, 1).
+        batch_size: images per forward pass.
+        device: where ``ckpt_path``'s model runs (default: CUDA if available).
+    """
+    if (images is None) == (embeddings is None):
+        raise ConfigError("images, embeddings: give one of them")
+    built = Index.load(index)
+    if images is not None:
+        if ckpt_path is None:
+            raise ConfigError("ckpt_path: needed to embed the query images")
+        embedder = load_embedder(ckpt_path, device)
+        if str(embedder.files.checkpoint if embedder.files else "") != built.meta.get("checkpoint"):
+            print(
+                f"embedlab search: warning: the index was built from {built.meta.get('checkpoint')}",
+                file=sys.stderr,
+            )
+        files = [str(images)] if Path(images).is_file() else image_files(images)
+        with tempfile.TemporaryDirectory() as folder:
+            result = embed_to_parquet(
+                embedder, Path(folder) / "queries.parquet", files, batch_size=batch_size
+            )
+            frame, vectors = read_embeddings(result.out)
+    else:
+        frame, vectors = read_embeddings(embeddings)  # type: ignore[arg-type]
+    if len(frame) and vectors.shape[1] != built.dim:
+        raise ConfigError(f"queries have {vectors.shape[1]} dimensions, the index {built.dim}")
+    hits = built.search(vectors, k, frame["path"].astype(str).tolist(), nprobe=nprobe)
+    with atomic_write(out, "w", newline="") as handle:
+        hits.to_csv(handle, index=False)
+    print(f"wrote {out}: {len(hits)} hits of {len(frame)} queries")
+    return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,11 @@ __all__ = ["Index", "IndexMetric"]
 
 IndexMetric = Literal["cosine", "euclidean"]
 INDEX_FILE, PATHS_FILE, META_FILE = "index.faiss", "paths.parquet", "meta.json"
+
+
+def _reason(err: RuntimeError) -> str:
+    """The cause of a faiss error, without its C++ location."""
+    return re.split(r":\s", str(err).strip())[-1]
 
 
 def _gpus() -> int:
@@ -106,8 +112,10 @@ class Index:
         try:
             index = faiss.index_factory(int(array.shape[1]), factory, faiss_metric)
         except RuntimeError as err:
-            message = str(err).strip().splitlines()[-1]
-            raise ConfigError(f"factory: faiss cannot build {factory!r}: {message}") from err
+            raise ConfigError(
+                f"factory: faiss cannot build {factory!r} for {array.shape[1]}-d vectors: "
+                f"{_reason(err)}"
+            ) from err
         built = cls(index, [], metric, factory, meta)
         built.add(array, paths, seed=seed, train_size=train_size, gpu=gpu)
         return built
@@ -143,9 +151,9 @@ class Index:
             try:
                 index.train(sample)
             except RuntimeError as err:
-                message = str(err).strip().splitlines()[-1]
                 raise ConfigError(
-                    f"factory: training {self.factory!r} on {len(sample)} vectors failed: {message}"
+                    f"factory: training {self.factory!r} on {len(sample)} vectors failed: "
+                    f"{_reason(err)}"
                 ) from err
         index.add(x)
         self.index = faiss.index_gpu_to_cpu(index) if index is not self.index else index

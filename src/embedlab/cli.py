@@ -5,14 +5,11 @@ embedlab evaluate --ckpt_path runs/digits/version_0/checkpoints/last.ckpt --rera
 embedlab data check --dataset market1501 --root /data/market1501
 embedlab compare runs/digits/version_0 runs/digits/version_1 --no_plots
 embedlab sweep experiments/sweeps/losses.yaml --offline -- --trainer.max_epochs=5
-embedlab embed --ckpt_path runs/X/version_0/checkpoints/last.ckpt --images photos --out photos.parquet
-embedlab index build --embeddings photos.parquet --out photos.index --factory HNSW32
-embedlab search --index photos.index --embeddings photos.parquet --k 10 --out hits.csv
 
 ``fit``, ``validate`` and ``test`` are LightningCLI subcommands; ``evaluate``, ``compare``,
-``sweep``, ``data check``, ``embed``, ``index build`` and ``search`` are the typed functions of
-:mod:`embedlab.tools`, their arguments read from their signatures and docstrings. Flags use
-underscores; a boolean tool option ``x`` is given as ``--x`` / ``--no_x``. A configuration error prints one line
+``sweep`` and ``data check`` are the typed functions of :mod:`embedlab.tools`, their
+arguments read from their signatures and docstrings. Flags use underscores; a boolean tool
+option ``x`` is given as ``--x`` / ``--no_x``. A configuration error prints one line
 (:class:`embedlab.ConfigError`); any other exception keeps its traceback.
 """
 
@@ -47,7 +44,6 @@ from embedlab.metrics import PRIMARY_METRIC, scalar_metrics
 from embedlab.module import MetricLearningModule, NonFiniteLossError
 from embedlab.protocol import ValHistory, selected
 from embedlab.report import BASELINE_ROW, baseline_metrics, print_summary, write_json
-from embedlab.sweep import OptunaTrialCallback
 
 #: Tool subcommands: name → (function, positional parameters). ``data check`` is nested.
 TOOLS: dict[str, tuple[Callable[..., int], tuple[str, ...]]] = {
@@ -55,9 +51,6 @@ TOOLS: dict[str, tuple[Callable[..., int], tuple[str, ...]]] = {
     "compare": (tools.compare, ("runs",)),
     "sweep": (tools.sweep, ("file",)),
     "data check": (tools.data_check, ()),
-    "embed": (tools.embed, ()),
-    "index build": (tools.index_build, ()),
-    "search": (tools.search, ()),
 }
 #: The trainer subcommands (LightningCLI) and their one-line help.
 TRAINER_COMMANDS = {
@@ -406,9 +399,6 @@ class EmbedlabCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         # before ModelCheckpoint, so that a checkpoint holds its own validation
         trainer.callbacks.insert(0, ValHistory())  # type: ignore[attr-defined]
-        trial = OptunaTrialCallback.from_env()  # a trial of an offline `embedlab sweep`
-        if trial is not None:
-            trainer.callbacks.append(trial)  # type: ignore[attr-defined]
         return trainer
 
     def before_instantiate_classes(self) -> None:

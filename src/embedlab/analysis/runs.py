@@ -29,7 +29,9 @@ TRIAL_FILE = "sweep_trial.json"
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "metrics.csv").is_file() or (path / "config.yaml").is_file())
+    """A run folder that logged metrics (a folder holding only a config is no run)."""
+    metrics = path / "metrics.csv"
+    return path.is_dir() and metrics.is_file() and metrics.stat().st_size > 0
 
 
 def _version_key(path: Path) -> tuple[str, int, str]:

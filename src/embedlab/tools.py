@@ -413,6 +413,7 @@ def search(
     images: Path | None = None,
     embeddings: Path | None = None,
     nprobe: int | None = None,
+    ef_search: int | None = None,
     batch_size: int = 64,
     device: str | None = None,
 ) -> int:
@@ -429,6 +430,7 @@ def search(
         images: a query image, or a folder of them (recursively).
         embeddings: instead of ``images``: a Parquet file written by ``embedlab embed``.
         nprobe: IVF indexes: lists visited per query (default: faiss's, 1).
+        ef_search: HNSW indexes: candidates kept per query (default: faiss's, 16).
         batch_size: images per forward pass.
         device: where ``ckpt_path``'s model runs (default: CUDA if available).
     """
@@ -454,7 +456,8 @@ def search(
         frame, vectors = read_embeddings(embeddings)  # type: ignore[arg-type]
     if len(frame) and vectors.shape[1] != built.dim:
         raise ConfigError(f"queries have {vectors.shape[1]} dimensions, the index {built.dim}")
-    hits = built.search(vectors, k, frame["path"].astype(str).tolist(), nprobe=nprobe)
+    names = frame["path"].astype(str).tolist()
+    hits = built.search(vectors, k, names, nprobe=nprobe, ef_search=ef_search)
     with atomic_write(out, "w", newline="") as handle:
         hits.to_csv(handle, index=False)
     print(f"wrote {out}: {len(hits)} hits of {len(frame)} queries")

@@ -362,8 +362,8 @@ def embed_to_parquet(
         with atomic_write(skipped_file, "w", newline="") as handle:
             frame.to_csv(handle, sep="\t", index=False)
         print(
-            f"embedlab embed: {len(writer.skipped)} unreadable image(s) skipped, listed in "
-            f"{skipped_file}",
+            f"embedlab embed: {len(writer.skipped)} unreadable image(s) skipped (first "
+            f"{writer.skipped[0][0]}: {writer.skipped[0][1]}), listed in {skipped_file}",
             file=sys.stderr,
         )
     elif skipped_file.is_file():

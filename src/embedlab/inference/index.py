@@ -176,17 +176,23 @@ class Index:
         k: int = 10,
         query_names: Sequence[str] | None = None,
         nprobe: int | None = None,
+        ef_search: int | None = None,
     ) -> pd.DataFrame:
         """The ``k`` nearest indexed paths of each query: columns ``query, rank, path,
-        distance`` (rank 1-based, nearest first). ``nprobe``: IVF lists visited."""
+        distance`` (rank 1-based, nearest first). ``nprobe``: IVF lists visited;
+        ``ef_search``: HNSW candidate list size (larger: better recall, slower)."""
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
         x = self._prepare(queries, "queries")
         names = [str(n) for n in query_names] if query_names is not None else list(range(len(x)))
         if len(names) != len(x):
             raise ConfigError(f"queries: {len(x)} vectors but {len(names)} names")
-        if nprobe is not None:
-            faiss.ParameterSpace().set_index_parameter(self.index, "nprobe", nprobe)
+        for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
+            if value is not None:
+                try:
+                    faiss.ParameterSpace().set_index_parameter(self.index, name, value)
+                except RuntimeError as err:
+                    raise ConfigError(f"{name}: not a parameter of {self.factory!r}") from err
         if len(self) == 0:
             return pd.DataFrame(columns=["query", "rank", "path", "distance"])
         scores, ids = self.index.search(x, min(k, len(self)))

@@ -1,0 +1,314 @@
+"""From a trained checkpoint to a search system: embed, index build, search (and the README's)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from embedlab.analysis.runs import load_module
+from embedlab.cli import main
+from embedlab.errors import ConfigError
+from embedlab.inference import Index, embed_to_parquet, image_files, load_embedder, read_embeddings
+from embedlab.inference.embed import EmbedStep
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 16
+
+
+def write_digit(path: Path, index: int) -> Path:
+    """Digit ``index`` of scikit-learn's set, upscaled to 16×16 RGB (a real, distinct image)."""
+    pixels = (load_digits().images[index] * 255 / 16).astype(np.uint8)
+    picture = Image.fromarray(pixels).resize((SIZE, SIZE), Image.Resampling.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.convert("RGB").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny run trained on an image folder of digits (4 classes); its folder."""
+    base = tmp_path_factory.mktemp("inference")
+    digits = load_digits()
+    by_class = {c: np.flatnonzero(digits.target == c) for c in range(4)}
+    for c, indices in by_class.items():
+        for k, i in enumerate(indices[:4]):
+            write_digit(base / "shop" / "train" / f"d{c}" / f"{k}.png", int(i))
+        for k, i in enumerate(indices[4:7]):
+            write_digit(base / "shop" / "test" / f"d{c}" / f"{k}.png", int(i))
+    recipe = {
+        "trainer": {
+            "accelerator": "cpu",
+            "max_epochs": 1,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "log_every_n_steps": 1,
+        },
+        "model": {
+            "model": {
+                "class_path": "embedlab.models.EmbeddingModel",
+                "init_args": {
+                    "backbone": {
+                        "class_path": "embedlab.models.SmallCNN",
+                        "init_args": {"in_channels": 3, "width": 8, "depth": 2},
+                    },
+                    "embedding_dim": 8,
+                    "bnneck": True,
+                    "normalize": True,
+                },
+            },
+            "loss": {"class_path": "embedlab.losses.TripletLoss"},
+        },
+        "data": {
+            "dataset": "imagefolder",
+            "root": str(base / "shop"),
+            "val": "none",
+            "p": 2,
+            "k": 2,
+            "batches_per_epoch": 2,
+            "eval_batch_size": 8,
+            "transforms": {
+                "class_path": "embedlab.data.PlainTransforms",
+                "init_args": {"height": SIZE, "width": SIZE},
+            },
+        },
+    }
+    (base / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    argv = ["fit", "--config", str(base / "recipe.yaml"), "--output_root", str(base / "runs")]
+    assert main([*argv, "--experiment", "shop"]) in (0, None)
+    return base / "runs" / "shop" / "version_0"
+
+
+def photos(folder: Path, first: int = 100, count: int = 10) -> list[Path]:
+    """Digits ``first..first+count`` as PNGs in ``folder`` and a nested sub-folder."""
+    return [
+        write_digit(folder / ("nested" if i % 2 else "") / f"p{i}.png", first + i)
+        for i in range(count)
+    ]
+
+
+def test_load_embedder_is_the_trained_model_without_the_dataset(run: Path, tmp_path: Path) -> None:
+    files = photos(tmp_path / "photos", count=5)
+    recipe = yaml.safe_load((run / "config.yaml").read_text())
+    recipe["data"]["root"] = str(tmp_path / "no_such_dataset")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(recipe))
+    embedder = load_embedder(run / "checkpoints" / "last.ckpt", "cpu", tmp_path / "config.yaml")
+    assert not embedder.training and embedder.model.bnneck
+    got = embedder.embed_images(files, batch_size=2)
+    assert got.dtype == np.float32 and got.shape == (5, 8)
+    from_pil = embedder.embed_images([Image.open(f) for f in files])
+    np.testing.assert_allclose(from_pil, got, atol=1e-6)
+    # the reference: the whole trained module as `embedlab evaluate` rebuilds it
+    module, datamodule = load_module(run, "last")
+    batch = torch.stack([datamodule.transforms.eval(Image.open(f).convert("RGB")) for f in files])
+    with torch.no_grad():
+        expected = module.model(batch).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_embed_a_folder_names_a_corrupt_image_and_resumes_after_a_kill(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = photos(tmp_path / "photos")
+    (tmp_path / "photos" / "nested" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    out = tmp_path / "photos.parquet"
+    argv = ["embed", "--ckpt_path", ckpt, "--images", str(tmp_path / "photos"), "--out", str(out)]
+    with pytest.warns(RuntimeWarning, match="broken.jpg"):
+        assert main([*argv, "--batch_size", "3"]) == 0
+    frame, vectors = read_embeddings(out)
+    assert sorted(frame["path"]) == sorted(str(f) for f in files)
+    assert vectors.shape == (10, 8) and vectors.dtype == np.float32
+    assert pq.read_schema(out).field("embedding").type.value_type == "float"
+    skipped = pd.read_csv(tmp_path / "photos.skipped.tsv", sep="\t")
+    assert skipped["path"].tolist() == [str(tmp_path / "photos" / "nested" / "broken.jpg")]
+    assert "broken.jpg" in capsys.readouterr().err
+
+    # a run killed at its third batch keeps the two batches written before
+    embedder = load_embedder(ckpt, "cpu")
+    paths = image_files(tmp_path / "photos")
+    step = EmbedStep.predict_step
+
+    def dies_at_batch_2(self: EmbedStep, batch, batch_idx: int):  # type: ignore[no-untyped-def]
+        if batch_idx == 2:
+            raise RuntimeError("killed")
+        return step(self, batch, batch_idx)
+
+    killed = tmp_path / "killed.parquet"
+    with monkeypatch.context() as patch:
+        patch.setattr(EmbedStep, "predict_step", dies_at_batch_2)
+        with pytest.raises(RuntimeError, match="killed"):
+            embed_to_parquet(embedder, killed, paths, batch_size=2, flush_rows=2, progress=False)
+    written = list((tmp_path / "killed.parquet.parts").glob("part-*.parquet"))
+    # batches 0 and 1: broken.jpg and three readable images
+    assert sum(pq.ParquetFile(f).metadata.num_rows for f in written) == 3
+    with pytest.warns(RuntimeWarning, match="broken.jpg"):
+        result = embed_to_parquet(embedder, killed, paths, batch_size=2, progress=False)
+    assert result.rows == 10 and result.embedded == 10 - 3
+    resumed, again = read_embeddings(killed)
+    assert resumed["path"].is_unique and sorted(resumed["path"]) == sorted(frame["path"])
+    order = frame.set_index("path").index.get_indexer(resumed["path"])
+    np.testing.assert_allclose(again, vectors[order], atol=1e-6)
+    assert not (tmp_path / "killed.parquet.parts").exists()
+    # a complete file: the rerun embeds nothing
+    with pytest.warns(RuntimeWarning, match="broken.jpg"):
+        assert embed_to_parquet(embedder, killed, paths, progress=False).embedded == 0
+
+
+def test_embed_a_split_of_the_run_dataset_has_labels(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "test.parquet"
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    assert main(["embed", "--ckpt_path", ckpt, "--data_split", "test", "--out", str(out)]) == 0
+    frame, vectors = read_embeddings(out)
+    assert len(frame) == 12 and vectors.shape == (12, 8)
+    assert sorted(set(frame["label"])) == [0, 1, 2, 3] and set(frame["camera"]) == {-1}
+    assert frame["path"].str.startswith("test/d").all()
+
+
+def test_index_build_add_and_search_find_each_image_first(run: Path, tmp_path: Path) -> None:
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    photos(tmp_path / "a", first=100, count=6)
+    photos(tmp_path / "b", first=200, count=6)
+    for name in ("a", "b"):
+        argv = ["embed", "--ckpt_path", ckpt, "--images", str(tmp_path / name)]
+        assert main([*argv, "--out", str(tmp_path / f"{name}.parquet")]) == 0
+    index = str(tmp_path / "gallery.index")
+    build = ["index", "build", "--embeddings", str(tmp_path / "a.parquet"), "--out", index]
+    assert main(build) == 0
+    add = ["index", "build", "--embeddings", str(tmp_path / "b.parquet"), "--out", index, "--add"]
+    assert main(add) == 0
+    meta = yaml.safe_load((tmp_path / "gallery.index" / "meta.json").read_text())
+    assert meta["count"] == 12 and meta["dim"] == 8 and meta["checkpoint"] == ckpt
+    with pytest.warns(RuntimeWarning, match="already in the index"):
+        assert main(add) == 0  # adding the same paths again adds nothing
+    assert len(Index.load(index)) == 12
+
+    hits_file = tmp_path / "hits.csv"
+    query = ["search", "--index", index, "--k", "5", "--out", str(hits_file)]
+    assert main([*query, "--ckpt_path", ckpt, "--images", str(tmp_path / "b")]) == 0
+    hits = pd.read_csv(hits_file)
+    assert list(hits.columns) == ["query", "rank", "path", "distance"]
+    assert hits.groupby("query").size().tolist() == [5] * 6
+    first = hits[hits["rank"] == 1]
+    assert (first["query"] == first["path"]).all()
+    assert first["distance"].abs().max() <= 1e-5
+    assert (hits.groupby("query")["distance"].diff().dropna() >= -1e-6).all()
+    # the same queries from their embeddings file
+    assert main([*query, "--embeddings", str(tmp_path / "b.parquet")]) == 0
+    again = pd.read_csv(hits_file)
+    pd.testing.assert_frame_equal(
+        again.sort_values(["query", "rank"]).reset_index(drop=True),
+        hits.sort_values(["query", "rank"]).reset_index(drop=True),
+        atol=1e-5,
+    )
+
+
+def clustered(n: int, d: int, seed: int) -> np.ndarray:
+    """``n`` vectors around 64 fixed centres (the same for every seed)."""
+    centres = np.random.default_rng(42).normal(size=(64, d)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    return centres[rng.integers(0, 64, n)] + 0.5 * rng.normal(size=(n, d)).astype(np.float32)
+
+
+def recall_at_10(found: pd.DataFrame, exact: pd.DataFrame) -> float:
+    truth = exact.groupby("query")["path"].apply(set)
+    hits = found.groupby("query")["path"].apply(set)
+    return float(hits.combine(truth, lambda a, b: len(a & b) / 10).mean())
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize(
+    ("factory", "params"), [("HNSW32", {"ef_search": 64}), ("IVF64,Flat", {"nprobe": 16})]
+)
+def test_approximate_factories_recall_against_flat(
+    factory: str, params: dict[str, int], metric: Literal["cosine", "euclidean"], tmp_path: Path
+) -> None:
+    gallery, queries = clustered(20_000, 32, 0), clustered(200, 32, 1)
+    paths = [f"g{i}" for i in range(len(gallery))]
+    exact = Index.build(gallery, paths, "Flat", metric).search(queries, 10)
+    Index.build(gallery, paths, factory, metric, train_size=5000).save(tmp_path / "index")
+    approx = Index.load(tmp_path / "index")
+    assert (approx.factory, approx.metric, len(approx)) == (factory, metric, 20_000)
+    found = approx.search(queries, 10, **params)
+    assert found.groupby("query").size().eq(10).all() and found["query"].nunique() == 200
+    assert recall_at_10(found, exact) >= 0.9
+    own = approx.search(gallery[:50], 1, paths[:50], **params)
+    assert (own["path"] == own["query"]).mean() >= 0.9 and own["distance"].min() <= 1e-5
+
+
+def test_ivf_pq_is_trained_on_a_sample(tmp_path: Path) -> None:
+    gallery, queries = clustered(3000, 32, 0), clustered(50, 32, 1)
+    paths = [f"g{i}" for i in range(len(gallery))]
+    index = Index.build(gallery, paths, "IVF16,PQ8x4", "euclidean", train_size=1000)
+    assert index.index.is_trained and len(index) == 3000
+    exact = Index.build(gallery, paths, "Flat", "euclidean").search(queries, 10)
+    assert recall_at_10(index.search(queries, 10, nprobe=16), exact) >= 0.3
+    with pytest.raises(ConfigError, match="efSearch: not a parameter of 'IVF16,PQ8x4'"):
+        index.search(queries, 10, ef_search=8)
+
+
+def test_bad_input_is_one_line_naming_what(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    assert main(["embed", "--ckpt_path", ckpt, "--out", str(tmp_path / "x.parquet")]) == 2
+    assert capsys.readouterr().err == "embedlab: error: images, data_split: give one of them\n"
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        load_embedder(tmp_path / "none.ckpt")
+    with pytest.raises(ConfigError, match="cannot build 'IVF8,PQ5' for 8-d"):
+        Index.build(np.ones((20, 8), np.float32), [str(i) for i in range(20)], "IVF8,PQ5")
+    with pytest.raises(ConfigError, match="training 'IVF64,Flat' on 20 vectors failed"):
+        Index.build(np.ones((20, 8), np.float32), [str(i) for i in range(20)], "IVF64,Flat")
+    index = Index.build(np.eye(4, dtype=np.float32), list("abcd"))
+    with pytest.raises(ConfigError, match=r"queries: expected shape \(n, 4\), got \(1, 3\)"):
+        index.search(np.ones((1, 3), np.float32))
+    with pytest.raises(ConfigError, match="not an index folder"):
+        Index.load(tmp_path)
+    assert main(["search", "--index", str(tmp_path), "--out", str(tmp_path / "h.csv")]) == 2
+    assert "images, embeddings: give one of them" in capsys.readouterr().err
+
+
+def readme_commands() -> list[list[str]]:
+    """The `embedlab` commands of the README's "Use the trained model" section."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Use the trained model", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "README: the section needs a bash block"
+    return [shlex.split(line) for line in block.group(1).splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_the_readme_commands_run(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands = readme_commands()
+    assert [c[:2] for c in commands] == [
+        ["embedlab", "embed"],
+        ["embedlab", "index"],
+        ["embedlab", "search"],
+    ]
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(run, tmp_path / "runs" / "shop" / "version_0")
+    photos(tmp_path / "photos", count=8)
+    shutil.copytree(tmp_path / "photos" / "nested", tmp_path / "queries")
+    for argv in commands:
+        assert main(argv[1:]) == 0, argv
+    hits = pd.read_csv("hits.csv")
+    first = hits[hits["rank"] == 1]
+    assert len(first) == 4 and first["distance"].max() <= 1e-5
+    assert sorted(Path(p).name for p in first["path"]) == sorted(
+        Path(q).name for q in first["query"]
+    )

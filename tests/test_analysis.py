@@ -145,14 +145,28 @@ def test_loss_label_names_the_aux_terms() -> None:
 def test_summary_table_and_markdown(runs: Path) -> None:
     frame = compare_runs(runs)
     table = summary_table(frame, sort="map@r")
-    assert list(table.columns[:2]) == ["loss", "R@1"]
-    assert "MAP@R" in table.columns and "best MAP@R" in table.columns
+    assert list(table.columns[:3]) == ["run", "loss", "R@1"]  # runs without a test: val
+    assert table["run"].str.match(r"\w+/version_\d").all()
+    assert "MAP@R" in table.columns and "best val MAP@R" in table.columns
     assert table["MAP@R"].tolist() == pytest.approx([80.0, 60.0, 45.0])
     assert table["best epoch"].tolist() == [10, 10, 15]
     markdown = to_markdown(table).splitlines()
-    assert [c.strip() for c in markdown[0].split("|")[1:3]] == ["loss", "R@1"]
-    assert [c[0] + c[-1] for c in markdown[1].split("|")[1:3]] == [":-", "-:"]  # left, right
-    assert markdown[2].split("|")[1].strip() == "msml (margin=0.4)" and "80.00" in markdown[2]
+    assert [c.strip() for c in markdown[0].split("|")[2:4]] == ["loss", "R@1"]
+    assert [c[0] + c[-1] for c in markdown[1].split("|")[2:4]] == [":-", "-:"]  # left, right
+    assert markdown[2].split("|")[2].strip() == "msml (margin=0.4)" and "80.00" in markdown[2]
+
+
+def test_summary_table_shows_test_beside_the_val_selection(runs: Path) -> None:
+    for i, run in enumerate(find_runs(runs)):
+        summary = json.loads((run / "summary.json").read_text())
+        summary["val"] = {"map@r": 0.7, "epochs": 10}
+        summary["test"] = {"map@r": 0.5 + i / 10, "recall@1": 0.9, "epochs": 10}
+        (run / "summary.json").write_text(json.dumps(summary))
+    table = summary_table(compare_runs(runs), sort="map@r")
+    assert list(table.columns[:2]) == ["run", "loss"]
+    assert {"test R@1", "test MAP@R"} <= set(table.columns[2:4])
+    assert table["test MAP@R"].tolist() == pytest.approx([70.0, 60.0, 50.0])
+    assert "best val MAP@R" in table.columns and "best epoch" in table.columns
 
 
 def png_ok(path: Path) -> bool:

@@ -99,8 +99,12 @@ def run_row(run: Run, primary: str = PRIMARY) -> dict[str, Any]:
     }
     for key, value in run.params.items():
         row[f"param/{key}"] = _param_text(value)
+    for stage in ("val", "test"):  # the selected checkpoint: chosen on val, tested once
+        for name, value in run.summary.get(stage, {}).items():
+            if name not in NOT_METRICS:
+                row[f"{stage}/{name}"] = float(value)
     if history.empty:
-        trained = run.summary.get("trained", {})
+        trained = run.summary.get("test", {})
         row["epochs"] = None
         for name, value in trained.items():
             if name not in NOT_METRICS:
@@ -156,7 +160,9 @@ def compare_runs(
     Columns: ``run``, ``name`` (``experiment/version``), ``loss`` (a unique, readable label:
     the sweep's loss preset, or the configured objective), ``objective``, ``loss_class``,
     ``optimizer``, ``lr``, ``max_epochs``, ``dataset``, ``param/<sweep parameter>``,
-    ``epochs`` (trained), ``final/<metric>``, ``best/<metric>`` and ``best_epoch``.
+    ``epochs`` (trained), ``final/<metric>``, ``best/<metric>`` and ``best_epoch`` (validation
+    history), ``val/<metric>`` and ``test/<metric>`` (the selected checkpoint on val, and its one
+    test evaluation, from ``summary.json``).
     """
     runs = [Run.load(p) for p in find_runs(run_dirs)]
     if not runs:
@@ -173,8 +179,9 @@ def compare_runs(
                 "objective": BASELINE_ROW,
             }
             for name, value in raw.items():
-                if name not in NOT_METRICS:
-                    extra[f"final/{name}"] = extra[f"best/{name}"] = float(value)
+                if name not in NOT_METRICS:  # raw pixels are measured on the test split
+                    extra[f"final/{name}"] = extra[f"test/{name}"] = float(value)
+                    extra[f"best/{name}"] = float(value)
             frame = pd.concat([pd.DataFrame([extra]), frame], ignore_index=True)
     return frame
 
@@ -197,31 +204,41 @@ def summary_table(
     percent: bool = True,
     sort: str | None = None,
 ) -> pd.DataFrame:
-    """A readable table: the loss, the final metrics and the best ``primary`` (with its epoch).
+    """A readable table: the run, the loss, the test metrics of the checkpoint selected on val,
+    and the best val ``primary`` (with its 1-based epoch).
 
+    Runs without a test evaluation (older runs) show their final validation metrics instead.
     ``metrics``: the columns (default: every metric the runs logged). Values are in percent with
-    ``percent``; ``sort`` orders rows by that final metric, best first.
+    ``percent``; ``sort`` orders rows by that metric, best first.
     """
+    trained_rows = frame["run"].astype(bool) if "run" in frame.columns else None
+    stage = "final"
+    if any(c.startswith("test/") for c in frame.columns):
+        tested = frame[[c for c in frame.columns if c.startswith("test/")]].notna().any(axis=1)
+        if trained_rows is None or tested[trained_rows].all():
+            stage = "test"
     if metrics is None:
-        metrics = logged_metrics(frame)
+        metrics = logged_metrics(frame, stage)
     trained = frame["run"].astype(bool) if "run" in frame.columns else pd.Series(True, frame.index)
     # a metric only the baseline row has (e.g. a K the runs did not log) would be an empty column
     available = [
         m
         for m in metrics
-        if f"final/{m}" in frame.columns and frame.loc[trained, f"final/{m}"].notna().any()
+        if f"{stage}/{m}" in frame.columns and frame.loc[trained, f"{stage}/{m}"].notna().any()
     ]
     scale = 100.0 if percent else 1.0
-    table = pd.DataFrame({"loss": frame["loss"].to_numpy()})
+    names = frame["name"] if "name" in frame.columns else pd.Series("", index=frame.index)
+    table = pd.DataFrame({"run": names.fillna("").to_numpy(), "loss": frame["loss"].to_numpy()})
+    prefix = "test " if stage == "test" else ""
     for name in available:
-        table[metric_title(name)] = frame[f"final/{name}"].to_numpy() * scale
+        table[prefix + metric_title(name)] = frame[f"{stage}/{name}"].to_numpy() * scale
     if f"best/{primary}" in frame.columns:
-        table[f"best {metric_title(primary)}"] = frame[f"best/{primary}"].to_numpy() * scale
+        table[f"best val {metric_title(primary)}"] = frame[f"best/{primary}"].to_numpy() * scale
         if "best_epoch" in frame.columns:
             epochs = frame["best_epoch"].astype("Int64").reset_index(drop=True)
             table["best epoch"] = epochs
-    if sort is not None and f"final/{sort}" in frame.columns:
-        order = np.argsort(-frame[f"final/{sort}"].fillna(-np.inf).to_numpy(), kind="stable")
+    if sort is not None and f"{stage}/{sort}" in frame.columns:
+        order = np.argsort(-frame[f"{stage}/{sort}"].fillna(-np.inf).to_numpy(), kind="stable")
         table = table.iloc[order].reset_index(drop=True)
     return table
 

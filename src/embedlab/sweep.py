@@ -30,8 +30,8 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,8 +48,14 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+)
 from optuna.storages.journal import JournalFileBackend
+from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from scipy import stats
 
@@ -70,6 +76,9 @@ DEFAULT_RUN_CAP = 10
 TRIAL_ENV = "EMBEDLAB_OPTUNA_TRIAL"
 #: Storage files written as Optuna journals (for shared filesystems) rather than URLs.
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+#: Database storages: a trial whose process sent no heartbeat for 3 intervals is failed (and
+#: retried once) by the next trial that starts.
+HEARTBEAT_S = 60
 
 
 class SweepError(ConfigError):
@@ -371,16 +380,28 @@ def open_storage(url: str) -> BaseStorage:
         return JournalStorage(JournalFileBackend(url))
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return RDBStorage(url)
+    with warnings.catch_warnings():  # heartbeats are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=3 * HEARTBEAT_S,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
 
 
 def open_study(
     config: dict[str, Any], storage: str | BaseStorage | None, study_name: str, seed: int = 0
 ) -> optuna.Study:
-    """Create the sweep's study or load it (``load_if_exists``): a relaunch continues it."""
+    """Create the sweep's study or load it (``load_if_exists``): a relaunch continues it.
+
+    The sampler's seed is ``seed`` plus the number of trials already in the study, so a
+    relaunch draws new points (and a fresh study with one seed is reproducible); processes
+    that share a random or bayes sweep from the start need different seeds.
+    """
     store = open_storage(storage) if isinstance(storage, str) else storage
     goal = (config.get("metric") or {}).get("goal", "maximize")
-    return optuna.create_study(
+    study = optuna.create_study(
         storage=store,
         study_name=study_name,
         sampler=sampler(config, seed),
@@ -388,19 +409,31 @@ def open_study(
         direction=goal,
         load_if_exists=True,
     )
+    if config["method"] != "grid" and (existing := len(study.get_trials(deepcopy=False))):
+        study.sampler = sampler(config, seed + existing)
+    return study
+
+
+def study_cap(config: dict[str, Any], count: int | None) -> int | None:
+    """The most trials the study may hold: grid: its size; random/bayes: ``run_cap`` (default
+    10) unless ``count`` asks for more trials in this launch."""
+    if config["method"] == "grid":
+        return math.prod(len(grid_values(s, n)) for n, s in config["parameters"].items())
+    return None if count is not None else int(config.get("run_cap") or DEFAULT_RUN_CAP)
+
+
+#: The trials that take a place in the study (not the queued retries).
+TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 
 
 def trials_to_start(config: dict[str, Any], study: optuna.Study, count: int | None) -> int:
     """Trials this launch starts: grid: the points no trial has taken (at most ``count``);
     random/bayes: ``count``, or up to ``run_cap`` (default 10) trials in the study."""
-    existing = len(study.get_trials(deepcopy=False))
-    if config["method"] == "grid":
-        size = math.prod(len(grid_values(s, n)) for n, s in config["parameters"].items())
-        left = max(0, size - existing)
-        return left if count is None else min(count, left)
-    if count is not None:
-        return count
-    return max(0, int(config.get("run_cap") or DEFAULT_RUN_CAP) - existing)
+    cap = study_cap(config, count)
+    left = None if cap is None else max(0, cap - len(study.get_trials(False, TAKEN)))
+    if left is None:
+        return count or 0
+    return left if count is None else min(count, left)
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -577,8 +610,8 @@ class SweepRun:
             "early_terminate": self.config.get("early_terminate"),
         }
         args = embedlab_args(command)
-        with _environment(TRIAL_ENV, json.dumps(spec)):
-            if self.runner is not None and args is not None:
+        if self.runner is not None and args is not None:  # one worker: this process's env
+            with _environment(TRIAL_ENV, json.dumps(spec)):
                 try:
                     code = self.runner(args)
                 except SystemExit as stop:
@@ -587,9 +620,10 @@ class SweepRun:
                     trace = traceback.format_exc()
                     print(trace, file=sys.stderr)
                     return trace.strip().splitlines()[-1]
-            else:
-                child = [sys.executable, "-m", "embedlab", *args] if args is not None else command
-                code = subprocess.run(child, check=False).returncode
+        else:
+            child = [sys.executable, "-m", "embedlab", *args] if args is not None else command
+            env = {**os.environ, TRIAL_ENV: json.dumps(spec)}
+            code = subprocess.run(child, env=env, check=False).returncode
         return None if code == 0 else f"exit status {code}"
 
     def objective(self, study: optuna.Study, trial: optuna.Trial) -> float:
@@ -635,37 +669,30 @@ def run_sweep(
     n_trials: int,
     objective: Callable[[optuna.Study, optuna.Trial], float],
     workers: int = 1,
+    cap: int | None = None,
 ) -> list[int]:
-    """Run ``n_trials`` trials of ``study`` on ``workers`` threads (ask and tell); the numbers
-    of the trials started. A raising trial is recorded as failed (user attribute ``error``)
-    and the sweep goes on; ``optuna.TrialPruned`` records it as pruned."""
-    lock = threading.Lock()
+    """Run ``n_trials`` trials of ``study`` on ``workers`` threads (``Study.optimize``), none
+    once the study holds ``cap`` trials (also those of other processes); the numbers of the
+    trials run. A raising trial is recorded as failed (user attribute ``error``) and the sweep
+    goes on; ``optuna.TrialPruned`` records it as pruned."""
     started: list[int] = []
 
-    def work() -> None:
-        while True:
-            with lock:  # one ask at a time: the sampler sees every running trial
-                if len(started) >= n_trials:
-                    return
-                trial = study.ask()
-                started.append(trial.number)
-            try:
-                value = objective(study, trial)
-            except optuna.TrialPruned:
-                study.tell(trial, state=TrialState.PRUNED)
-            except Exception as error:
-                trial.set_user_attr("error", f"{type(error).__name__}: {error}")
-                print(f"embedlab sweep: trial {trial.number} failed: {error}", file=sys.stderr)
-                study.tell(trial, state=TrialState.FAIL)
-            else:
-                study.tell(trial, value)
+    def run(trial: optuna.Trial) -> float:
+        started.append(trial.number)
+        try:
+            return objective(study, trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            print(f"embedlab sweep: trial {trial.number} failed: {error}", file=sys.stderr)
+            raise
 
-    threads = [threading.Thread(target=work) for _ in range(max(1, workers))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return started
+    if n_trials > 0:
+        full = [] if cap is None else [MaxTrialsCallback(cap, states=TAKEN)]
+        jobs = min(workers, n_trials)
+        study.optimize(run, n_trials=n_trials, n_jobs=jobs, catch=(Exception,), callbacks=full)
+    return sorted(started)
 
 
 def report(
@@ -691,14 +718,18 @@ def report(
         import matplotlib.pyplot as plt
         from optuna.visualization import matplotlib as optuna_plots
 
-        pictures = {"optimization_history": optuna_plots.plot_optimization_history}
-        if len(complete) >= 2 and len(complete[0].distributions) >= 1:
+        pictures: dict[str, Callable[[optuna.Study], Any]] = {
+            "optimization_history": optuna_plots.plot_optimization_history
+        }
+        if len(complete) >= 2 and complete[0].distributions:
             pictures["param_importances"] = optuna_plots.plot_param_importances
-        for name, plot in pictures.items():
-            axes = plot(study)
-            axes.figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
-            plt.close(axes.figure)
-            written.append(folder / f"{name}.png")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            for name, plot in pictures.items():
+                figure = plot(study).get_figure()
+                figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
+                plt.close(figure)
+                written.append(folder / f"{name}.png")
     return written
 
 

@@ -43,6 +43,7 @@ from embedlab.inference import (
 )
 from embedlab.inference.embed import settings_of as embedding_settings
 from embedlab.inference.embedder import merge_data, run_files
+from embedlab.inference.export import example_input, export_embedder
 from embedlab.report import print_summary, write_json
 from embedlab.sweep import (
     SweepRun,
@@ -51,6 +52,7 @@ from embedlab.sweep import (
     open_study,
     run_online,
     run_sweep,
+    study_cap,
     suggest,
     trials_to_start,
     wandb_command,
@@ -304,7 +306,8 @@ def sweep(
     print(
         f"embedlab sweep: study {study_name!r} in {url}: {len(study.trials)} trials, starting {n}"
     )
-    started = run_sweep(study, n, plan.objective, workers=workers)
+    cap = study_cap(config, count)
+    started = run_sweep(study, n, plan.objective, workers=workers, cap=cap)
     if compare or report:
         for path in write_report(study, config, root / name / "report", plots=plots):
             print(f"wrote {path}")
@@ -461,4 +464,32 @@ def search(
     with atomic_write(out, "w", newline="") as handle:
         hits.to_csv(handle, index=False)
     print(f"wrote {out}: {len(hits)} hits of {len(frame)} queries")
+    return 0
+
+
+def export(
+    ckpt_path: Path,
+    out: Path,
+    format: Literal["onnx", "torchscript"] = "onnx",
+    input_shape: list[int] | None = None,
+    config: Path | None = None,
+) -> int:
+    """Export a checkpoint's embedding model to ONNX or TorchScript.
+
+    Input ``images``: a preprocessed float batch ``(N, C, H, W)`` (dynamic N: the run's
+    evaluation transform applied to each image); output ``embeddings`` ``(N, D)``, normalised
+    as at evaluation.
+
+    Args:
+        ckpt_path: checkpoint, e.g. ``runs/X/version_N/checkpoints/last.ckpt``.
+        out: the file written, e.g. ``model.onnx`` or ``model.pt``.
+        format: ``onnx`` (onnxruntime, TensorRT) or ``torchscript`` (``torch.jit.load``).
+        input_shape: ``[C, H, W]`` of one input (default: what the evaluation transform gives).
+        config: run configuration (default: ``config.yaml`` of the checkpoint's run folder).
+    """
+    embedder = load_embedder(ckpt_path, "cpu", config)
+    target = export_embedder(embedder, out, format, input_shape)
+    shape = tuple(example_input(embedder, input_shape).shape[1:])
+    print(f"wrote {target}: {format}, input images (N, {', '.join(map(str, shape))}), ", end="")
+    print(f"output embeddings (N, {embedder.embedding_dim}); preprocessing: {embedder.transform}")
     return 0

@@ -1,0 +1,106 @@
+"""Every command in README.md's ```bash blocks runs as written (with a small budget), or is on
+an explicit allow-list saying why it cannot run here."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+# command prefix -> why it cannot run in the tests
+NOT_HERE: dict[str, str] = {
+    "make train": "installs into .venv with pip (the tests run inside that environment)",
+    "make test": "runs this test suite",
+    "EMBEDLAB_WANDB=online": "needs a wandb account and the network",
+    "embedlab data check --dataset market1501 --root /data": "needs Market-1501 on disk",
+    "embedlab data check --dataset cuhk03np": "needs CUHK03-NP on disk",
+    "embedlab embed --ckpt_path runs/shop": "needs a trained runs/shop model and a photos/ folder",
+    "embedlab index build --embeddings photos": "needs photos.parquet from the embed command",
+    "embedlab search --index photos.index": "needs the shop index and a queries/ folder",
+    "PYTHONPATH=. embedlab fit": "needs the mylosses.py the README shows in a Python block",
+    "embedlab fit --config experiments/market1501_bot.yaml": "needs 4 GPUs and Market-1501",
+    "NNODES=2": "needs a cluster of two nodes",
+    "sbatch": "needs SLURM",
+}
+# the budget: documented overrides appended to each command of that kind
+BUDGET: dict[str, list[str]] = {
+    "embedlab fit": [
+        "--trainer.max_epochs=2",
+        "--trainer.check_val_every_n_epoch=1",
+        "--data.batches_per_epoch=2",
+        "--trainer.enable_progress_bar=false",
+    ],
+    "embedlab sweep": [
+        "--",
+        "--trainer.max_epochs=1",
+        "--data.batches_per_epoch=1",
+        "--trainer.enable_progress_bar=false",
+    ],
+}
+
+
+def readme_commands() -> list[str]:
+    """The commands of the ```bash blocks: comments dropped, continuation lines joined."""
+    commands: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+        text = block.replace("\\\n", " ")
+        for line in text.splitlines():
+            line = re.sub(r"(^|\s)#.*$", "", line).strip()
+            if line:
+                commands.append(line)
+    return commands
+
+
+def reason_not_here(command: str) -> str | None:
+    return next((why for prefix, why in NOT_HERE.items() if command.startswith(prefix)), None)
+
+
+def test_every_readme_command_is_run_or_allowed() -> None:
+    commands = readme_commands()
+    assert any(c.startswith("embedlab fit") for c in commands)
+    used = {prefix for prefix in NOT_HERE for c in commands if c.startswith(prefix)}
+    assert used == set(NOT_HERE), f"stale allow-list entries: {set(NOT_HERE) - used}"
+
+
+def with_budget(command: str, checkpoint: Path) -> list[str]:
+    args = shlex.split(command.replace("…", str(checkpoint)))
+    if args[:3] == ["python", "-m", "embedlab"]:
+        args = [sys.executable, "-m", "embedlab", *args[3:]]
+    for prefix, extra in BUDGET.items():
+        if command.startswith(prefix) and "--help" not in args and "--print_config" not in args:
+            args += extra
+    return args
+
+
+@pytest.mark.slow
+def test_readme_commands_run(tmp_path: Path) -> None:
+    (tmp_path / "experiments").symlink_to(ROOT / "experiments")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBEDLAB_", "WANDB_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["WANDB_MODE"] = "offline"
+    env["PYTHONWARNINGS"] = "ignore"
+    checkpoint = tmp_path / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt"
+    ran = 0
+    for command in readme_commands():
+        if reason_not_here(command):
+            continue
+        result = subprocess.run(
+            with_budget(command, checkpoint),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
+        ran += 1
+    assert ran >= 8
+    assert checkpoint.is_file()  # the first fit wrote the run the evaluate commands read

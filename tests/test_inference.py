@@ -281,25 +281,49 @@ def test_bad_input_is_one_line_naming_what(
     assert "images, embeddings: give one of them" in capsys.readouterr().err
 
 
-def readme_commands() -> list[list[str]]:
-    """The `embedlab` commands of the README's "Use the trained model" section."""
+@pytest.mark.parametrize("format", ["onnx", "torchscript"])
+def test_export_matches_the_embedder(
+    run: Path, tmp_path: Path, format: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    out = tmp_path / f"model.{format}"
+    assert main(["export", "--ckpt_path", ckpt, "--out", str(out), "--format", format]) == 0
+    assert f"input images (N, 3, {SIZE}, {SIZE})" in capsys.readouterr().out
+    embedder = load_embedder(ckpt, "cpu")
+    files = photos(tmp_path / "photos", count=5)  # another batch size than the traced one
+    batch = torch.stack([embedder.preprocess(f) for f in files])
+    expected = embedder.embed_images(files)
+    if format == "onnx":
+        onnxruntime = pytest.importorskip("onnxruntime")
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        (got,) = session.run(["embeddings"], {"images": batch.numpy()})
+    else:
+        with torch.no_grad():
+            got = torch.jit.load(str(out))(batch).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def readme_section() -> tuple[list[list[str]], list[str]]:
+    """The `embedlab` commands and the Python blocks of the README's "Use the trained model"."""
     text = (ROOT / "README.md").read_text()
     section = text.split("## Use the trained model", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```bash\n(.*?)```", section, re.S)
     assert block, "README: the section needs a bash block"
-    return [shlex.split(line) for line in block.group(1).splitlines() if line.strip()]
+    commands = [shlex.split(line) for line in block.group(1).splitlines() if line.strip()]
+    return commands, re.findall(r"```python\n(.*?)```", section, re.S)
 
 
 @pytest.mark.slow
-def test_the_readme_commands_run(
+def test_the_readme_section_runs(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commands = readme_commands()
+    commands, snippets = readme_section()
     assert [c[:2] for c in commands] == [
         ["embedlab", "embed"],
         ["embedlab", "index"],
         ["embedlab", "search"],
     ]
+    assert len(snippets) == 2
     monkeypatch.chdir(tmp_path)
     shutil.copytree(run, tmp_path / "runs" / "shop" / "version_0")
     photos(tmp_path / "photos", count=8)
@@ -312,3 +336,18 @@ def test_the_readme_commands_run(
     assert sorted(Path(p).name for p in first["path"]) == sorted(
         Path(q).name for q in first["query"]
     )
+    # the Python API example, on two of the photos
+    write_digit(tmp_path / "photos" / "a.jpg", 300)
+    write_digit(tmp_path / "photos" / "b.png", 301)
+    api: dict[str, object] = {}
+    exec(snippets[0], api)
+    found = api["hits"]
+    assert isinstance(found, pd.DataFrame) and len(found) == 2 * 8
+    # the ONNX example: the SmallCNN pools any size, so export it at the example's 256x128
+    ckpt = "runs/shop/version_0/checkpoints/last.ckpt"
+    export = ["export", "--ckpt_path", ckpt, "--out", "model.onnx", "--input_shape", "[3,256,128]"]
+    assert main(export) == 0
+    pytest.importorskip("onnxruntime")
+    onnx: dict[str, object] = {}
+    exec(snippets[1], onnx)
+    assert np.asarray(onnx["embeddings"]).shape == (1, 8)

@@ -5,12 +5,16 @@ embedlab evaluate --ckpt_path runs/digits/version_0/checkpoints/last.ckpt --rera
 embedlab data check --dataset market1501 --root /data/market1501
 embedlab compare runs/digits/version_0 runs/digits/version_1 --no_plots
 embedlab sweep experiments/sweeps/losses.yaml --offline -- --trainer.max_epochs=5
+embedlab embed --ckpt_path runs/X/version_0/checkpoints/last.ckpt --images photos --out photos.parquet
+embedlab index build --embeddings photos.parquet --out photos.index --factory HNSW32
+embedlab search --index photos.index --embeddings photos.parquet --k 10 --out hits.csv
 
 ``fit``, ``validate`` and ``test`` are LightningCLI subcommands; ``evaluate``, ``compare``,
-``sweep`` and ``data check`` are the typed functions of :mod:`embedlab.tools`, their
-arguments read from their signatures and docstrings. Flags use underscores; a boolean tool
-option ``x`` is given as ``--x`` / ``--no_x``. A configuration error prints one line
-(:class:`embedlab.ConfigError`); any other exception keeps its traceback.
+``sweep``, ``data check``, ``embed``, ``index build``, ``search`` and ``export`` are the typed
+functions of :mod:`embedlab.tools`, their arguments read from their signatures and docstrings.
+Flags use underscores; a boolean tool option ``x`` is given as ``--x`` / ``--no_x``. A
+configuration error prints one line (:class:`embedlab.ConfigError`); any other exception keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ TOOLS: dict[str, tuple[Callable[..., int], tuple[str, ...]]] = {
     "data check": (tools.data_check, ()),
 }
 #: The trainer subcommands (LightningCLI) and their one-line help.
+    "embed": (tools.embed, ()),
+    "index build": (tools.index_build, ()),
+    "search": (tools.search, ()),
+    "export": (tools.export, ()),
 TRAINER_COMMANDS = {
     "fit": "Train, validating every check_val_every_n_epoch epochs; writes a run folder.",
     "validate": "Evaluate a model on the validation split.",

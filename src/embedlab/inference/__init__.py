@@ -2,11 +2,13 @@
 
 * :func:`load_embedder`: a run's model and evaluation transform from its checkpoint;
 * :func:`embed_to_parquet`: embeddings of image files or a dataset split, as Parquet;
-* :class:`Index`: a faiss index of embeddings and their paths, saved and loaded as a folder.
+* :class:`Index`: a faiss index of embeddings and their paths, saved and loaded as a folder;
+* :func:`export_embedder`: the model as ONNX or TorchScript.
 """
 
 from embedlab.inference.embed import EmbedResult, embed_to_parquet, image_files, read_embeddings
 from embedlab.inference.embedder import Embedder, load_embedder, run_files
+from embedlab.inference.export import export_embedder
 from embedlab.inference.index import Index
 
 __all__ = [
@@ -14,6 +16,7 @@ __all__ = [
     "Embedder",
     "Index",
     "embed_to_parquet",
+    "export_embedder",
     "image_files",
     "load_embedder",
     "read_embeddings",

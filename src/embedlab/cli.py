@@ -19,6 +19,7 @@ its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -41,6 +42,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from embedlab import schedules, tools
 from embedlab.checkpoint_io import AtomicCheckpointIO
+from embedlab.console import quiet_console
 from embedlab.csv_logger import AtomicCSVLogger
 from embedlab.data import RetrievalDataModule
 from embedlab.errors import ConfigError
@@ -48,6 +50,7 @@ from embedlab.metrics import PRIMARY_METRIC, scalar_metrics
 from embedlab.module import MetricLearningModule, NonFiniteLossError
 from embedlab.protocol import ValHistory, selected
 from embedlab.report import BASELINE_ROW, baseline_metrics, print_summary, write_json
+from embedlab.sweep import OptunaTrialCallback
 
 #: Tool subcommands: name → (function, positional parameters). ``data check`` is nested.
 TOOLS: dict[str, tuple[Callable[..., int], tuple[str, ...]]] = {
@@ -55,12 +58,12 @@ TOOLS: dict[str, tuple[Callable[..., int], tuple[str, ...]]] = {
     "compare": (tools.compare, ("runs",)),
     "sweep": (tools.sweep, ("file",)),
     "data check": (tools.data_check, ()),
-}
-#: The trainer subcommands (LightningCLI) and their one-line help.
     "embed": (tools.embed, ()),
     "index build": (tools.index_build, ()),
     "search": (tools.search, ()),
     "export": (tools.export, ()),
+}
+#: The trainer subcommands (LightningCLI) and their one-line help.
 TRAINER_COMMANDS = {
     "fit": "Train, validating every check_val_every_n_epoch epochs; writes a run folder.",
     "validate": "Evaluate a model on the validation split.",
@@ -240,6 +243,8 @@ def drop_if_empty(run_dir: Path | None) -> None:
     if any((run_dir / "checkpoints").glob("*.ckpt")) or (run_dir / "pictures").is_dir():
         return
     shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.parent.rmdir()  # the experiment folder, when this was its only run
 
 
 class EmbedlabCLI(LightningCLI):
@@ -390,6 +395,7 @@ class EmbedlabCLI(LightningCLI):
         if getattr(rank_zero_only, "rank", 0) == 0:  # set from RANK / SLURM_PROCID / LOCAL_RANK
             resumed = resumed_run_dir(cfg.get("ckpt_path")) if self.subcommand == "fit" else None
             self.run_dir = resumed or new_run_dir(cfg["output_root"], cfg["experiment"])
+            print(f"embedlab: run folder {self.run_dir}", file=sys.stderr)
             return self.run_dir
         # other ranks of a torchrun job write nothing: loggers and checkpoints are rank-0 only
         return Path(cfg["output_root"]) / cfg["experiment"] / "version_nonzero_rank"
@@ -407,6 +413,9 @@ class EmbedlabCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         # before ModelCheckpoint, so that a checkpoint holds its own validation
         trainer.callbacks.insert(0, ValHistory())  # type: ignore[attr-defined]
+        trial = OptunaTrialCallback.from_env()  # a trial of an offline `embedlab sweep`
+        if trial is not None:
+            trainer.callbacks.append(trial)  # type: ignore[attr-defined]
         return trainer
 
     def before_instantiate_classes(self) -> None:
@@ -462,6 +471,7 @@ def lightning_main(
     args: list[str] | None = None, save_config: bool = True, trial_args: Sequence[str] = ()
 ) -> EmbedlabCLI:
     """Parse ``args`` and run the subcommand; configuration errors raise ``ConfigError``."""
+    quiet_console()
     return EmbedlabCLI(
         MetricLearningModule,
         RetrievalDataModule,

@@ -300,7 +300,19 @@ def test_two_processes_sharing_one_storage_run_disjoint_trials(tmp_path: Path, k
     study = sweep.open_study(GRID, storage, "shared")
     done = sorted((p["a"], p["b"]) for p in points(study))
     assert done == [(a, b) for a in (1, 2, 3) for b in ("x", "y")]
-    assert len(study.trials) == 6
+    # a trial asked for by both at the very same moment is never run twice
+    assert all(t.user_attrs.get("surplus") for t in study.trials if t.number >= 6)
+
+
+def test_a_trial_asked_for_after_the_study_is_full_does_not_run() -> None:
+    study = sweep.open_study(GRID, None, "g")
+    for _ in range(6):
+        study.tell(study.ask(), 1.0)
+    late = study.ask()  # another process's, asked for at the moment the sixth was
+    assert sweep.surplus(study, late.number, 6) and not sweep.surplus(study, 5, 6)
+    ran: list[int] = []
+    sweep.run_sweep(study, 1, lambda s, t: ran.append(t.number) or 1.0, cap=7)  # type: ignore[func-returns-value]
+    assert ran == [] and study.trials[-1].user_attrs["surplus"]
 
 
 HYPERBAND = {

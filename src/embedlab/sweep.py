@@ -664,6 +664,23 @@ class SweepRun:
         return value
 
 
+class SurplusTrial(RuntimeError):
+    """A trial asked for after the study was full (by another process at the same moment)."""
+
+
+def surplus(study: optuna.Study, number: int, cap: int) -> bool:
+    """Whether trial ``number`` comes after the study's ``cap`` trials: trial numbers are
+    given out by the storage, so of two processes asking at once only the later one is."""
+    with warnings.catch_warnings():  # `retried_trial_number` is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number
+        trials = study.get_trials(deepcopy=False)
+        earlier = [
+            t for t in trials if t.number < number and t.state in TAKEN and retried(t) is None
+        ]
+        return len(earlier) >= cap and all(retried(t) is None for t in trials if t.number == number)
+
+
 def run_sweep(
     study: optuna.Study,
     n_trials: int,
@@ -674,10 +691,16 @@ def run_sweep(
     """Run ``n_trials`` trials of ``study`` on ``workers`` threads (``Study.optimize``), none
     once the study holds ``cap`` trials (also those of other processes); the numbers of the
     trials run. A raising trial is recorded as failed (user attribute ``error``) and the sweep
-    goes on; ``optuna.TrialPruned`` records it as pruned."""
+    goes on; ``optuna.TrialPruned`` records it as pruned. A trial asked for once the study is
+    full is not run (failed, user attribute ``surplus``) and stops this process."""
     started: list[int] = []
 
     def run(trial: optuna.Trial) -> float:
+        if cap is not None and surplus(study, trial.number, cap):
+            trial.set_user_attr("surplus", True)
+            print(f"embedlab sweep: the study holds its {cap} trials; stopping", flush=True)
+            study.stop()
+            raise SurplusTrial(f"trial {trial.number}: the study already holds {cap} trials")
         started.append(trial.number)
         try:
             return objective(study, trial)

@@ -395,7 +395,7 @@ class EmbedlabCLI(LightningCLI):
         if getattr(rank_zero_only, "rank", 0) == 0:  # set from RANK / SLURM_PROCID / LOCAL_RANK
             resumed = resumed_run_dir(cfg.get("ckpt_path")) if self.subcommand == "fit" else None
             self.run_dir = resumed or new_run_dir(cfg["output_root"], cfg["experiment"])
-            print(f"embedlab: run folder {self.run_dir}", file=sys.stderr)
+            print(f"embedlab: run folder {self.run_dir}")
             return self.run_dir
         # other ranks of a torchrun job write nothing: loggers and checkpoints are rank-0 only
         return Path(cfg["output_root"]) / cfg["experiment"] / "version_nonzero_rank"

@@ -304,8 +304,8 @@ def run_embeddings(
     checkpoint: str | None = "best",
     data_overrides: dict[str, Any] | None = None,
 ) -> tuple[Embeddings, Any, str]:
-    """Embeddings of a run's evaluation set: ``(embeddings, eval dataset, distance metric)``."""
+    """Embeddings of a run's test set: ``(embeddings, test dataset, distance metric)``."""
     module, datamodule = load_module(run_dir, checkpoint, data_overrides)
-    datamodule.setup("validate")
-    embeddings = compute_embeddings(module.model, datamodule.val_dataloader())
-    return embeddings, datamodule.eval_set, str(module.hparams["distance"])
+    datamodule.setup("test")
+    embeddings = compute_embeddings(module.model, datamodule.test_dataloader())
+    return embeddings, datamodule.test_set, str(module.hparams["distance"])

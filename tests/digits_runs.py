@@ -27,7 +27,7 @@ TINY_BUDGET = [
 class SweepResult:
     exit_code: int
     output_root: Path
-    folder: Path  # output_root/<sweep name>: the version_* runs and sweep_0/
+    folder: Path  # output_root/<sweep name>: the version_* runs, optuna.db and report/
 
 
 @functools.cache

@@ -560,7 +560,7 @@ def test_offline_loss_sweep_end_to_end() -> None:
         assert trial["status"] == "finished" and trial["params"]["model.loss"].endswith(".yaml")
         assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
         pictures = sorted((run / "pictures").glob("*.png"))
-        assert {p.name.split("_epoch")[0] for p in pictures} == {"ranked_lists", "projection"}
+        assert {"ranked_lists", "projection"} <= {p.name.split("_epoch")[0] for p in pictures}
         assert all(is_png(p) for p in pictures)
 
     frame = compare_runs(runs)
@@ -579,7 +579,7 @@ def test_offline_loss_sweep_end_to_end() -> None:
     table = pd.read_csv(report / "comparison.csv")
     assert len(table) == LOSSES
     markdown = (report / "comparison.md").read_text().splitlines()
-    assert markdown[0].startswith("| loss |") and len(markdown) == 2 + LOSSES
+    assert "loss" in [c.strip() for c in markdown[0].split("|")] and len(markdown) == 2 + LOSSES
     for name in ("curves", "recall_at_k", "training_loss", "optimization_history"):
         assert is_png(report / f"{name}.png", min_bytes=4_000), name
     assert not any(math.isnan(v) for v in table["final/map@r"])

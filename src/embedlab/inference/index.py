@@ -35,6 +35,15 @@ def _reason(err: RuntimeError) -> str:
     return re.split(r":\s", str(err).strip())[-1]
 
 
+def _no_polysemous_training(index: faiss.Index) -> None:
+    """Skip the polysemous code training of (IVF-)PQ indexes: it serves only Hamming-filtered
+    search, which embedlab does not use, and takes most of the training time."""
+    inner = faiss.try_extract_index_ivf(index) or index
+    inner = faiss.downcast_index(inner)
+    if hasattr(inner, "do_polysemous_training"):
+        inner.do_polysemous_training = False
+
+
 def _gpus() -> int:
     """Number of GPUs faiss can use (0 for faiss-cpu)."""
     count = getattr(faiss, "get_num_gpus", None)
@@ -116,6 +125,7 @@ class Index:
                 f"factory: faiss cannot build {factory!r} for {array.shape[1]}-d vectors: "
                 f"{_reason(err)}"
             ) from err
+        _no_polysemous_training(index)
         built = cls(index, [], metric, factory, meta)
         built.add(array, paths, seed=seed, train_size=train_size, gpu=gpu)
         return built

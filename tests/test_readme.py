@@ -33,14 +33,17 @@ NOT_HERE: dict[str, str] = {
 # the budget: documented overrides appended to each command of that kind
 BUDGET: dict[str, list[str]] = {
     "embedlab fit": [
-        "--trainer.max_epochs=2",
+        "--trainer.max_epochs=1",
         "--trainer.check_val_every_n_epoch=1",
         "--data.batches_per_epoch=2",
         "--trainer.enable_progress_bar=false",
     ],
     "embedlab sweep": [
+        "--count=2",
         "--",
         "--trainer.max_epochs=1",
+        "--trainer.check_val_every_n_epoch=1",
+        "--trainer.check_val_every_n_epoch=1",  # a trial's value is its best validation
         "--data.batches_per_epoch=1",
         "--trainer.enable_progress_bar=false",
     ],

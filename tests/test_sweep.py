@@ -273,6 +273,30 @@ def test_a_relaunch_continues_the_study_without_repeating(tmp_path: Path) -> Non
         assert len(study.trials) == 5 + 2 * launch
 
 
+def test_a_killed_trial_is_failed_and_run_once_more_by_a_relaunch(tmp_path: Path) -> None:
+    config = {"method": "grid", "parameters": {"a": {"values": [1, 2, 3]}}}
+
+    def storage() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(
+            f"sqlite:///{tmp_path / 'k.db'}",
+            heartbeat_interval=1,
+            grace_period=1,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(1),
+        )
+
+    study = sweep.open_study(config, storage(), "k")
+    killed = study.ask()  # its process dies during training: no more heartbeats
+    sweep.suggest(killed, config)
+    study._storage.record_heartbeat(killed._trial_id)  # type: ignore[attr-defined]
+    time.sleep(2.5)
+    study = sweep.open_study(config, storage(), "k")  # the relaunch
+    n = sweep.trials_to_start(config, study, None)
+    assert study.trials[0].state == TrialState.FAIL and n == 3  # the retry and two new points
+    sweep.run_sweep(study, n, fake(config), cap=sweep.study_cap(config, None))
+    assert sorted(p["a"] for p in points(study)) == [1, 2, 3]
+    assert sweep.trials_to_start(config, study, None) == 0
+
+
 WORKER = """
 import sys, time
 sys.path.insert(0, {tests!r})

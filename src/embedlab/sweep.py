@@ -55,7 +55,6 @@ from optuna.storages import (
     RetryHeartbeatStaleTrialCallback,
 )
 from optuna.storages.journal import JournalFileBackend
-from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from scipy import stats
 
@@ -76,9 +75,9 @@ DEFAULT_RUN_CAP = 10
 TRIAL_ENV = "EMBEDLAB_OPTUNA_TRIAL"
 #: Storage files written as Optuna journals (for shared filesystems) rather than URLs.
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
-#: Database storages: a trial whose process sent no heartbeat for 3 intervals is failed (and
-#: retried once) by the next trial that starts.
-HEARTBEAT_S = 60
+#: Database storages: a trial whose process sent no heartbeat for 3 intervals (a minute) is
+#: failed, and queued to run once more, by the next launch or trial.
+HEARTBEAT_S = 20
 
 
 class SweepError(ConfigError):
@@ -427,13 +426,26 @@ TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUN
 
 
 def trials_to_start(config: dict[str, Any], study: optuna.Study, count: int | None) -> int:
-    """Trials this launch starts: grid: the points no trial has taken (at most ``count``);
-    random/bayes: ``count``, or up to ``run_cap`` (default 10) trials in the study."""
+    """Trials this launch starts: the queued retries of killed trials, then grid: the points no
+    trial has taken (at most ``count``); random/bayes: ``count``, or up to ``run_cap`` (default
+    10) trials in the study."""
+    with warnings.catch_warnings():  # heartbeats are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # killed trials: failed, and queued once more
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     cap = study_cap(config, count)
-    left = None if cap is None else max(0, cap - len(study.get_trials(False, TAKEN)))
-    if left is None:
-        return count or 0
-    return left if count is None else min(count, left)
+    if cap is None:
+        return waiting + (count or 0)
+    left = max(0, cap - sum(1 for t in study.get_trials(deepcopy=False) if _takes_a_place(t)))
+    return waiting + (left if count is None else min(count, left))
+
+
+def _takes_a_place(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial that counts toward the study's cap: any but a queued one or a retry."""
+    with warnings.catch_warnings():  # `retried_trial_number` is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) is not None
+    return trial.state in TAKEN and not retry
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -671,14 +683,11 @@ class SurplusTrial(RuntimeError):
 def surplus(study: optuna.Study, number: int, cap: int) -> bool:
     """Whether trial ``number`` comes after the study's ``cap`` trials: trial numbers are
     given out by the storage, so of two processes asking at once only the later one is."""
-    with warnings.catch_warnings():  # `retried_trial_number` is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number
-        trials = study.get_trials(deepcopy=False)
-        earlier = [
-            t for t in trials if t.number < number and t.state in TAKEN and retried(t) is None
-        ]
-        return len(earlier) >= cap and all(retried(t) is None for t in trials if t.number == number)
+    trials = study.get_trials(deepcopy=False)
+    [mine] = [t for t in trials if t.number == number]
+    if mine.state == TrialState.RUNNING and not _takes_a_place(mine):
+        return False  # a retry of a killed trial takes that trial's place
+    return sum(1 for t in trials if t.number < number and _takes_a_place(t)) >= cap
 
 
 def run_sweep(
@@ -712,9 +721,14 @@ def run_sweep(
             raise
 
     if n_trials > 0:
-        full = [] if cap is None else [MaxTrialsCallback(cap, states=TAKEN)]
+
+        def full(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            places = sum(1 for t in study.get_trials(deepcopy=False) if _takes_a_place(t))
+            if cap is not None and places >= cap:
+                study.stop()
+
         jobs = min(workers, n_trials)
-        study.optimize(run, n_trials=n_trials, n_jobs=jobs, catch=(Exception,), callbacks=full)
+        study.optimize(run, n_trials=n_trials, n_jobs=jobs, catch=(Exception,), callbacks=[full])
     return sorted(started)
 
 

@@ -42,7 +42,6 @@ BUDGET: dict[str, list[str]] = {
         "--count=2",
         "--",
         "--trainer.max_epochs=1",
-        "--trainer.check_val_every_n_epoch=1",
         "--trainer.check_val_every_n_epoch=1",  # a trial's value is its best validation
         "--data.batches_per_epoch=1",
         "--trainer.enable_progress_bar=false",

@@ -49,6 +49,7 @@ from embedlab.sweep import (
     SweepRun,
     embedlab_args,
     load_sweep,
+    open_storage,
     open_study,
     run_online,
     run_sweep,
@@ -293,9 +294,12 @@ def sweep(
     )
     if dry_run:  # the same sampler on a copy of the study's trials, in memory
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = open_study(config, None, study_name, seed)
-        if storage or (root / name / "optuna.db").is_file():
-            study.add_trials(open_study(config, url, study_name, seed).get_trials())
+        memory = optuna.storages.InMemoryStorage()
+        if (storage or (root / name / "optuna.db").is_file()) and study_name in (
+            optuna.study.get_all_study_names(open_storage(url))
+        ):
+            optuna.copy_study(from_study_name=study_name, from_storage=url, to_storage=memory)
+        study = open_study(config, memory, study_name, seed)
         for _ in range(trials_to_start(config, study, count)):
             trial = study.ask()
             print(shlex.join(plan.command(suggest(trial, config))))

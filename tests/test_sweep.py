@@ -23,7 +23,7 @@ import yaml
 from optuna.trial import TrialState
 from PIL import Image
 
-from digits_runs import LOSSES, ROOT, SWEEP, digits_sweep
+from digits_runs import LOSSES, ROOT, SWEEP, TINY_BUDGET, digits_sweep
 from embedlab import sweep
 from embedlab.analysis import compare_runs, find_runs
 from embedlab.cli import main
@@ -561,6 +561,36 @@ def is_png(path: Path, min_bytes: int = 8_000) -> bool:
     with Image.open(path) as image:
         width, height = image.size
     return width >= 300 and height >= 200
+
+
+@pytest.mark.slow
+def test_a_digits_grid_with_two_workers_runs_each_point_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    config = {
+        "name": "margins",
+        "method": "grid",
+        "metric": {"name": "val/map@r", "goal": "maximize"},
+        "parameters": {"model.loss.init_args.margin": {"values": [0.1, 0.2, 0.4]}},
+        "command": ["embedlab", "fit", "--config", "experiments/digits.yaml", "${args}"],
+    }
+    path = write_sweep(tmp_path, config)
+    argv = ["sweep", str(path), "--offline", "--workers=2", f"--output_root={tmp_path / 'r'}"]
+    budget = ["--", *TINY_BUDGET[:4]]
+    assert main([*argv, "--no_plots", *budget]) == 0  # each trial a child process
+    storage = f"sqlite:///{tmp_path / 'r' / 'margins' / 'optuna.db'}"
+    study = optuna.load_study(study_name="margins", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    margins = sorted(t.user_attrs["params"]["model.loss.init_args.margin"] for t in study.trials)
+    assert margins == [0.1, 0.2, 0.4]
+    folders = {t.user_attrs["run_dir"] for t in study.trials}
+    assert folders == {str(p) for p in find_runs(tmp_path / "r" / "margins")}
+    for t in study.trials:
+        recorded = json.loads((Path(t.user_attrs["run_dir"]) / "sweep_trial.json").read_text())
+        assert recorded["number"] == t.number and recorded["params"] == t.user_attrs["params"]
+    assert main([*argv, "--no_plots", *budget]) == 0  # a relaunch: the grid is done
+    assert len(optuna.load_study(study_name="margins", storage=storage).trials) == 3
 
 
 @pytest.mark.slow

@@ -51,7 +51,7 @@ bench: install ## benchmarks against pytorch-metric-learning (tables, not pass/f
 	$(BIN)/python benchmarks/losses.py
 	$(BIN)/python benchmarks/retrieval.py
 
-sweep: install ## run a sweep (SWEEP=experiments/sweeps/losses.yaml; wandb agent when online, local grid/random otherwise)
+sweep: install ## run a sweep (SWEEP=experiments/sweeps/losses.yaml; wandb agent with --online, an Optuna study with --offline)
 	$(BIN)/embedlab sweep $(SWEEP) $(SWEEP_ARGS)
 
 notebooks: install ## execute the notebooks

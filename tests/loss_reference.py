@@ -294,9 +294,7 @@ def circle(x: Tensor, y: Sequence[int], m: float, gamma: float) -> Tensor:
         ps, ns = positives(y, a), negatives(y, a)
         if not (ps and ns):
             continue
-        sum_n = sum(
-            torch.exp(gamma * relu(s[a][n].detach() + m) * (s[a][n] - m)) for n in ns
-        )
+        sum_n = sum(torch.exp(gamma * relu(s[a][n].detach() + m) * (s[a][n] - m)) for n in ns)
         sum_p = sum(
             torch.exp(-gamma * relu(1 + m - s[a][p].detach()) * (s[a][p] - (1 - m))) for p in ps
         )

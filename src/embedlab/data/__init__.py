@@ -1,7 +1,5 @@
 """Data: on-disk formats → one DataFrame → datasets → P×K batches."""
 
-import embedlab.ddp  # noqa: F401  (registers ddp_spawn workers that tear down together)
-
 from embedlab.data.datamodule import EvalDataset, RetrievalDataModule
 from embedlab.data.digits import DigitsDataset, digits_frame
 from embedlab.data.formats import (

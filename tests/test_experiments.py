@@ -3,9 +3,11 @@ miniature copies of their datasets; every sweep's generated commands parse."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import torch
 import yaml
@@ -15,7 +17,7 @@ from embedlab.analysis.runs import instantiate_config
 from embedlab.cli import main
 from embedlab.data import RetrievalDataModule
 from embedlab.module import MetricLearningModule
-from embedlab.sweep import embedlab_args, load_sweep, local_trials
+from embedlab.sweep import embedlab_args, grid_values, load_sweep, sampler, suggest, trial_command
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -84,13 +86,20 @@ def test_every_sweep_command_parses(
 ) -> None:
     monkeypatch.chdir(ROOT)  # sweeps name their files relative to the repository
     config = load_sweep(sweep)
-    trials = local_trials(config, count=None if config["method"] == "grid" else 4)
-    assert trials
-    for trial in trials:
-        args = embedlab_args(trial.command)
-        assert args is not None and args[0] == "fit", trial.command
+    if config["method"] == "grid":
+        count = math.prod(len(grid_values(s, n)) for n, s in config["parameters"].items())
+    else:
+        count = 4
+    study = optuna.create_study(sampler=sampler(config, seed=0))
+    for _ in range(count):
+        trial = study.ask()
+        params = suggest(trial, config)
+        study.tell(trial, 0.0)
+        command = trial_command(config, params)
+        args = embedlab_args(command)
+        assert args is not None and args[0] == "fit", command
         printed = print_config(args[1:], capsys)
-        for name, value in trial.params.items():
+        for name, value in params.items():
             node: Any = printed
             for part in name.split("."):
                 node = node[part]

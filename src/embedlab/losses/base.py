@@ -1,8 +1,8 @@
 """What every embedlab loss shares: lazy ``stats``, the degenerate-batch rule, reductions.
 
 Every loss is its paper's formula written in autograd over
-:func:`embedlab.distances.pairwise_distance`: no custom ``autograd.Function``, no
-hand-written gradient, no host synchronisation in ``forward`` (so double backward,
+:func:`embedlab.distances.pairwise_distance`: no custom backward pass, no hand-written
+gradient, no host synchronisation in ``forward`` (so double backward,
 ``torch.func`` and ``torch.compile(fullgraph=True)`` work).
 
 Degenerate batches

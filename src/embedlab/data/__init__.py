@@ -1,9 +1,20 @@
-"""Data: on-disk formats → one DataFrame → datasets → P×K batches."""
+"""Data: datasets (``frame()`` tables) → torch datasets → P×K batches."""
 
 from embedlab.data.datamodule import EvalDataset, RetrievalDataModule
-from embedlab.data.digits import DigitsDataset, digits_frame
+from embedlab.data.digits import Digits, DigitsDataset, digits_frame
 from embedlab.data.formats import (
+    CUB200,
+    CUHK03NP,
+    MSMT17,
     READERS,
+    SOP,
+    Cars196,
+    DukeMTMC,
+    ImageFolder,
+    InShop,
+    Market1501,
+    Table,
+    VehicleID,
     read_cars196,
     read_cub200,
     read_cuhk03np,
@@ -19,9 +30,24 @@ from embedlab.data.formats import (
 )
 from embedlab.data.image_dataset import ImageDataset
 from embedlab.data.sampler import PKBatchSampler
+from embedlab.data.source import DataSource, FrameSource
 from embedlab.data.transforms import DMLTransforms, PlainTransforms, ReIDTransforms, Transforms
 
 __all__ = [
+    "CUB200",
+    "CUHK03NP",
+    "MSMT17",
+    "SOP",
+    "Cars196",
+    "DataSource",
+    "Digits",
+    "DukeMTMC",
+    "FrameSource",
+    "ImageFolder",
+    "InShop",
+    "Market1501",
+    "Table",
+    "VehicleID",
     "DMLTransforms",
     "PlainTransforms",
     "ReIDTransforms",

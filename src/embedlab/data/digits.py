@@ -18,6 +18,10 @@ from sklearn.datasets import load_digits
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from embedlab.data.image_dataset import BadData
+from embedlab.data.source import DataSource
+from embedlab.data.transforms import Transforms
+
 Protocol = Literal["image_disjoint", "class_disjoint"]
 
 
@@ -79,3 +83,34 @@ class DigitsDataset(Dataset[tuple[Tensor, int, int, int]]):
     def raw_pixels(self) -> Tensor:
         """Flattened pixels, the baseline every trained model must beat."""
         return self.images.flatten(1)
+
+
+class Digits(DataSource):
+    """scikit-learn's digits, in memory: the bundled default dataset (no download).
+
+    Args:
+        protocol: ``image_disjoint`` (every class in train and test; the validation split holds
+            out images) or ``class_disjoint`` (digits 0–4 train, 5–9 test).
+        seed: the seed of the train / query / gallery split.
+    """
+
+    folder = "digits"
+    on_disk = False
+
+    def __init__(self, protocol: Protocol = "image_disjoint", seed: int = 0) -> None:
+        super().__init__(None)
+        self.protocol: Protocol = protocol
+        self.seed = seed
+        self.image_disjoint = protocol == "image_disjoint"
+
+    def frame(self) -> pd.DataFrame:
+        return digits_frame(self.protocol, self.seed)
+
+    def images(
+        self, rows: pd.DataFrame, train: bool, transforms: Transforms, bad_data: BadData
+    ) -> DigitsDataset:
+        """8×8 tensors with a one-pixel random shift in training; ``transforms`` do not apply."""
+        return DigitsDataset(rows.reset_index(drop=True), augment=train)
+
+    def __repr__(self) -> str:
+        return f"Digits(protocol={self.protocol!r}, seed={self.seed})"

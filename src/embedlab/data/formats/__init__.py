@@ -23,17 +23,17 @@ from typing import Any
 import pandas as pd
 
 from ._common import COLUMNS, SPLITS, DatasetFormatError, DatasetLayoutError
-from .cars196 import read_cars196
-from .cub200 import read_cub200
-from .cuhk03np import read_cuhk03np
-from .dukemtmc import read_dukemtmc
-from .imagefolder import read_imagefolder
-from .inshop import read_inshop
-from .market1501 import read_market1501
-from .msmt17 import read_msmt17
-from .sop import read_sop
-from .table import read_table
-from .vehicleid import read_vehicleid
+from .cars196 import Cars196, read_cars196
+from .cub200 import CUB200, read_cub200
+from .cuhk03np import CUHK03NP, read_cuhk03np
+from .dukemtmc import DukeMTMC, read_dukemtmc
+from .imagefolder import ImageFolder, read_imagefolder
+from .inshop import InShop, read_inshop
+from .market1501 import Market1501, read_market1501
+from .msmt17 import MSMT17, read_msmt17
+from .sop import SOP, read_sop
+from .table import Table, read_table
+from .vehicleid import VehicleID, read_vehicleid
 
 READERS: dict[str, Callable[..., pd.DataFrame]] = {
     "market1501": read_market1501,
@@ -65,6 +65,17 @@ def read_dataset(name: str, root: str | Path, **options: Any) -> pd.DataFrame:
 
 
 __all__ = [
+    "VehicleID",
+    "Table",
+    "SOP",
+    "MSMT17",
+    "Market1501",
+    "InShop",
+    "ImageFolder",
+    "DukeMTMC",
+    "CUHK03NP",
+    "CUB200",
+    "Cars196",
     "COLUMNS",
     "READERS",
     "SPLITS",

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedlab.data.source import DataSource
+
 from ._common import (
     DatasetFormatError,
     DatasetLayoutError,
@@ -89,3 +91,22 @@ def read_cars196(root: str | Path, train_classes: int = 98) -> pd.DataFrame:
         if not (root_path / folder).is_dir():
             raise DatasetLayoutError("cars196", root_path / folder, LAYOUT)
     return rows.frame()
+
+
+class Cars196(DataSource):
+    """Stanford Cars: the first ``train_classes`` classes train, the rest are the leave-one-out test.
+
+    Args:
+        train_classes: number of training classes (98 in the DML papers).
+
+    ``root`` defaults to ``$EMBEDLAB_DATA_ROOT/cars196``.
+    """
+
+    folder = "cars196"
+
+    def __init__(self, root: str | Path | None = None, train_classes: int = 98) -> None:
+        super().__init__(root)
+        self.train_classes = train_classes
+
+    def frame(self) -> pd.DataFrame:
+        return read_cars196(self.root, train_classes=self.train_classes)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from embedlab.data.source import DataSource
+
 from ._common import (
     DatasetFormatError,
     DatasetLayoutError,
@@ -78,3 +80,22 @@ def read_cub200(root: str | Path, train_classes: int = 100) -> pd.DataFrame:
             labels_file, f"image ids {extra[:5]} have a class but are not in images.txt"
         )
     return rows.frame()
+
+
+class CUB200(DataSource):
+    """CUB-200-2011: the first ``train_classes`` classes train, the rest are the leave-one-out test.
+
+    Args:
+        train_classes: number of training classes (100 in the DML papers).
+
+    ``root`` defaults to ``$EMBEDLAB_DATA_ROOT/cub200``.
+    """
+
+    folder = "cub200"
+
+    def __init__(self, root: str | Path | None = None, train_classes: int = 100) -> None:
+        super().__init__(root)
+        self.train_classes = train_classes
+
+    def frame(self) -> pd.DataFrame:
+        return read_cub200(self.root, train_classes=self.train_classes)

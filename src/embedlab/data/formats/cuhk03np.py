@@ -7,6 +7,8 @@ from typing import Literal
 
 import pandas as pd
 
+from embedlab.data.source import DataSource
+
 from ._common import DatasetLayoutError, check_root, find_base
 from .market1501 import read_market_layout
 
@@ -46,3 +48,24 @@ def read_cuhk03np(
     prefix = (base / variant).relative_to(root_path).as_posix()
     frame["path"] = prefix + "/" + frame["path"]
     return frame
+
+
+class CUHK03NP(DataSource):
+    """CUHK03 with the new protocol (767 / 700 identities).
+
+    Args:
+        variant: the ``detected`` or the hand-``labeled`` boxes.
+
+    ``root`` defaults to ``$EMBEDLAB_DATA_ROOT/cuhk03np``.
+    """
+
+    folder = "cuhk03np"
+
+    def __init__(
+        self, root: str | Path | None = None, variant: Literal["detected", "labeled"] = "detected"
+    ) -> None:
+        super().__init__(root)
+        self.variant: Literal["detected", "labeled"] = variant
+
+    def frame(self) -> pd.DataFrame:
+        return read_cuhk03np(self.root, variant=self.variant)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from embedlab.data.source import DataSource
+
 from .market1501 import read_market_layout
 
 LAYOUT = """\
@@ -31,3 +33,15 @@ def read_dukemtmc(root: str | Path) -> pd.DataFrame:
     ``root`` may also be the folder that contains ``DukeMTMC-reID/``.
     """
     return read_market_layout("dukemtmc", root, LAYOUT, subdirs=("DukeMTMC-reID", "dukemtmc-reid"))
+
+
+class DukeMTMC(DataSource):
+    """DukeMTMC-reID in the Market-1501 layout.
+
+    ``root`` defaults to ``$EMBEDLAB_DATA_ROOT/dukemtmc``.
+    """
+
+    folder = "dukemtmc"
+
+    def frame(self) -> pd.DataFrame:
+        return read_dukemtmc(self.root)

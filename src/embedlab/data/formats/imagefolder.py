@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from embedlab.data.source import DataSource
+
 from ._common import SPLITS, DatasetLayoutError, FrameBuilder, check_root, list_images
 
 LAYOUT = """\
@@ -52,3 +54,15 @@ def read_imagefolder(root: str | Path) -> pd.DataFrame:
             for image in list_images(root_path / split / name):
                 rows.add(f"{split}/{name}/{image}", label_of[name], -1, split)
     return rows.frame()
+
+
+class ImageFolder(DataSource):
+    """A ``<root>/<split>/<class>/<image>`` tree (see :func:`read_imagefolder`).
+
+    ``root`` defaults to ``$EMBEDLAB_DATA_ROOT/imagefolder``.
+    """
+
+    folder = "imagefolder"
+
+    def frame(self) -> pd.DataFrame:
+        return read_imagefolder(self.root)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from embedlab.data.source import DataSource
+
 from ._common import (
     DatasetFormatError,
     DatasetLayoutError,
@@ -92,3 +94,15 @@ def read_inshop(root: str | Path) -> pd.DataFrame:
             list_file, f"line 1 announces {expected} images but {len(rows.paths)} are listed", 1
         )
     return rows.frame()
+
+
+class InShop(DataSource):
+    """DeepFashion In-shop Clothes Retrieval (``list_eval_partition.txt``): query / gallery.
+
+    ``root`` defaults to ``$EMBEDLAB_DATA_ROOT/inshop``.
+    """
+
+    folder = "inshop"
+
+    def frame(self) -> pd.DataFrame:
+        return read_inshop(self.root)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from embedlab.data.source import DataSource
+
 from ._common import (
     DatasetFormatError,
     DatasetLayoutError,
@@ -86,3 +88,15 @@ def read_market1501(root: str | Path) -> pd.DataFrame:
     return read_market_layout(
         "market1501", root, LAYOUT, subdirs=("Market-1501-v15.09.15", "Market-1501", "market1501")
     )
+
+
+class Market1501(DataSource):
+    """Market-1501 (Zheng et al. 2015): ``bounding_box_train``, ``query``, ``bounding_box_test``.
+
+    ``root`` defaults to ``$EMBEDLAB_DATA_ROOT/market1501``.
+    """
+
+    folder = "market1501"
+
+    def frame(self) -> pd.DataFrame:
+        return read_market1501(self.root)

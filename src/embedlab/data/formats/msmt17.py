@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from embedlab.data.source import DataSource
+
 from ._common import (
     DatasetFormatError,
     DatasetLayoutError,
@@ -98,3 +100,22 @@ def read_msmt17(root: str | Path, include_val: bool = False) -> pd.DataFrame:
             camera = _camera_of(name, list_file, number)
             rows.add(rel(base, root_path, image_dir, name), pid, camera, split)
     return rows.frame()
+
+
+class MSMT17(DataSource):
+    """MSMT17 (V1 or V2 lists).
+
+    Args:
+        include_val: also train on the official ``list_val.txt`` images.
+
+    ``root`` defaults to ``$EMBEDLAB_DATA_ROOT/msmt17``.
+    """
+
+    folder = "msmt17"
+
+    def __init__(self, root: str | Path | None = None, include_val: bool = False) -> None:
+        super().__init__(root)
+        self.include_val = include_val
+
+    def frame(self) -> pd.DataFrame:
+        return read_msmt17(self.root, include_val=self.include_val)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from embedlab.data.source import DataSource
+
 from ._common import (
     DatasetFormatError,
     DatasetLayoutError,
@@ -73,3 +75,15 @@ def read_sop(root: str | Path) -> pd.DataFrame:
         for path, label in _read_ebay_list(list_file):
             rows.add(rel(base, root_path, path), label, -1, split)
     return rows.frame()
+
+
+class SOP(DataSource):
+    """Stanford Online Products (``Ebay_train.txt`` / ``Ebay_test.txt``), leave-one-out test.
+
+    ``root`` defaults to ``$EMBEDLAB_DATA_ROOT/sop``.
+    """
+
+    folder = "sop"
+
+    def frame(self) -> pd.DataFrame:
+        return read_sop(self.root)

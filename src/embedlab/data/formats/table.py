@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedlab.data.source import DataSource
+
 from ._common import COLUMNS, SPLITS, DatasetFormatError, DatasetLayoutError, check_root
 
 LAYOUT = """\
@@ -190,3 +192,31 @@ def read_table(root: str | Path, table: str | Path | None = None) -> pd.DataFram
         },
         columns=list(COLUMNS),
     )
+
+
+class Table(DataSource):
+    """A custom dataset described by a CSV, TSV or Parquet table (see :func:`read_table`).
+
+    Args:
+        path: the table file, or a folder holding exactly one table; default ``root``.
+        root: where the table's relative image paths start; default the table's folder
+            (``$EMBEDLAB_DATA_ROOT/table`` when neither is given).
+    """
+
+    folder = "table"
+
+    def __init__(self, path: str | Path | None = None, root: str | Path | None = None) -> None:
+        super().__init__(root)
+        self.path = None if path is None else Path(path).expanduser()
+
+    @property
+    def root(self) -> Path:
+        if self._root is None and self.path is not None:
+            return self.path if self.path.is_dir() else self.path.parent
+        return super().root
+
+    def frame(self) -> pd.DataFrame:
+        if self.path is None:
+            return read_table(self.root)
+        table = _find_table(self.path) if self.path.is_dir() else self.path
+        return read_table(self.root, table=table)

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedlab.data.source import DataSource
+
 from ._common import (
     DatasetFormatError,
     DatasetLayoutError,
@@ -91,3 +93,23 @@ def read_vehicleid(root: str | Path, test_size: int = 800, seed: int = 0) -> pd.
         split = "gallery" if in_gallery else "query"
         rows.add(rel(base, root_path, "image", f"{name}.jpg"), int(vid), -1, split)
     return rows.frame()
+
+
+class VehicleID(DataSource):
+    """PKU VehicleID: one seeded gallery image per vehicle of the chosen test list.
+
+    Args:
+        test_size: 800, 1600 or 2400 (small / medium / large test list), or 13164.
+        seed: picks each test vehicle's gallery image.
+
+    ``root`` defaults to ``$EMBEDLAB_DATA_ROOT/vehicleid``.
+    """
+
+    folder = "vehicleid"
+
+    def __init__(self, root: str | Path | None = None, test_size: int = 800, seed: int = 0) -> None:
+        super().__init__(root)
+        self.test_size, self.seed = test_size, seed
+
+    def frame(self) -> pd.DataFrame:
+        return read_vehicleid(self.root, test_size=self.test_size, seed=self.seed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -531,3 +532,24 @@ def make_vehicleid(
         lines = [line for vehicle in test[:size] for line in vehicle]
         (split / f"test_list_{size}.txt").write_text("\n".join(lines) + "\n")
     return base
+
+
+def source(name: str, root: str | Path, **options: Any) -> Any:
+    """The embedlab dataset object of format ``name`` (``market1501``, ...) at ``root``."""
+    import embedlab.data as data
+
+    classes = {
+        "market1501": data.Market1501,
+        "dukemtmc": data.DukeMTMC,
+        "msmt17": data.MSMT17,
+        "cuhk03np": data.CUHK03NP,
+        "cub200": data.CUB200,
+        "cars196": data.Cars196,
+        "sop": data.SOP,
+        "inshop": data.InShop,
+        "vehicleid": data.VehicleID,
+        "imagefolder": data.ImageFolder,
+    }
+    if name == "table":
+        return data.Table(root=root, **options)
+    return classes[name](root, **options)

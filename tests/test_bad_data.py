@@ -43,8 +43,8 @@ def fit(root: Path, tmp_path: Path, bad_data: str) -> int:
             "--config",
             DIGITS,
             f"--output_root={tmp_path / 'runs'}",
-            "--data.dataset=table",
-            f"--data.root={root}",
+            "--data.dataset=Table",
+            f"--data.dataset.root={root}",
             f"--data.bad_data={bad_data}",
             "--data.p=2",  # of the 3 classes, one is held out for validation
             "--data.k=2",

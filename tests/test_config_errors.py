@@ -45,7 +45,7 @@ def test_single_image_identities_with_k_above_one() -> None:
 
 
 def test_missing_dataset_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["--data.dataset=market1501", f"--data.root={tmp_path / 'absent'}"]
+    args = ["--data.dataset=Market1501", f"--data.dataset.root={tmp_path / 'absent'}"]
     line = run(args, tmp_path, capsys, lines=7)  # the message goes on with the expected layout
     assert line.startswith("embedlab: error: market1501:") and "absent" in line
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from embedlab.cli import main
-from embedlab.data import ReIDTransforms, RetrievalDataModule, digits_frame
+from embedlab.data import Market1501, ReIDTransforms, RetrievalDataModule, digits_frame
 from fake_datasets import make_market1501
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +50,7 @@ def test_eval_set_roles_and_items() -> None:
 
 def test_market1501_frame_and_train_label_remap(tmp_path: Path) -> None:
     root = make_market1501(tmp_path / "market")
-    dm = RetrievalDataModule(
-        dataset="market1501", root=str(root), p=3, k=2, transforms=ReIDTransforms(32, 16)
-    )
+    dm = RetrievalDataModule(dataset=Market1501(root), p=3, k=2, transforms=ReIDTransforms(32, 16))
     dm.setup("fit")
     frame = dm.frame
     train = frame[frame["split"] == "train"]
@@ -67,7 +65,7 @@ def test_market1501_frame_and_train_label_remap(tmp_path: Path) -> None:
 
 
 def test_missing_dataset_root_names_the_folder(tmp_path: Path) -> None:
-    dm = RetrievalDataModule(dataset="market1501", root=str(tmp_path / "nowhere"))
+    dm = RetrievalDataModule(dataset=Market1501(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="nowhere"):
         dm.setup("fit")
 
@@ -82,8 +80,8 @@ def test_fit_one_epoch_on_market1501_tree_with_reid_protocol(tmp_path: Path) -> 
             str(ROOT / "experiments" / "digits.yaml"),
             f"--output_root={tmp_path / 'runs'}",
             "--experiment=market",
-            "--data.dataset=market1501",
-            f"--data.root={root}",
+            "--data.dataset=Market1501",
+            f"--data.dataset.root={root}",
             "--data.p=3",
             "--data.k=4",
             "--data.transforms=embedlab.data.ReIDTransforms",
@@ -111,7 +109,10 @@ def test_data_check_subcommand_reports_counts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = make_market1501(tmp_path / "market")
-    assert main(["data", "check", "--dataset", "market1501", "--root", str(root)]) == 0
+    assert main(["data", "check", "--dataset", "Market1501", "--dataset.root", str(root)]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "24" in out and "gallery" in out and "28" in out
-    assert main(["data", "check", "--dataset", "market1501", "--root", str(tmp_path / "nope")]) == 1
+    assert (
+        main(["data", "check", "--dataset", "Market1501", "--dataset.root", str(tmp_path / "nope")])
+        == 1
+    )

@@ -111,19 +111,23 @@ def test_every_sweep_command_parses(
 
 # -- paper recipes build on miniature datasets ----------------------------------------------
 FAKE_MAKERS = {
-    "market1501": fake_datasets.make_market1501,
-    "cuhk03np": fake_datasets.make_cuhk03np,
-    "cub200": fake_datasets.make_cub200,
-    "sop": fake_datasets.make_sop,
-    "table": fake_datasets.make_table,
-    "vehicleid": fake_datasets.make_vehicleid,
+    "embedlab.data.Market1501": fake_datasets.make_market1501,
+    "embedlab.data.CUHK03NP": fake_datasets.make_cuhk03np,
+    "embedlab.data.CUB200": fake_datasets.make_cub200,
+    "embedlab.data.SOP": fake_datasets.make_sop,
+    "embedlab.data.Table": fake_datasets.make_table,
+    "embedlab.data.VehicleID": fake_datasets.make_vehicleid,
 }
-FAKE_OPTIONS = {"vehicleid": {"test_size": 3, "seed": 0}}  # the miniature has 3 test vehicles
-IMAGE_RECIPES = sorted(
-    p
-    for p in CONFIGS
-    if (yaml.safe_load(p.read_text()).get("data") or {}).get("dataset") in FAKE_MAKERS
-)
+# the miniature has 3 test vehicles
+FAKE_ARGS = {"embedlab.data.VehicleID": {"test_size": 3, "seed": 0}}
+
+
+def _dataset_class(path: Path) -> str | None:
+    dataset = (yaml.safe_load(path.read_text()).get("data") or {}).get("dataset")
+    return dataset.get("class_path") if isinstance(dataset, dict) else None
+
+
+IMAGE_RECIPES = sorted(p for p in CONFIGS if _dataset_class(p) in FAKE_MAKERS)
 
 
 @pytest.mark.slow
@@ -132,14 +136,16 @@ IMAGE_RECIPES = sorted(
 def test_paper_recipes_instantiate_and_take_a_step(config: Path, tmp_path: Path) -> None:
     recipe = yaml.safe_load(config.read_text())
     dataset = recipe["data"]["dataset"]
-    root = FAKE_MAKERS[dataset](tmp_path / dataset)
+    cls = dataset["class_path"]
+    root = FAKE_MAKERS[cls](tmp_path / cls.rsplit(".", 1)[1])
     backbone = recipe["model"]["model"]["init_args"]["backbone"]
     backbone["init_args"]["pretrained"] = False  # no download in the tests
-    overrides: dict[str, Any] = {"root": str(root), "num_workers": 0}
-    if dataset in FAKE_OPTIONS:
-        assert set(recipe["data"]["options"]) == set(FAKE_OPTIONS[dataset])
-        overrides["options"] = FAKE_OPTIONS[dataset]
-    module, data = instantiate_config(recipe, overrides)
+    args = dict(dataset.get("init_args") or {})
+    if cls in FAKE_ARGS:
+        assert set(args) == set(FAKE_ARGS[cls])
+        args.update(FAKE_ARGS[cls])
+    dataset_args = {"class_path": cls, "init_args": {**args, "root": str(root)}}
+    module, data = instantiate_config(recipe, {"dataset": dataset_args, "num_workers": 0})
     assert isinstance(module, MetricLearningModule) and isinstance(data, RetrievalDataModule)
     data.setup("fit")
     assert data.num_classes >= 2 and data.eval_set is not None
@@ -162,7 +168,9 @@ def test_center_loss_sizes_come_from_the_data_and_the_model() -> None:
         "class_path": "embedlab.models.SmallCNN",
         "init_args": {"in_channels": 1, "width": 8, "depth": 2},
     }
-    module, data = instantiate_config(recipe, {"dataset": "digits", "val": "none"})
+    module, data = instantiate_config(
+        recipe, {"dataset": {"class_path": "embedlab.data.Digits"}, "val": "none"}
+    )
     (center,) = [t.loss for t in module.terms if type(t.loss).__name__ == "CenterLoss"]
     assert tuple(center.centers.shape) == (data.num_classes, module.model.embedding_dim) == (10, 16)
 

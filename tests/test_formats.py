@@ -21,13 +21,11 @@ from embedlab.cli import main
 from embedlab.data.check import check_dataset, format_report
 from embedlab.data.formats import (
     COLUMNS,
-    READERS,
     DatasetFormatError,
     DatasetLayoutError,
     read_cars196,
     read_cub200,
     read_cuhk03np,
-    read_dataset,
     read_dukemtmc,
     read_imagefolder,
     read_inshop,
@@ -57,6 +55,7 @@ from fake_datasets import (
     make_sop,
     make_table,
     make_vehicleid,
+    source,
     truncate_file,
     write_image,
     write_truncated_jpeg,
@@ -504,24 +503,20 @@ def test_imagefolder(tmp_path: Path) -> None:
         read_imagefolder(tmp_path / "n" / "query")
 
 
-def test_registry_and_unknown_name(tmp_path: Path) -> None:
-    assert {
-        "market1501",
-        "dukemtmc",
-        "msmt17",
-        "cuhk03np",
-        "cub200",
-        "cars196",
-        "sop",
-        "inshop",
-        "table",
-        "imagefolder",
-        "vehicleid",
-    } <= set(READERS)
+def test_every_format_has_its_dataset_class(tmp_path: Path) -> None:
+    """Each reader is reachable as an ``embedlab.data`` class whose frame() is the reader's."""
+    import embedlab.data as data
+
     root = make_cub200(tmp_path)
-    assert read_dataset("cub200", root).equals(read_cub200(root))
-    with pytest.raises(ValueError, match=r"unknown dataset format 'market'.*market1501.*sop"):
-        read_dataset("market", tmp_path)
+    assert data.CUB200(root).frame().equals(read_cub200(root))
+    assert data.CUB200(root, train_classes=2).frame().equals(read_cub200(root, train_classes=2))
+    for cls in (data.Market1501, data.DukeMTMC, data.MSMT17, data.CUHK03NP, data.Cars196):
+        assert isinstance(cls(), data.DataSource) and isinstance(cls(), data.FrameSource)
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("EMBEDLAB_DATA_ROOT", str(tmp_path / "env"))
+    assert data.Market1501().root == tmp_path / "env" / "market1501"
+    assert data.CUHK03NP().root == tmp_path / "env" / "cuhk03np"
+    monkeypatch.undo()
 
 
 # ----------------------------------------------------------------------------- ImageDataset
@@ -697,7 +692,7 @@ def test_transform_normalisation_and_erasing() -> None:
 
 
 def test_check_clean_market(tmp_path: Path) -> None:
-    report = check_dataset("market1501", make_market1501(tmp_path))
+    report = check_dataset(source("market1501", make_market1501(tmp_path)))
     assert report.ok and not report.problems
     stats = report.splits
     assert (stats["train"].images, stats["train"].identities, stats["train"].cameras) == (24, 6, 2)
@@ -713,31 +708,33 @@ def test_check_names_corrupt_and_missing_images(tmp_path: Path) -> None:
     (root / "test" / query[2]).write_bytes(b"")
     gallery = (root / "list_gallery.txt").read_text().split()
     (root / "test" / gallery[0]).unlink()
-    report = check_dataset("msmt17", root)
+    report = check_dataset(source("msmt17", root))
     kinds = {p.kind: p for p in report.problems}
     assert not report.ok
     assert kinds["missing-image"].items == [f"test/{gallery[0]}"]
     unreadable = kinds["unreadable-image"].items
     assert len(unreadable) == 2
     assert unreadable[0].startswith(f"test/{query[0]}: ") and "empty" in unreadable[1]
-    quick = check_dataset("msmt17", root, verify_images=False)
+    quick = check_dataset(source("msmt17", root), verify_images=False)
     assert {p.kind for p in quick.problems} == {"missing-image"}
 
 
 def test_check_missing_folder_and_malformed_list(tmp_path: Path) -> None:
     root = make_market1501(tmp_path / "m")
     shutil.rmtree(root / "bounding_box_test")
-    report = check_dataset("market1501", root)
+    report = check_dataset(source("market1501", root))
     assert [p.kind for p in report.problems] == ["missing-path"]
     assert "bounding_box_test" in report.problems[0].message
     assert "Expected layout" in format_report(report)
     sop = make_sop(tmp_path / "s")
     with open(sop / "Ebay_train.txt", "a") as handle:
         handle.write("7 1 1\n")
-    report = check_dataset("sop", sop)
+    report = check_dataset(source("sop", sop))
     assert [p.kind for p in report.problems] == ["malformed"]
     assert "Ebay_train.txt:8" in report.problems[0].message
-    assert check_dataset("nonsense", tmp_path).problems[0].kind == "cannot-read"
+    two = make_table(tmp_path / "two")
+    (two / "other.csv").write_text((two / "dataset.csv").read_text())
+    assert check_dataset(source("table", two)).problems[0].kind == "cannot-read"  # two tables
 
 
 def test_check_identity_problems(tmp_path: Path) -> None:
@@ -761,7 +758,7 @@ def test_check_identity_problems(tmp_path: Path) -> None:
         rows.append(f"{name},{label},{camera},{split}")
     rows.append("t0a.png,0,0,train")  # listed twice
     (root / "data.csv").write_text("path,label,camera,split\n" + "\n".join(rows) + "\n")
-    report = check_dataset("table", root)
+    report = check_dataset(source("table", root))
     kinds = {p.kind: p for p in report.problems}
     assert set(kinds) == {
         "duplicate-image",
@@ -775,8 +772,10 @@ def test_check_identity_problems(tmp_path: Path) -> None:
     assert kinds["no-cross-camera-match"].items[0].startswith("label 6:")
     assert "camera 2" in kinds["no-cross-camera-match"].items[0]
     assert kinds["duplicate-image"].items == ["train: t0a.png"]
-    assert main(["data", "check", "--dataset", "table", "--root", str(root)]) == 0
-    assert main(["data", "check", "--dataset", "table", "--root", str(root), "--strict"]) == 1
+    assert main(["data", "check", "--dataset", "Table", "--dataset.root", str(root)]) == 0
+    assert (
+        main(["data", "check", "--dataset", "Table", "--dataset.root", str(root), "--strict"]) == 1
+    )
 
 
 def test_check_single_image_identities_and_no_valid_query(tmp_path: Path) -> None:
@@ -787,7 +786,7 @@ def test_check_single_image_identities_and_no_valid_query(tmp_path: Path) -> Non
         "path,label,camera,split\n"
         "a.png,1,0,train\nb.png,2,0,train\nb.png,2,0,query\nc.png,2,0,gallery\nd.png,3,0,test\n"
     )
-    report = check_dataset("table", root)
+    report = check_dataset(source("table", root))
     kinds = {p.kind: p for p in report.problems}
     assert kinds["single-image-identity"].severity == "warning"
     singles = [p for p in report.problems if p.kind == "single-image-identity"]
@@ -802,27 +801,37 @@ def test_check_main_usage(
     for k in range(15):
         write_image(root / "labeled" / "query" / f"{900 + k:04d}_c1_1.png")  # no gallery match
     assert (
-        main(["data", "check", "--dataset", "cuhk03np", "--root", str(root)]) == 1
+        main(["data", "check", "--dataset", "CUHK03NP", "--dataset.root", str(root)]) == 1
     )  # no 'detected' folder
     assert "detected" in capsys.readouterr().out
     code = main(
-        ["data", "check", "--dataset", "cuhk03np", f"--root={root}", "--options={variant: labeled}"]
-        + ["--max_items=3"]
+        ["data", "check", "--dataset", "CUHK03NP", f"--dataset.root={root}"]
+        + ["--dataset.variant=labeled", "--max_items=3"]
     )
     out = capsys.readouterr().out
     assert code == 0
     assert "query-not-in-gallery" in out and "... and 12 more" in out
     assert (
-        main(["data", "check", "--dataset", "cuhk03np", "--root", str(root), "--options=variant"])
+        main(
+            [
+                "data",
+                "check",
+                "--dataset",
+                "CUHK03NP",
+                "--dataset.root",
+                str(root),
+                "--dataset.variant=x",
+            ]
+        )
         == 2
     )
-    assert main(["data", "check", "--dataset", "nope", "--root", str(root)]) == 2
+    assert main(["data", "check", "--dataset", "nope", "--dataset.root", str(root)]) == 2
     data_root = tmp_path / "env"
     data_root.mkdir()
     (data_root / "cuhk03np").symlink_to(root, target_is_directory=True)
     monkeypatch.setenv("EMBEDLAB_DATA_ROOT", str(data_root))
     assert (
-        main(["data", "check", "--dataset", "cuhk03np", "--options.variant=labeled", "--no_images"])
+        main(["data", "check", "--dataset", "CUHK03NP", "--dataset.variant=labeled", "--no_images"])
         == 0
     )
     assert f"at {data_root / 'cuhk03np'}" in capsys.readouterr().out

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from embedlab.cli import main
-from embedlab.data import PlainTransforms, RetrievalDataModule, read_dataset
+from embedlab.data import Digits, Market1501, PlainTransforms, RetrievalDataModule
 from embedlab.data.splits import ValSplit, held_out_classes, split_validation
 from fake_datasets import (
     make_cars196,
@@ -26,6 +26,7 @@ from fake_datasets import (
     make_sop,
     make_table,
     make_vehicleid,
+    source,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,12 +83,10 @@ def test_train_val_test_are_disjoint_and_splits_csv_is_what_was_served(
     make, kwargs, val_splits, identity_disjoint = FORMATS[name]
     root = make(tmp_path / name, **kwargs)
     dm = RetrievalDataModule(
-        dataset=name,
-        root=str(root),
+        dataset=source(name, root, **OPTIONS.get(name, {})),
         p=2,
         k=2,
         transforms=PlainTransforms(16, 16),
-        options=OPTIONS.get(name),
     )
     dm.setup("fit")
     csv = pd.read_csv(dm.write_splits(tmp_path / "run"))
@@ -96,7 +95,7 @@ def test_train_val_test_are_disjoint_and_splits_csv_is_what_was_served(
     pd.testing.assert_frame_equal(canonical(csv), canonical(served(dm)), check_dtype=False)
 
     assert set(csv["split"]) & {"val_query", "val_gallery", "val"} == val_splits
-    raw = read_dataset(name, root, **OPTIONS.get(name, {})).set_index("path")["label"]
+    raw = source(name, root, **OPTIONS.get(name, {})).frame().set_index("path")["label"]
     identity = csv["path"].map(raw)  # the dataset's own labels
     part = {
         role: set(csv.loc[csv["split"].isin(splits), "path"])
@@ -128,7 +127,7 @@ def test_digits_protocols_hold_out_images_or_classes() -> None:
     assert set(val["label"]) == set(train["label"]) == set(range(10))  # images, every class
     assert len(val) == pytest.approx(0.2 * (len(train) + len(val)), abs=10)
     assert not set(val["path"]) & set(train["path"])
-    classes = RetrievalDataModule(protocol="class_disjoint", val=ValSplit(size=2), p=3).frame
+    classes = RetrievalDataModule(Digits("class_disjoint"), val=ValSplit(size=2), p=3).frame
     held = classes[classes["split"].isin(["val_query", "val_gallery"])]
     assert held["label"].nunique() == 2  # two of the training digits 0-4
     assert not set(held["label"]) & set(classes.loc[classes["split"] == "train", "label"])
@@ -151,8 +150,8 @@ def test_val_is_seeded_and_folds_partition_the_training_classes() -> None:
 
 
 def test_val_none_trains_on_everything_including_a_shipped_val_list(tmp_path: Path) -> None:
-    frame = read_dataset("msmt17", make_msmt17(tmp_path / "msmt"))
-    merged = split_validation(frame, None, "msmt17")
+    frame = source("msmt17", make_msmt17(tmp_path / "msmt")).frame()
+    merged = split_validation(frame, None)
     assert (merged["split"] == "train").sum() == (frame["split"].isin(["train", "val"])).sum()
     dm = RetrievalDataModule(val="none", p=10, k=4)
     dm.setup("fit")
@@ -162,7 +161,7 @@ def test_val_none_trains_on_everything_including_a_shipped_val_list(tmp_path: Pa
 
 def test_reid_val_has_a_query_per_identity_and_camera(tmp_path: Path) -> None:
     root = make_market1501(tmp_path / "market", num_train_ids=10)
-    frame = RetrievalDataModule(dataset="market1501", root=str(root)).frame
+    frame = RetrievalDataModule(dataset=Market1501(root)).frame
     query = frame[frame["split"] == "val_query"]
     gallery = frame[frame["split"] == "val_gallery"]
     assert query["label"].nunique() == 2  # 20 % of the 10 training identities

@@ -2,7 +2,7 @@
 
 embedlab fit --config experiments/digits.yaml [--model.loss.init_args.margin=0.2]
 embedlab evaluate --ckpt_path runs/digits/version_0/checkpoints/last.ckpt --rerank
-embedlab data check --dataset market1501 --root /data/market1501
+embedlab data check --dataset Market1501 --dataset.root /data/market1501
 embedlab compare runs/digits/version_0 runs/digits/version_1 --no_plots
 embedlab sweep experiments/sweeps/losses.yaml --offline -- --trainer.max_epochs=5
 embedlab embed --ckpt_path runs/X/version_0/checkpoints/last.ckpt --images photos --out photos.parquet
@@ -311,6 +311,8 @@ class EmbedlabCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         if self._tool() is None:
             super().instantiate_classes()
+        else:  # a tool's arguments may be classes too (``data check --dataset Market1501``)
+            self.config = self.parser.instantiate(self.config)
 
     def _run_subcommand(self, subcommand: str) -> None:
         tool = self._tool()

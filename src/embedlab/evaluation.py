@@ -20,23 +20,28 @@ class EvalRoles:
     """
 
     def __init__(self) -> None:
-        self._flags: dict[str, tuple[Tensor, Tensor]] = {}
+        self._flags: dict[tuple[str, int], tuple[Tensor, Tensor]] = {}
 
-    def __call__(self, trainer: pl.Trainer, stage: str, indices: Tensor) -> tuple[Tensor, Tensor]:
-        """``(is_query, is_gallery)`` of the dataset items ``indices`` (one batch)."""
-        flags = self._flags.get(stage)
+    def __call__(
+        self, trainer: pl.Trainer, stage: str, indices: Tensor, loader: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """``(is_query, is_gallery)`` of the items ``indices`` (one batch of loader ``loader``)."""
+        flags = self._flags.get((stage, loader))
         if flags is None or flags[0].device != indices.device:
-            flags = self._flags[stage] = self._read(trainer, stage, indices.device)
+            flags = self._flags[stage, loader] = self._read(trainer, stage, loader, indices.device)
         return flags[0][indices], flags[1][indices]
 
     def clear(self, stage: str) -> None:
         """Forget ``stage``'s flags (at the end of its epoch: the next one may differ)."""
-        self._flags.pop(stage, None)
+        for key in [k for k in self._flags if k[0] == stage]:
+            del self._flags[key]
 
     @staticmethod
-    def _read(trainer: pl.Trainer, stage: str, device: torch.device) -> tuple[Tensor, Tensor]:
+    def _read(
+        trainer: pl.Trainer, stage: str, index: int, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
         loaders = trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders
-        loader: Any = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        loader: Any = loaders[index] if isinstance(loaders, (list, tuple)) else loaders
         dataset = loader.dataset
         if not hasattr(dataset, "is_query"):
             both = torch.ones(len(dataset), dtype=torch.bool, device=device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Sequence
 from dataclasses import replace
@@ -158,6 +159,8 @@ class MetricLearningModule(pl.LightningModule):
         options = EvalOptions(distance=distance, chunk_size=1024, compute_nmi=eval_nmi)
         self.val_metric = RetrievalEvaluator(chosen, options)
         self.test_metric = RetrievalEvaluator(chosen, replace(options, rerank=test_rerank))
+        # evaluators of the second and later members of a union of datasets, made on first use
+        self._more_metrics: dict[tuple[str, int], RetrievalEvaluator] = {}
 
     @property
     def terms(self) -> list[LossTerm]:
@@ -311,38 +314,70 @@ class MetricLearningModule(pl.LightningModule):
             self._pending_rng = None
 
     # -- evaluation ------------------------------------------------------------------------
-    def _eval_step(self, batch: Sequence[Tensor], metric: RetrievalEvaluator, stage: str) -> None:
-        images, labels, cameras, indices = batch
-        is_query, is_gallery = self._roles(self.trainer, stage, indices)
-        embeddings = self.model(images).float()
-        metric.update(embeddings, labels, cameras, indices, is_query, is_gallery)
+    def _evaluator(self, stage: str, loader: int) -> RetrievalEvaluator:
+        """The evaluator of ``stage``'s ``loader``-th dataloader (one per member of a union)."""
+        first = self.val_metric if stage == "val" else self.test_metric
+        if loader == 0:
+            return first
+        key = (stage, loader)
+        if key not in self._more_metrics:
+            self._more_metrics[key] = copy.deepcopy(first)
+        return self._more_metrics[key]
 
-    def _eval_end(self, metric: RetrievalEvaluator, stage: str) -> dict[str, float]:
-        results = metric.compute()
-        metric.reset()
+    def _eval_step(self, batch: Sequence[Tensor], stage: str, loader: int) -> None:
+        images, labels, cameras, indices = batch
+        is_query, is_gallery = self._roles(self.trainer, stage, indices, loader)
+        embeddings = self.model(images).float()
+        self._evaluator(stage, loader).update(
+            embeddings, labels, cameras, indices, is_query, is_gallery
+        )
+
+    def _eval_end(self, stage: str) -> dict[str, float]:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        names = list(getattr(datamodule, "eval_names", None) or [])
+        count = max(1, len(names))
+        per_loader = []
+        for loader in range(count):
+            metric = self._evaluator(stage, loader)
+            results = metric.compute()
+            metric.reset()
+            # Scalars only: curves such as ``cmc`` are arrays (every rank holds the same values).
+            per_loader.append(
+                {
+                    k: float(v)
+                    for k, v in results.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                }
+            )
         self._roles.clear(stage)
-        # Scalars only: curves such as ``cmc`` are arrays (every rank holds the same values).
-        logged = {
-            f"{stage}/{k}": float(v)
-            for k, v in results.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
+        logged: dict[str, float] = {}
+        if names:  # a union: each member's metrics, and their mean as the run's value
+            for name, results in zip(names, per_loader, strict=True):
+                logged.update({f"{stage}/{name}/{k}": v for k, v in results.items()})
+            shared = set.intersection(*(set(r) for r in per_loader))
+            logged.update(
+                {f"{stage}/{k}": float(np.mean([r[k] for r in per_loader])) for k in shared}
+            )
+        else:
+            logged = {f"{stage}/{k}": v for k, v in per_loader[0].items()}
         self.log_dict(logged, prog_bar=False, sync_dist=False)
         primary = logged.get(f"{stage}/{PRIMARY_METRIC}", 0.0)
         self.log(f"{stage}_{PRIMARY_METRIC}", primary, prog_bar=True, logger=False)
         return logged
 
-    def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metric, "val")
+    def validation_step(
+        self, batch: Sequence[Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._eval_step(batch, "val", dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_end(self.val_metric, "val")
+        self._eval_end("val")
 
-    def test_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metric, "test")
+    def test_step(self, batch: Sequence[Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "test", dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        self._eval_end(self.test_metric, "test")
+        self._eval_end("test")
 
     def predict_step(self, batch: Sequence[Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, labels, cameras, indices = batch

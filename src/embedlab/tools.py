@@ -32,7 +32,7 @@ from embedlab.analysis.runs import find_runs, instantiate_config
 from embedlab.atomic import atomic_write
 from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.data.check import check_dataset, format_report
-from embedlab.data.formats import READERS
+from embedlab.data.source import DataSource, FrameSource
 from embedlab.errors import ConfigError
 from embedlab.inference import (
     Index,
@@ -160,9 +160,7 @@ def compare(
 
 
 def data_check(
-    dataset: str,
-    root: Path | None = None,
-    options: dict[str, Any] | None = None,
+    dataset: DataSource | FrameSource,
     images: bool = True,
     max_items: int = 10,
     strict: bool = False,
@@ -172,19 +170,14 @@ def data_check(
     Returns 0 when clean, 1 on errors (or on warnings with ``--strict``).
 
     Args:
-        dataset: format name, e.g. ``market1501``, ``cuhk03np``, ``vehicleid``, ``table``.
-        root: folder the dataset lies in (default: ``$EMBEDLAB_DATA_ROOT/<dataset>``, or
-            ``data/<dataset>`` when the variable is unset).
-        options: reader options, e.g. ``{variant: labeled}`` (cuhk03np), ``{include_val: true}``
-            (msmt17), ``{test_size: 1600}`` (vehicleid), ``{table: train.csv}`` (table).
+        dataset: the dataset, as in ``data.dataset``: ``--dataset Market1501 --dataset.root
+            /data/market1501`` (root default: ``$EMBEDLAB_DATA_ROOT/<name>``, or ``data/<name>``
+            when the variable is unset), ``--dataset CUHK03NP --dataset.variant labeled``.
         images: decode every image (``--no_images``: only check that the files exist).
         max_items: items listed per problem (-1: all).
         strict: exit with 1 on warnings too.
     """
-    if dataset not in READERS:
-        raise ConfigError(f"dataset: unknown format {dataset!r}; choose one of {sorted(READERS)}")
-    folder = root or Path(os.environ.get("EMBEDLAB_DATA_ROOT", "data")) / dataset
-    report = check_dataset(dataset, folder, verify_images=images, **(options or {}))
+    report = check_dataset(dataset, verify_images=images)
     print(format_report(report, max_items=max_items))
     return 1 if report.errors or (strict and report.warnings) else 0
 

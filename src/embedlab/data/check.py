@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pandas as pd
 
-from .formats import SPLITS, DatasetFormatError, DatasetLayoutError, read_dataset
+from .formats import SPLITS, DatasetFormatError, DatasetLayoutError
 from .image_dataset import BadImageError, load_image
+from .source import FrameSource, source_name, source_root
 
 Severity = Literal["error", "warning"]
 
@@ -232,39 +233,43 @@ def _identity_problems(frame: pd.DataFrame) -> list[Problem]:
     return problems
 
 
-def check_frame(frame: pd.DataFrame, root: str | Path, verify_images: bool = True) -> list[Problem]:
-    """Problems with an already-read dataset table (see the module docstring)."""
-    root_path = Path(root)
-    return _image_problems(frame, root_path, verify_images) + _identity_problems(frame)
+def check_frame(
+    frame: pd.DataFrame, root: str | Path | None, verify_images: bool = True
+) -> list[Problem]:
+    """Problems with an already-read dataset table (see the module docstring).
 
-
-def check_dataset(
-    name: str, root: str | Path, *, verify_images: bool = True, **options: Any
-) -> CheckReport:
-    """Read dataset ``name`` from ``root`` and collect its statistics and problems.
-
-    Reading errors (unknown format, missing folders, malformed lines) become
-    error problems instead of exceptions. ``verify_images=False`` only checks
-    that files exist instead of decoding every image. ``options`` go to the
-    reader.
+    ``root=None``: an in-memory dataset, whose files are not checked.
     """
-    report = CheckReport(dataset=name, root=Path(root))
+    files = [] if root is None else _image_problems(frame, Path(root), verify_images)
+    return files + _identity_problems(frame)
+
+
+def check_dataset(source: FrameSource, *, verify_images: bool = True) -> CheckReport:
+    """Read the dataset ``source`` (its ``frame()``) and collect its statistics and problems.
+
+    Reading errors (missing folders, malformed lines) become error problems instead of
+    exceptions. ``verify_images=False`` only checks that files exist instead of decoding
+    every image.
+    """
+    root = source_root(source)
+    report = CheckReport(dataset=source_name(source), root=root)
     try:
-        frame = read_dataset(name, root, **options)
+        frame = source.frame()
     except DatasetLayoutError as exc:
         report.problems.append(Problem("error", "missing-path", str(exc)))
         return report
     except DatasetFormatError as exc:
         report.problems.append(Problem("error", "malformed", str(exc)))
         return report
-    except (ValueError, TypeError, ImportError) as exc:
+    except (ValueError, ImportError) as exc:
         report.problems.append(Problem("error", "cannot-read", str(exc)))
         return report
     report.splits = split_stats(frame)
     if frame.empty:
         report.problems.append(Problem("error", "empty", "the dataset lists no images"))
         return report
-    report.problems.extend(check_frame(frame, root, verify_images=verify_images))
+    on_disk = bool(getattr(source, "on_disk", True))
+    report.problems.extend(check_frame(frame, root if on_disk else None, verify_images))
     return report
 
 

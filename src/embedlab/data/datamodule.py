@@ -7,8 +7,8 @@ selection never sees the test images.
 
 from __future__ import annotations
 
-import os
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -17,21 +17,58 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from jsonargparse import lazy_instance
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from embedlab.data.digits import DigitsDataset, Protocol, digits_frame
-from embedlab.data.formats import read_dataset
-from embedlab.data.image_dataset import BadImageError, ImageDataset, load_image
+from embedlab.data.digits import Digits
+from embedlab.data.formats import SPLITS
+from embedlab.data.image_dataset import BadImageError, load_image
 from embedlab.data.sampler import PKBatchSampler, SeededDataset
-from embedlab.data.splits import RUN_SPLITS, ValSplit, split_validation
+from embedlab.data.source import (
+    DataSource,
+    FrameSource,
+    source_images,
+    source_name,
+    source_root,
+)
+from embedlab.data.splits import RUN_SPLITS, VAL_SPLITS, ValSplit, split_validation
 from embedlab.data.transforms import ReIDTransforms, Transforms
 from embedlab.errors import ConfigError
 
 Item = tuple[Tensor, int, int, int]
 
 
-class EvalDataset(Dataset[Item]):
+class JoinedDataset(Dataset[Item]):
+    """Several torch datasets served as one, items numbered across them.
+
+    Each part exposes ``labels``, ``cameras`` and ``paths`` and yields
+    ``(image, label, camera, index)``; the joined dataset yields the index across all parts.
+    """
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self.parts = list(parts)
+        self.starts = np.cumsum([0, *(len(p) for p in self.parts)])
+        self.labels = np.concatenate([np.asarray(p.labels, dtype=np.int64) for p in self.parts])
+        self.cameras = np.concatenate([np.asarray(p.cameras, dtype=np.int64) for p in self.parts])
+        self.paths: list[str] = [str(x) for p in self.parts for x in p.paths]
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, index: int) -> Item:
+        part = int(np.searchsorted(self.starts, index, side="right")) - 1
+        image, label, camera, _ = self.parts[part][index - int(self.starts[part])]
+        return image, label, camera, index
+
+    def raw_pixels(self) -> Tensor | None:
+        """Flattened pixels when every part has them (in-memory data such as digits)."""
+        if not all(hasattr(p, "raw_pixels") for p in self.parts):
+            return None
+        return torch.cat([p.raw_pixels() for p in self.parts])
+
+
+class EvalDataset(JoinedDataset):
     """Query items followed by gallery items, with their roles.
 
     Without a gallery (leave-one-out datasets such as CUB, Cars196, SOP), every item is
@@ -39,27 +76,10 @@ class EvalDataset(Dataset[Item]):
     """
 
     def __init__(self, query: Any, gallery: Any | None = None) -> None:
-        self.parts = [query] if gallery is None else [query, gallery]
-        self.offset = len(query)
-        n = len(query) + (len(gallery) if gallery is not None else 0)
-        self.labels = np.concatenate([np.asarray(p.labels) for p in self.parts])
-        self.paths: list[str] = [str(x) for p in self.parts for x in p.paths]
-        self.cameras = np.concatenate([np.asarray(p.cameras) for p in self.parts])
-        self.is_query = np.arange(n) < self.offset if gallery is not None else np.ones(n, bool)
+        super().__init__([query] if gallery is None else [query, gallery])
+        n, offset = len(self), len(query)
+        self.is_query = np.arange(n) < offset if gallery is not None else np.ones(n, bool)
         self.is_gallery = ~self.is_query if gallery is not None else np.ones(n, bool)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> Item:
-        part = 0 if index < self.offset else 1
-        image, label, camera, _ = self.parts[part][index - part * self.offset]
-        return image, label, camera, index
-
-    def raw_pixels(self) -> Tensor | None:
-        if not all(hasattr(p, "raw_pixels") for p in self.parts):
-            return None
-        return torch.cat([p.raw_pixels() for p in self.parts])
 
 
 class ResumableLoader(DataLoader):
@@ -94,15 +114,20 @@ class ResumableLoader(DataLoader):
         self.pk_sampler.start_batch = done if done < len(self.pk_sampler) else 0
 
 
+Dataset_ = DataSource | FrameSource
+
+
 class RetrievalDataModule(pl.LightningDataModule):
-    """P×K training batches and a query/gallery evaluation set for any supported dataset.
+    """P×K training batches and query/gallery evaluation sets for any dataset.
 
     Args:
-        dataset: ``digits`` (bundled, no download) or an on-disk format name
-            (``market1501``, ``dukemtmc``, ``msmt17``, ``cuhk03np``, ``cub200``, ``cars196``,
-            ``sop``, ``inshop``, ``vehicleid``, ``table``).
-        root: dataset folder; defaults to ``$EMBEDLAB_DATA_ROOT/<dataset>``.
-        protocol: digits only, ``image_disjoint`` or ``class_disjoint``.
+        dataset: the dataset, by ``class_path`` (``embedlab.data.Digits`` (default, bundled),
+            ``Market1501``, ``DukeMTMC``, ``MSMT17``, ``CUHK03NP``, ``CUB200``, ``Cars196``,
+            ``SOP``, ``InShop``, ``VehicleID``, ``ImageFolder``, ``Table`` or any object with
+            ``frame()``, see :mod:`embedlab.data.source`), or a list of them: a union trained
+            as one set (identities and cameras offset so they never collide) and evaluated on
+            each member's own val / test split, logged as ``val/<name>/<metric>`` plus the
+            mean over members as ``val/<metric>``.
         val: the validation split held out of the training split
             (:class:`~embedlab.data.splits.ValSplit`: ``size``, ``seed``, ``folds``, ``fold``),
             or ``none``: train on the whole training split, validate nothing (then the CLI
@@ -115,15 +140,11 @@ class RetrievalDataModule(pl.LightningDataModule):
         bad_data: ``error`` stops on an unreadable image naming it; ``skip`` decodes every image
             once at setup, leaves the unreadable ones out with a warning, logs their count as
             ``data/skipped_files`` and lists them in ``skipped_files.tsv`` in the run folder.
-        options: reader options, e.g. ``{variant: labeled}`` (CUHK03-NP),
-            ``{include_val: true}`` (MSMT17) or ``{test_size: 1600, seed: 3}`` (VehicleID).
     """
 
     def __init__(
         self,
-        dataset: str = "digits",
-        root: str | None = None,
-        protocol: Protocol = "image_disjoint",
+        dataset: Dataset_ | list[Dataset_] = lazy_instance(Digits),  # noqa: B008
         val: ValSplit | Literal["none"] | None = ValSplit(),  # noqa: B008 (a frozen-by-use value)
         p: int = 8,
         k: int = 4,
@@ -133,13 +154,17 @@ class RetrievalDataModule(pl.LightningDataModule):
         seed: int = 0,
         transforms: Transforms | None = None,
         bad_data: Literal["error", "skip"] = "error",
-        options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["transforms"])
-        self.dataset_name = dataset
-        self.root = root
-        self.protocol: Protocol = protocol
+        self.save_hyperparameters(ignore=["dataset", "transforms"])
+        self.sources: list[Any] = list(dataset) if isinstance(dataset, (list, tuple)) else [dataset]
+        if not self.sources:
+            raise ConfigError("data.dataset: the list of datasets is empty")
+        for i, source in enumerate(self.sources):
+            if not callable(getattr(source, "frame", None)):
+                where = "data.dataset" if len(self.sources) == 1 else f"data.dataset[{i}]"
+                raise ConfigError(f"{where}: {type(source).__name__} has no frame() method")
+        self.names = _unique_names([source_name(s) for s in self.sources])
         self.val: ValSplit | None = None if val in (None, "none") else val  # type: ignore[assignment]
         self.p, self.k = p, k
         self.batches_per_epoch = batches_per_epoch
@@ -148,21 +173,39 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.seed = seed
         self.transforms = transforms if transforms is not None else ReIDTransforms()
         self.bad_data = bad_data
-        self.options = dict(options or {})
         self._frame: pd.DataFrame | None = None
         self._scanned = False
         self.skipped: list[tuple[str, str]] = []
         self.train_set: Any = None
-        self.val_set: EvalDataset | None = None
-        self.test_set: EvalDataset | None = None
+        self.val_sets: list[EvalDataset] = []
+        self.test_sets: list[EvalDataset] = []
         self.train_sampler: PKBatchSampler | None = None
 
     # -- the DataFrame ---------------------------------------------------------------------
     @property
+    def dataset(self) -> Any:
+        """The dataset, or the list of datasets of a union."""
+        return self.sources[0] if len(self.sources) == 1 else self.sources
+
+    @property
+    def dataset_name(self) -> str:
+        """The dataset's name (``a+b`` for a union)."""
+        return "+".join(self.names)
+
+    @property
     def data_root(self) -> Path:
-        if self.root:
-            return Path(self.root)
-        return Path(os.environ.get("EMBEDLAB_DATA_ROOT", "data")) / self.dataset_name
+        """The (first) dataset's root: where its relative image paths start."""
+        return source_root(self.sources[0])
+
+    @property
+    def val_set(self) -> EvalDataset | None:
+        """The (first) dataset's validation set, after :meth:`setup`."""
+        return self.val_sets[0] if self.val_sets else None
+
+    @property
+    def test_set(self) -> EvalDataset | None:
+        """The (first) dataset's test set, after :meth:`setup`."""
+        return self.test_sets[0] if self.test_sets else None
 
     @property
     def eval_set(self) -> EvalDataset | None:
@@ -170,39 +213,81 @@ class RetrievalDataModule(pl.LightningDataModule):
         return self.test_set
 
     @property
-    def frame(self) -> pd.DataFrame:
-        """The run's table (``path, label, camera, split``, split in :data:`RUN_SPLITS`).
+    def eval_names(self) -> list[str]:
+        """The names under which each val / test loader's metrics are logged (union only)."""
+        return self.names if len(self.sources) > 1 else []
 
-        Training classes are numbered ``0..num_classes-1``, held-out validation classes after
-        them; test labels stay as the dataset numbers them.
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The run's table (``path, label, camera, split, source``, split in :data:`RUN_SPLITS`).
+
+        ``source`` numbers the member of a union (0 for a single dataset). Training classes are
+        numbered ``0..num_classes-1`` across the members, held-out validation classes after
+        them; test labels stay as each dataset numbers them; cameras are offset per member.
         """
         if self._frame is None:
-            if self.dataset_name == "digits":
-                frame = digits_frame(self.protocol, self.seed)
-            else:
-                frame = read_dataset(self.dataset_name, self.data_root, **self.options)
-            image_disjoint = self.dataset_name == "digits" and self.protocol == "image_disjoint"
-            frame = split_validation(frame, self.val, self.dataset_name, image_disjoint)
-            frame["label"] = frame["label"].astype(np.int64)
+            parts = [self._member_frame(i) for i in range(len(self.sources))]
+            frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
             train = (frame["split"] == "train").to_numpy()
-            held = frame["split"].isin(["val", "val_query", "val_gallery"]).to_numpy()
-            train_classes = np.unique(frame.loc[train, "label"])
-            other = np.setdiff1d(np.unique(frame.loc[held, "label"]), train_classes)
-            codes = {int(c): i for i, c in enumerate([*train_classes, *other])}
+            held = frame["split"].isin(VAL_SPLITS).to_numpy()
+            key = frame["source"].to_numpy(np.int64) * (1 << 40) + frame["label"].to_numpy()
+            train_classes = np.unique(key[train])
+            other = np.setdiff1d(np.unique(key[held]), train_classes)
+            codes = pd.Series(np.arange(len(train_classes) + len(other)), [*train_classes, *other])
             mask = train | held
-            frame.loc[mask, "label"] = frame.loc[mask, "label"].map(codes).astype(np.int64)
-            self._frame = frame
+            labels = frame["label"].to_numpy(np.int64).copy()
+            labels[mask] = codes.loc[key[mask]].to_numpy()
+            frame["label"] = labels
+            self._frame = self._offset_cameras(frame)
         return self._frame
 
+    def _member_frame(self, i: int) -> pd.DataFrame:
+        source, name = self.sources[i], self.names[i]
+        frame = source.frame()
+        if not isinstance(frame, pd.DataFrame):
+            raise ConfigError(f"{name}: frame() returned {type(frame).__name__}, not a DataFrame")
+        missing = [c for c in ("path", "label", "camera", "split") if c not in frame.columns]
+        if missing:
+            raise ConfigError(f"{name}: frame() lacks the column(s) {missing}")
+        unknown = sorted(set(frame["split"]) - {*SPLITS, "val"})
+        if unknown:
+            raise ConfigError(f"{name}: frame() has unknown split(s) {unknown}; use {SPLITS}")
+        frame = split_validation(
+            frame.reset_index(drop=True),
+            self.val,
+            getattr(source, "val_style", None),
+            bool(getattr(source, "image_disjoint", False)),
+        )
+        frame["label"] = frame["label"].astype(np.int64)
+        frame["camera"] = frame["camera"].astype(np.int64)
+        frame["source"] = i
+        return frame
+
+    def _offset_cameras(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if len(self.sources) == 1:
+            return frame
+        cameras = frame["camera"].to_numpy(np.int64).copy()
+        offset = 0
+        for i in range(len(self.sources)):
+            own = (frame["source"] == i).to_numpy() & (cameras >= 0)
+            if own.any():
+                cameras[own] += offset
+                offset = int(cameras[own].max()) + 1
+        return frame.assign(camera=cameras)
+
     def splits_table(self) -> pd.DataFrame:
-        """One row per image (``path, label, camera, split``), ordered by split, as served."""
+        """One row per image (``path, label, camera, split``, plus ``dataset`` for a union)."""
         frame = self.frame
         order = pd.Categorical(frame["split"], categories=list(RUN_SPLITS), ordered=True)
+        columns = ["path", "label", "camera", "split"]
+        if len(self.sources) > 1:
+            frame = frame.assign(dataset=[self.names[i] for i in frame["source"]])
+            columns.append("dataset")
         return (
             frame.assign(_order=order)
             .sort_values("_order", kind="stable")
             .drop(columns="_order")
-            .reset_index(drop=True)[["path", "label", "camera", "split"]]
+            .reset_index(drop=True)[columns]
         )
 
     def write_splits(self, folder: str | Path) -> Path:
@@ -218,28 +303,38 @@ class RetrievalDataModule(pl.LightningDataModule):
         return int(self.frame.loc[self.frame["split"] == "train", "label"].nunique())
 
     # -- datasets --------------------------------------------------------------------------
-    def _dataset(self, rows: pd.DataFrame, train: bool) -> Any:
-        if self.dataset_name == "digits":
-            return DigitsDataset(rows.reset_index(drop=True), augment=train)
-        transform = self.transforms.train if train else self.transforms.eval
-        return ImageDataset(rows.reset_index(drop=True), self.data_root, transform, self.bad_data)
+    def torch_dataset(self, rows: pd.DataFrame, train: bool) -> Any:
+        """The torch dataset of ``rows`` (one or several members' rows), in row order."""
+        parts = []
+        for i, group in rows.groupby("source", sort=False):
+            rows_i = group.drop(columns="source").reset_index(drop=True)
+            source = self.sources[int(i)]
+            parts.append(source_images(source, rows_i, train, self.transforms, self.bad_data))
+        return parts[0] if len(parts) == 1 else JoinedDataset(parts)
 
     def _drop_unreadable(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``bad_data=skip``: decode every image once, drop and record the unreadable ones.
 
         Scanning up front gives the complete list whatever the number of workers, and keeps
-        a bad query or gallery image from being silently replaced by another one.
+        a bad query or gallery image from being silently replaced by another one. In-memory
+        datasets (``on_disk = False``) are not scanned.
         """
+        roots = [source_root(s) for s in self.sources]
+        scanned = [bool(getattr(s, "on_disk", True)) for s in self.sources]
 
-        def problem(path: str) -> str | None:
+        def problem(item: tuple[str, int]) -> str | None:
+            path, i = item
+            if not scanned[i]:
+                return None
             try:
-                load_image(self.data_root / path)
+                load_image(roots[i] / path)
             except BadImageError as err:
                 return err.reason
             return None
 
+        items = list(zip(frame["path"], frame["source"], strict=True))
         with ThreadPoolExecutor(max_workers=max(1, self.num_workers or 4)) as pool:
-            reasons = list(pool.map(problem, frame["path"]))
+            reasons = list(pool.map(problem, items))
         bad = np.array([r is not None for r in reasons], dtype=bool)
         self.skipped = [
             (p, r) for p, r in zip(frame["path"], reasons, strict=True) if r is not None
@@ -264,26 +359,29 @@ class RetrievalDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         frame = self.frame
-        if self.bad_data == "skip" and self.dataset_name != "digits" and not self._scanned:
+        if self.bad_data == "skip" and not self._scanned:
             frame = self._frame = self._drop_unreadable(frame)
             self._scanned = True
-        splits = set(frame["split"])
         train_rows = frame[frame["split"] == "train"]
         if len(train_rows) == 0 and stage in (None, "fit"):
-            raise ConfigError(
-                f"dataset {self.dataset_name!r} at {self.data_root} has no train split"
-            )
+            raise ConfigError(f"dataset {self.dataset_name!r} has no train split")
         if self.train_set is None and len(train_rows):
-            self.train_set = self._dataset(train_rows, train=True)
-        if self.val_set is None:
-            self.val_set = self._eval_set(frame, "val_query", "val_gallery", "val")
-        if self.test_set is None:
-            self.test_set = self._eval_set(frame, "query", "gallery", "test")
-            if self.test_set is None:
-                raise ConfigError(
-                    f"dataset {self.dataset_name!r} has no query/gallery or test split "
-                    f"(found {sorted(splits)})"
-                )
+            self.train_set = self.torch_dataset(train_rows, train=True)
+        if not self.val_sets and not self.test_sets:
+            for i, name in enumerate(self.names):
+                rows = frame[frame["source"] == i]
+                val = self._eval_set(rows, "val_query", "val_gallery", "val")
+                test = self._eval_set(rows, "query", "gallery", "test")
+                if test is None:
+                    splits = sorted(set(rows["split"]))
+                    raise ConfigError(
+                        f"dataset {name!r} has no query/gallery or test split (found {splits})"
+                    )
+                if val is not None:
+                    self.val_sets.append(val)
+                self.test_sets.append(test)
+            if 0 < len(self.val_sets) < len(self.sources):
+                raise ConfigError("data.dataset: every member of a union needs a val split")
         if self.trainer is not None:
             # The P×K sampler shards by identity itself; Lightning must not replace it.
             self.trainer._accelerator_connector.use_distributed_sampler = False
@@ -300,11 +398,11 @@ class RetrievalDataModule(pl.LightningDataModule):
         split = frame["split"]
         if (split == query).any() or (split == gallery).any():
             return EvalDataset(
-                self._dataset(frame[split == query], train=False),
-                self._dataset(frame[split == gallery], train=False),
+                self.torch_dataset(frame[split == query], train=False),
+                self.torch_dataset(frame[split == gallery], train=False),
             )
         if (split == both).any():
-            return EvalDataset(self._dataset(frame[split == both], train=False))
+            return EvalDataset(self.torch_dataset(frame[split == both], train=False))
         return None
 
     # -- loaders ---------------------------------------------------------------------------
@@ -352,13 +450,24 @@ class RetrievalDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
-        """The validation split only; no loader (no validation) with ``val: none``."""
-        if self.val_set is None:
-            return []
-        return self.eval_dataloader(self.val_set)
+        """The validation split only (one loader per member of a union); none with ``val: none``."""
+        loaders = [self.eval_dataloader(s) for s in self.val_sets]
+        return loaders[0] if len(loaders) == 1 else loaders
 
-    def test_dataloader(self) -> DataLoader:
-        return self.eval_dataloader(self.test_set)
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The test split (one loader per member of a union)."""
+        loaders = [self.eval_dataloader(s) for s in self.test_sets]
+        return loaders[0] if len(loaders) == 1 else loaders
 
     def predict_dataloader(self) -> DataLoader:
         return self.eval_dataloader(self.test_set)
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """``names`` with repeats numbered (``market1501``, ``market1501_2``)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return out

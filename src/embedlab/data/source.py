@@ -13,7 +13,8 @@ frame has one row per image and the columns
 and may carry more (e.g. ``tracklet`` for video datasets). Optional attributes a dataset may
 define: ``root`` (where relative paths start; default the working directory), ``name`` (for
 messages and per-dataset metrics), ``image_disjoint`` (validation holds out images rather than
-classes), ``on_disk`` (``False`` for in-memory data: nothing to scan for unreadable files) and
+classes), ``val_style`` (how held-out images become val queries and gallery items, see
+:func:`embedlab.data.splits.val_roles`), ``on_disk`` (``False`` for in-memory data: nothing to scan for unreadable files) and
 ``images(rows, train, transforms, bad_data)`` returning the torch dataset of those rows (default:
 read the files with :class:`~embedlab.data.ImageDataset` and ``transforms.train`` or ``.eval``).
 
@@ -58,6 +59,7 @@ class DataSource:
 
     folder: ClassVar[str] = ""
     image_disjoint: bool = False
+    val_style: str | None = None
     on_disk: bool = True
 
     def __init__(self, root: str | Path | None = None) -> None:

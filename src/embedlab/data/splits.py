@@ -163,25 +163,33 @@ def val_roles(rows: pd.DataFrame, style: str, seed: int) -> np.ndarray:
     return roles
 
 
-def eval_style(frame: pd.DataFrame, dataset: str) -> str:
-    """How the val split mirrors the test split of ``frame`` (see :func:`val_roles`)."""
+def eval_style(frame: pd.DataFrame, style: str | None = None) -> str:
+    """How the val split mirrors the test split of ``frame`` (see :func:`val_roles`).
+
+    ``style`` is the dataset's own choice (its ``val_style`` attribute, e.g. VehicleID's
+    ``vehicleid``), used when the test split has a query / gallery.
+    """
     splits = set(frame["split"])
     if "query" not in splits and "gallery" not in splits:
         return "leave_one_out"
-    if dataset == "vehicleid":
-        return "vehicleid"
+    if style is not None:
+        return style
     if (frame["camera"] >= 0).any():
         return "reid"
     return "query_gallery"
 
 
 def split_validation(
-    frame: pd.DataFrame, val: ValSplit | None, dataset: str, image_disjoint: bool = False
+    frame: pd.DataFrame,
+    val: ValSplit | None,
+    style: str | None = None,
+    image_disjoint: bool = False,
 ) -> pd.DataFrame:
     """The run's table: ``frame`` with a validation split held out of its training split.
 
     ``val=None`` trains on everything (a dataset's own ``val`` rows join the training split).
-    ``image_disjoint`` holds out images instead of classes. The labels are left as they are.
+    ``style`` is the dataset's ``val_style`` (see :func:`eval_style`); ``image_disjoint`` holds
+    out images instead of classes. The labels are left as they are.
     """
     frame = frame.copy()
     split = frame["split"].to_numpy(dtype=object).copy()
@@ -190,7 +198,7 @@ def split_validation(
         split[own_val] = "train"
         frame["split"] = split
         return frame
-    style = eval_style(frame[~own_val], dataset)
+    style = eval_style(frame[~own_val], style)
     train = np.flatnonzero(split == "train")
     if own_val.any():
         held = np.flatnonzero(own_val)

@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from embedlab.atomic import atomic_write
 from embedlab.data.datamodule import RetrievalDataModule
-from embedlab.data.digits import DigitsDataset
 from embedlab.data.image_dataset import BadImageError, load_image
+from embedlab.data.source import source_root
 from embedlab.errors import ConfigError
 from embedlab.inference.embedder import IMAGE_SUFFIXES, Embedder
 
@@ -74,7 +74,7 @@ def split_rows(datamodule: RetrievalDataModule, split: str) -> pd.DataFrame:
     if rows.empty:
         found = sorted(set(frame["split"]))
         raise ConfigError(f"data_split: the dataset has no {split!r} rows (splits: {found})")
-    return rows[["path", "label", "camera"]]
+    return rows[["path", "label", "camera", "source"]]
 
 
 class ImageFiles(Dataset[Item]):
@@ -307,7 +307,8 @@ def embed_to_parquet(
         if datamodule is None:
             raise ConfigError("data_split: this embedder was not loaded from a run")
         rows = split_rows(datamodule, str(split))
-        full = [str(datamodule.data_root / p) for p in rows["path"]]
+        roots = [source_root(s) for s in datamodule.sources]
+        full = [str(roots[i] / p) for p, i in zip(rows["path"], rows["source"], strict=True)]
     earlier = [*([target] if target.is_file() else []), *parts(folder)]
     for file in earlier:
         written_by = settings_of(file).get("checkpoint")
@@ -321,11 +322,13 @@ def embed_to_parquet(
     if paths is not None:
         dataset: Dataset[Item] = ImageFiles([full[i] for i in todo], embedder.transform)
     else:
-        assert embedder.datamodule is not None
-        if embedder.datamodule.dataset_name == "digits":
-            dataset = DatasetImages(DigitsDataset(rows.iloc[todo].reset_index(drop=True)))
-        else:
-            dataset = ImageFiles([full[i] for i in todo], embedder.datamodule.transforms.eval)
+        datamodule = embedder.datamodule
+        assert datamodule is not None
+        if all(getattr(s, "on_disk", True) for s in datamodule.sources):
+            dataset = ImageFiles([full[i] for i in todo], datamodule.transforms.eval)
+        else:  # in-memory data (digits): the dataset's own images
+            dataset = DatasetImages(datamodule.torch_dataset(rows.iloc[todo], train=False))
+        rows = rows.drop(columns="source")
     writer = ParquetPartsWriter(
         folder, rows.iloc[todo].reset_index(drop=True), metadata, flush_rows
     )

@@ -64,14 +64,18 @@ def run_files(ckpt_path: str | Path, config: str | Path | None = None) -> RunFil
 
 
 def merge_data(recipe: dict[str, Any], data: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's ``data`` section with ``data`` replacing its keys (mappings are merged)."""
-    merged = dict(recipe.get("data") or {})
-    for key, value in (data or {}).items():  # `{options: {seed: 3}}` keeps the other options
-        old = merged.get(key)
-        merged[key] = (
-            {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
-        )
-    return merged
+    """The run's ``data`` section with ``data`` replacing its keys (mappings merged at every
+    depth: ``{dataset: {init_args: {seed: 3}}}`` keeps the dataset's other arguments)."""
+    return _merged(dict(recipe.get("data") or {}), data or {})
+
+
+def _merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out = dict(old)
+    for key, value in new.items():
+        before = out.get(key)
+        both = isinstance(before, dict) and isinstance(value, dict)
+        out[key] = _merged(before, value) if both else value  # type: ignore[arg-type]
+    return out
 
 
 def build_run(recipe: dict[str, Any]) -> tuple[EmbeddingModel, RetrievalDataModule]:
@@ -196,6 +200,8 @@ def load_embedder(
     recipe = files.recipe()
     model, datamodule = build_run({**recipe, "data": merge_data(recipe, data)})
     load_weights(model, files.checkpoint)
-    transform = None if datamodule.dataset_name == "digits" else datamodule.transforms.eval
+    # in-memory data (digits) has no image files: such a model embeds only its own dataset
+    on_disk = all(getattr(s, "on_disk", True) for s in datamodule.sources)
+    transform = datamodule.transforms.eval if on_disk else None
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return Embedder(model, transform, files, datamodule).to(target)

@@ -10,17 +10,11 @@ columns ``path, label, camera, split``:
 * ``split``: ``train``, ``query``, ``gallery``, or ``test`` for leave-one-out
   datasets where every test image is both a query and a gallery item.
 
-:data:`READERS` maps the configuration names to the readers and
-:func:`read_dataset` dispatches on them.
+Each format also has its dataset class (``Market1501``, ``CUB200``, …, see
+:mod:`embedlab.data.source`), chosen in a configuration by ``class_path``.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-import pandas as pd
 
 from ._common import COLUMNS, SPLITS, DatasetFormatError, DatasetLayoutError
 from .cars196 import Cars196, read_cars196
@@ -35,35 +29,6 @@ from .sop import SOP, read_sop
 from .table import Table, read_table
 from .vehicleid import VehicleID, read_vehicleid
 
-READERS: dict[str, Callable[..., pd.DataFrame]] = {
-    "market1501": read_market1501,
-    "dukemtmc": read_dukemtmc,
-    "msmt17": read_msmt17,
-    "cuhk03np": read_cuhk03np,
-    "cub200": read_cub200,
-    "cars196": read_cars196,
-    "sop": read_sop,
-    "inshop": read_inshop,
-    "vehicleid": read_vehicleid,
-    "table": read_table,
-    "imagefolder": read_imagefolder,
-}
-
-
-def read_dataset(name: str, root: str | Path, **options: Any) -> pd.DataFrame:
-    """Read dataset ``name`` (a key of :data:`READERS`) from ``root``.
-
-    ``options`` go to the reader (e.g. ``variant="labeled"`` for CUHK03-NP,
-    ``include_val=True`` for MSMT17, ``test_size=1600`` for VehicleID, ``table="train.csv"``
-    for a table).
-    """
-    reader = READERS.get(name)
-    if reader is None:
-        known = ", ".join(sorted(READERS))
-        raise ValueError(f"unknown dataset format {name!r}; known formats: {known}")
-    return reader(root, **options)
-
-
 __all__ = [
     "VehicleID",
     "Table",
@@ -77,14 +42,12 @@ __all__ = [
     "CUB200",
     "Cars196",
     "COLUMNS",
-    "READERS",
     "SPLITS",
     "DatasetFormatError",
     "DatasetLayoutError",
     "read_cars196",
     "read_cub200",
     "read_cuhk03np",
-    "read_dataset",
     "read_dukemtmc",
     "read_imagefolder",
     "read_inshop",

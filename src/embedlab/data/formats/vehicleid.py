@@ -106,6 +106,7 @@ class VehicleID(DataSource):
     """
 
     folder = "vehicleid"
+    val_style = "vehicleid"  # one val gallery image per vehicle, as in the test split
 
     def __init__(self, root: str | Path | None = None, test_size: int = 800, seed: int = 0) -> None:
         super().__init__(root)

@@ -58,6 +58,7 @@ TOOLS: dict[str, tuple[Callable[..., int], tuple[str, ...]]] = {
     "compare": (tools.compare, ("runs",)),
     "sweep": (tools.sweep, ("file",)),
     "data check": (tools.data_check, ()),
+    "data prepare": (tools.data_prepare, ("dataset",)),
     "embed": (tools.embed, ()),
     "index build": (tools.index_build, ()),
     "search": (tools.search, ()),

@@ -182,6 +182,33 @@ def data_check(
     return 1 if report.errors or (strict and report.warnings) else 0
 
 
+def data_prepare(
+    dataset: str,
+    source: Path,
+    out: Path,
+    persons: Literal["train", "all"] = "train",
+    test: bool = True,
+) -> int:
+    """Write a dataset's crops from its official release (``cuhksysu``: CUHK-SYSU person crops).
+
+    Args:
+        dataset: which dataset: ``cuhksysu``.
+        source: the official release root (``Image/SSM``, ``annotation``).
+        out: the dataset root to write (``cropped_images/``, ``test/``).
+        persons: ``train``: the persons of ``Train.mat``; ``all``: every person of ``Person.mat``.
+        test: also write the test protocol's crops and tables (``--no_test``: training crops only).
+    """
+    if dataset != "cuhksysu":
+        raise ConfigError(f"dataset: {dataset!r} has no prepare step (choose from: cuhksysu)")
+    from embedlab.data.formats.cuhksysu import prepare_cuhksysu
+
+    counts = prepare_cuhksysu(source, out, persons=persons, test=test)
+    print(", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {out}")
+    if counts["unmatched"]:
+        print(f"{counts['unmatched']} ground-truth boxes match no annotated box of their scene")
+    return 0
+
+
 def _go_online(online: bool, offline: bool) -> bool:
     """Online or offline, from the flags; without them from wandb's settings, said in one line."""
     if online and offline:

@@ -5,6 +5,7 @@ from embedlab.data.digits import Digits, DigitsDataset, digits_frame
 from embedlab.data.formats import (
     CUB200,
     CUHK03NP,
+    CUHKSYSU,
     MSMT17,
     SOP,
     Cars196,
@@ -17,6 +18,7 @@ from embedlab.data.formats import (
     read_cars196,
     read_cub200,
     read_cuhk03np,
+    read_cuhksysu,
     read_dukemtmc,
     read_imagefolder,
     read_inshop,
@@ -34,6 +36,7 @@ from embedlab.data.transforms import DMLTransforms, PlainTransforms, ReIDTransfo
 __all__ = [
     "CUB200",
     "CUHK03NP",
+    "CUHKSYSU",
     "MSMT17",
     "SOP",
     "Cars196",
@@ -59,6 +62,7 @@ __all__ = [
     "read_cars196",
     "read_cub200",
     "read_cuhk03np",
+    "read_cuhksysu",
     "read_dukemtmc",
     "read_imagefolder",
     "read_inshop",

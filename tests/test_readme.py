@@ -22,6 +22,9 @@ NOT_HERE: dict[str, str] = {
     "EMBEDLAB_WANDB=online": "needs a wandb account and the network",
     "embedlab data check --dataset Market1501 --dataset.root /data": "needs Market-1501 on disk",
     "embedlab data check --dataset CUHK03NP": "needs CUHK03-NP on disk",
+    "embedlab data prepare cuhksysu --source /data": (
+        "needs the CUHK-SYSU release; test_cuhksysu.py runs the command on a miniature release"
+    ),
     "embedlab embed --ckpt_path runs/shop": "run on a trained model by test_inference.py (README section test)",
     "embedlab index build --embeddings photos": "run by test_inference.py after its embed step",
     "embedlab search --index photos.index": "run by test_inference.py after its index step",

@@ -9,10 +9,12 @@
 * :class:`RetrievalEvaluator` - ``torchmetrics`` wrapper used at validation and test.
 * :func:`k_reciprocal_rerank`, :func:`average_query_expansion` - re-ranking.
 * :func:`knn` - exact faiss k-nearest neighbours with ties broken by index.
+* :func:`person_search` - the person-search protocol (CUHK-SYSU): each query has its own gallery.
 """
 
 from embedlab.metrics._inputs import DISTANCES, Distance
 from embedlab.metrics.knn import knn
+from embedlab.metrics.person_search import PersonSearchProtocol, person_search
 from embedlab.metrics.rank_metrics import (
     CMC,
     MINP,
@@ -44,6 +46,7 @@ __all__ = [
     "MAPAtR",
     "MeanAveragePrecision",
     "MetricFn",
+    "PersonSearchProtocol",
     "PrecisionAt1",
     "RPrecision",
     "RankMetric",
@@ -55,5 +58,6 @@ __all__ = [
     "k_reciprocal_rerank",
     "k_reciprocal_scores",
     "knn",
+    "person_search",
     "scalar_metrics",
 ]

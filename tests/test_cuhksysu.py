@@ -362,3 +362,62 @@ def test_person_search_on_the_prepared_protocol(
         protocol,
     )
     assert got["map"] == 1.0 and got["recall@1"] == 1.0
+
+
+def test_evaluate_protocol_cuhksysu(
+    prepared: tuple[Path, Path, dict[str, int]], tmp_path: Path
+) -> None:
+    """``embedlab evaluate --protocol cuhksysu`` scores the checkpoint's embeddings of the crops."""
+    import json
+
+    import yaml
+
+    from embedlab.inference import load_embedder
+
+    _, root, _ = prepared
+    recipe = {
+        "trainer": {"accelerator": "cpu", "max_epochs": 1, "enable_progress_bar": False},
+        "model": {
+            "model": {
+                "class_path": "embedlab.models.EmbeddingModel",
+                "init_args": {
+                    "backbone": {
+                        "class_path": "embedlab.models.SmallCNN",
+                        "init_args": {"in_channels": 3, "width": 8, "depth": 2},
+                    },
+                    "embedding_dim": 8,
+                },
+            },
+            "loss": {"class_path": "embedlab.losses.TripletLoss"},
+        },
+        "data": {
+            "dataset": {
+                "class_path": "embedlab.data.CUHKSYSU",
+                "init_args": {"root": str(root), "test": True},
+            },
+            "val": "none",
+            "p": 2,
+            "k": 2,
+            "batches_per_epoch": 1,
+            "transforms": {
+                "class_path": "embedlab.data.PlainTransforms",
+                "init_args": {"height": 16, "width": 8},
+            },
+        },
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    fit = ["fit", "--config", str(tmp_path / "recipe.yaml"), "--output_root", str(tmp_path)]
+    assert main([*fit, "--experiment", "cs"]) in (0, None)
+    ckpt = tmp_path / "cs" / "version_0" / "checkpoints" / "last.ckpt"
+    argv = ["evaluate", "--ckpt_path", str(ckpt), "--protocol", "cuhksysu", "--gallery_size", "3"]
+    assert main(argv) == 0
+    written = json.loads((tmp_path / "cs" / "version_0" / "evaluation_cuhksysu3.json").read_text())
+    protocol = CUHKSYSU(root).protocol(3)
+    assert protocol.queries is not None and protocol.gallery is not None
+    embedder = load_embedder(ckpt, device="cpu")
+    query = embedder.embed_images([str(root / p) for p in protocol.queries["path"]])
+    gallery = embedder.embed_images([str(root / p) for p in protocol.gallery["path"]])
+    expected = person_search(query, gallery, protocol)
+    assert written["metrics"]["map"] == pytest.approx(expected["map"])
+    assert written["metrics"]["recall@1"] == expected["recall@1"]
+    assert written["metrics"]["num_valid_queries"] == 2

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+import numpy as np
 import optuna
 import pandas as pd
+import torch
 from pytorch_lightning import Trainer
 
 from embedlab.analysis.compare import (
@@ -42,7 +44,14 @@ from embedlab.inference import (
     read_embeddings,
 )
 from embedlab.inference.embed import settings_of as embedding_settings
-from embedlab.inference.embedder import merge_data, run_files
+from embedlab.inference.embedder import (
+    Embedder,
+    RunFiles,
+    build_run,
+    load_weights,
+    merge_data,
+    run_files,
+)
 from embedlab.inference.export import example_input, export_embedder
 from embedlab.report import print_summary, write_json
 from embedlab.sweep import (
@@ -73,6 +82,8 @@ def evaluate(
     rerank: bool = False,
     flip_test: bool = False,
     data: dict[str, Any] | None = None,
+    protocol: Literal["retrieval", "cuhksysu"] = "retrieval",
+    gallery_size: int = 50,
 ) -> int:
     """Embed the evaluation split with a checkpoint; print and save the retrieval metrics.
 
@@ -86,6 +97,10 @@ def evaluate(
         flip_test: average each image's and its mirror's embedding.
         data: data module arguments replacing the run's (mappings are merged), e.g.
             ``{options: {seed: 3}}`` (another VehicleID gallery draw).
+        protocol: ``retrieval`` (the run's test split); ``cuhksysu``: person search with each
+            query's own gallery (``embedlab.metrics.person_search``) on the run's
+            ``embedlab.data.CUHKSYSU`` crops, written to ``evaluation_cuhksysu<size>.json``.
+        gallery_size: with ``--protocol cuhksysu``: the protocol ``TestG<gallery_size>``.
     """
     files = run_files(ckpt_path, config)
     ckpt, run_dir = files.checkpoint, files.run_dir
@@ -98,6 +113,11 @@ def evaluate(
         net["init_args"] = {**(net.get("init_args") or {}), "flip_test": True}
         model["model"] = net
     settings_data = merge_data(recipe, data)
+    if protocol == "cuhksysu":
+        if rerank:
+            raise ConfigError("rerank: not available with --protocol cuhksysu")
+        run = {**recipe, "model": model, "data": settings_data}
+        return evaluate_person_search(files, run, Path(out) if out else run_dir, gallery_size)
     module, datamodule = instantiate_config({**recipe, "model": model, "data": settings_data})
     settings = recipe.get("trainer") or {}
     trainer = Trainer(
@@ -121,6 +141,41 @@ def evaluate(
     write_json(folder / "evaluation.json", {"checkpoint": str(ckpt), "metrics": results})
     pd.DataFrame([results]).to_csv(folder / "evaluation.csv", index=False)
     print(f"wrote {folder / 'evaluation.json'} and {folder / 'evaluation.csv'}")
+    return 0
+
+
+def evaluate_person_search(
+    files: RunFiles, recipe: dict[str, Any], folder: Path, gallery_size: int
+) -> int:
+    """``evaluate --protocol cuhksysu``: embed the protocol's query and gallery crops with the
+    checkpoint and score each query against its own gallery (``TestG<gallery_size>``)."""
+    from embedlab.data.formats.cuhksysu import CUHKSYSU
+    from embedlab.metrics.person_search import person_search
+
+    model, datamodule = build_run(recipe)
+    load_weights(model, files.checkpoint)
+    sources = [s for s in datamodule.sources if isinstance(s, CUHKSYSU)]
+    if not sources:
+        raise ConfigError(
+            "protocol: cuhksysu needs an embedlab.data.CUHKSYSU dataset in the run's data "
+            "(or give one with --data '{dataset: {class_path: embedlab.data.CUHKSYSU, "
+            "init_args: {root: …}}}')"
+        )
+    source = sources[0]
+    protocol = source.protocol(gallery_size)
+    assert protocol.queries is not None and protocol.gallery is not None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    embedder = Embedder(model, datamodule.transforms.eval, files, datamodule).to(device)
+    query = embedder.embed_images([str(source.root / p) for p in protocol.queries["path"]])
+    gallery = embedder.embed_images([str(source.root / p) for p in protocol.gallery["path"]])
+    distance = (recipe.get("model") or {}).get("distance", "cosine")
+    results = person_search(query, gallery, protocol, distance=distance)
+    scalars = {k: float(v) for k, v in results.items() if np.ndim(v) == 0}
+    print_summary({f"TestG{gallery_size}": scalars}, "person search, each query's own gallery")
+    name = f"evaluation_cuhksysu{gallery_size}"
+    write_json(folder / f"{name}.json", {"checkpoint": str(files.checkpoint), "metrics": results})
+    pd.DataFrame([results]).to_csv(folder / f"{name}.csv", index=False)
+    print(f"wrote {folder / (name + '.json')} and {folder / (name + '.csv')}")
     return 0
 
 

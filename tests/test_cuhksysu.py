@@ -421,3 +421,22 @@ def test_evaluate_protocol_cuhksysu(
     assert written["metrics"]["map"] == pytest.approx(expected["map"])
     assert written["metrics"]["recall@1"] == expected["recall@1"]
     assert written["metrics"]["num_valid_queries"] == 2
+
+
+def test_malformed_protocol_table(
+    prepared: tuple[Path, Path, dict[str, int]], tmp_path: Path
+) -> None:
+    import shutil
+
+    _, root, _ = prepared
+    shutil.copytree(root / "test", tmp_path / "test")
+    file = tmp_path / "test" / "TestG2.csv"
+    lines = file.read_text().splitlines()
+    file.write_text("\n".join([*lines[:2], "7,s6,False,", *lines[2:]]) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"TestG2.csv:3: query 7 is not in queries.csv"):
+        CUHKSYSU(tmp_path).protocol(2)
+    file.write_text("\n".join([*lines, "1,s7,True,test/boxes/s9_1.jpg"]) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"TestG2.csv:6: positive 'test/boxes/s9_1.jpg'"):
+        CUHKSYSU(tmp_path).protocol(2)
+    with pytest.raises(DatasetLayoutError, match="TestG50.csv"):
+        CUHKSYSU(tmp_path).protocol(50)

@@ -477,33 +477,48 @@ def read_protocol(root: str | Path, gallery_size: int = 50) -> PersonSearchProto
     boxes = _read_csv(base / "test" / "boxes.csv", ["path", "label", "scene"])
     file = base / "test" / f"TestG{gallery_size}.csv"
     table = _read_csv(file, ["query", "scene", "has_gt", "positive"])
-    by_scene: dict[str, list[int]] = defaultdict(list)
-    for i, scene in enumerate(boxes["scene"].astype(str)):
-        by_scene[scene].append(i)
-    index = {p: i for i, p in enumerate(boxes["path"].astype(str))}
     num_q = len(queries)
-    galleries: list[list[int]] = [[] for _ in range(num_q)]
-    positives: list[list[int]] = [[] for _ in range(num_q)]
-    num_gt = np.zeros(num_q, dtype=np.int64)
-    seen: set[tuple[int, str]] = set()
-    for line, (q, scene, has_gt, positive) in enumerate(
-        table[["query", "scene", "has_gt", "positive"]].itertuples(index=False), start=2
-    ):
-        if not 0 <= int(q) < num_q:
-            raise DatasetFormatError(file, f"query {q} is not in queries.csv", line)
-        if (q, str(scene)) in seen:
-            continue  # a scene listed twice counts once
-        seen.add((q, str(scene)))
-        galleries[q].extend(by_scene.get(str(scene), []))
-        if str(has_gt).lower() == "true":
-            num_gt[q] += 1
-        if positive:
-            if positive not in index:
-                raise DatasetFormatError(file, f"positive {positive!r} is not in boxes.csv", line)
-            positives[q].append(index[positive])
+    q = pd.to_numeric(table["query"], errors="coerce")
+    bad = ~q.between(0, num_q - 1) | (q != q.round())
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        value = str(table["query"].iloc[row])
+        raise DatasetFormatError(file, f"query {value} is not in queries.csv", row + 2)
+    table = table.assign(query=q.astype(np.int64), scene=table["scene"].astype(str))
+    table = table.drop_duplicates(["query", "scene"])  # a scene listed twice counts once
+    table = table.sort_values("query", kind="stable")
+    # the boxes of each scene: ``order[start : start + count]``
+    scene_codes, scene_names = pd.factorize(boxes["scene"].astype(str))
+    order = np.argsort(scene_codes, kind="stable")
+    count = np.bincount(scene_codes, minlength=len(scene_names))
+    start = np.cumsum(count) - count
+    code = pd.Index(scene_names).get_indexer(table["scene"])
+    row_count = np.where(code >= 0, count[code], 0)
+    row_start = np.where(code >= 0, start[code], 0)
+    total = int(row_count.sum())
+    offsets = np.repeat(np.cumsum(row_count) - row_count, row_count)
+    flat = order[np.repeat(row_start, row_count) + np.arange(total) - offsets]
+    rows_q = table["query"].to_numpy()
+    per_query = np.bincount(rows_q, weights=row_count, minlength=num_q).astype(np.int64)
+    galleries = np.split(flat, np.cumsum(per_query)[:-1])
+    num_gt = np.bincount(
+        rows_q[table["has_gt"].astype(str).str.lower().eq("true").to_numpy()], minlength=num_q
+    ).astype(np.int64)
+    positive = table["positive"].astype(str)
+    has = positive.ne("").to_numpy()
+    index = pd.Index(boxes["path"].astype(str)).get_indexer(positive[has])
+    if (index < 0).any():
+        row = table.index[has][int(np.flatnonzero(index < 0)[0])]
+        raise DatasetFormatError(
+            file, f"positive {positive.loc[row]!r} is not in boxes.csv", int(row) + 2
+        )
+    pos_q = rows_q[has]
+    positives = np.split(
+        index.astype(np.int64), np.cumsum(np.bincount(pos_q, minlength=num_q))[:-1]
+    )
     return PersonSearchProtocol(
-        galleries=[np.asarray(g, dtype=np.int64) for g in galleries],
-        positives=[np.asarray(p, dtype=np.int64) for p in positives],
+        galleries=galleries,
+        positives=positives,
         num_gt=num_gt,
         queries=queries[["path", "label", "scene"]],
         gallery=boxes[["path", "label", "scene"]],

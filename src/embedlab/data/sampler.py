@@ -16,6 +16,13 @@ global RNG, on the number of workers, on the number of ranks, or on where a run 
 Identities are visited in shuffled rounds (each identity once per round), and the images of an
 identity in shuffled rounds too, so every image is seen about equally often. An identity with
 fewer than K images contributes all of them plus random repeats (sampling with replacement).
+
+A callback can replace batches with batches of its own: :meth:`PKBatchSampler.serve` takes a
+plan of global batches (one list of ``P·K`` indices per rank each) and serves them from the
+next batch not yet drawn on; the P×K draws go on underneath (their random stream is not
+disturbed), so a step outside the plan gets the batch it would have had anyway. The plan is
+keyed by absolute step (``epoch · len + step``) and saved in :meth:`state_dict`, so resuming
+mid-plan serves the same batches. ``embedlab.mining.OfflineTripletMining`` uses it.
 """
 
 from __future__ import annotations
@@ -89,9 +96,17 @@ class PKBatchSampler(Sampler[list[int]]):
         )
         self.epoch = 0
         self.start_batch = 0  # batches to skip when resuming mid-epoch
+        self.plan: dict[int, list[list[int]]] = {}  # absolute step → per-rank batches
+        self.next_step = 0  # absolute step of the next batch __iter__ yields
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    @property
+    def sampler(self) -> PKBatchSampler:
+        """This sampler: Lightning calls ``set_epoch`` at each epoch on a loader's ``sampler``
+        and on its ``batch_sampler.sampler``, not on the batch sampler itself."""
+        return self
 
     def __len__(self) -> int:
         return self.num_batches
@@ -119,6 +134,33 @@ class PKBatchSampler(Sampler[list[int]]):
             size = self.p * self.k
             yield [flat[r * size : (r + 1) * size] for r in range(self.num_replicas)]
 
+    def serve(self, batches: Sequence[Sequence[Sequence[int]]]) -> int:
+        """Serve ``batches`` (global batches: ``num_replicas`` lists of ``P·K`` dataset
+        indices each, rank r taking the r-th) for the next ``len(batches)`` steps, from the
+        first batch not yet drawn; a previous plan is replaced from there on. Every rank must
+        serve the same plan. Returns the absolute step of the first planned batch.
+
+        Batches the data loader already prefetched (``num_workers · prefetch_factor``, plus
+        one by Lightning) are served as they were drawn.
+        """
+        size = self.p * self.k
+        for i, batch in enumerate(batches):
+            if len(batch) != self.num_replicas or any(len(b) != size for b in batch):
+                raise ValueError(
+                    f"serve(): batch {i} must hold {self.num_replicas} per-rank lists of "
+                    f"p·k = {size} indices, got sizes {[len(b) for b in batch]}"
+                )
+        start = self.next_step
+        first_of_epoch = self.epoch * self.num_batches
+        kept = {s: b for s, b in self.plan.items() if first_of_epoch <= s < start}
+        new = {start + i: [[int(j) for j in b] for b in batch] for i, batch in enumerate(batches)}
+        self.plan = {**kept, **new}
+        return start
+
+    def clear_plan(self) -> None:
+        """Serve P×K batches again from the next batch not yet drawn."""
+        self.plan = {s: b for s, b in self.plan.items() if s < self.next_step}
+
     def _draw(self, pid: int, pool: deque[int], rng: np.random.Generator) -> list[int]:
         members = self.members[pid]
         if len(members) < self.k:
@@ -135,10 +177,14 @@ class PKBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[Any]]:
         start, self.start_batch = self.start_batch, 0
         size = self.p * self.k
+        first = self.epoch * self.num_batches
+        self.next_step = first + start
         for step, batches in enumerate(self.global_batches()):
             if step < start:
                 continue
-            batch = batches[self.rank]
+            planned = self.plan.get(first + step)
+            batch = planned[self.rank] if planned is not None else batches[self.rank]
+            self.next_step = first + step + 1
             if not self.with_seeds:
                 yield batch
                 continue
@@ -147,11 +193,17 @@ class PKBatchSampler(Sampler[list[int]]):
             yield [(i, int(s)) for i, s in zip(batch, seeds, strict=False)]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "seed": self.seed}
+        state: dict[str, Any] = {"epoch": self.epoch, "seed": self.seed}
+        if self.plan:
+            state["plan"] = {s: [list(b) for b in batch] for s, batch in self.plan.items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = int(state["epoch"])
         self.seed = int(state["seed"])
+        plan = state.get("plan") or {}
+        self.plan = {int(s): [[int(i) for i in b] for b in batch] for s, batch in plan.items()}
+        self.next_step = self.epoch * self.num_batches
 
 
 class SeededDataset(Dataset[Any]):

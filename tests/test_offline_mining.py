@@ -1,0 +1,256 @@
+"""FaceNet's offline triplet mining: brute-force mining reference, the batches the sampler
+serves, resume of a plan, the gather/plan logic of a fake DDP world, and `embedlab fit`."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from embedlab.cli import main
+from embedlab.data import RetrievalDataModule
+from embedlab.data.sampler import PKBatchSampler
+from embedlab.errors import ConfigError
+from embedlab.losses import TripletLoss
+from embedlab.mining import OfflineTripletMining, batch_plan, mine_triplets, shard, unshard
+from embedlab.models import EmbeddingModel, SmallCNN
+from embedlab.module import MetricLearningModule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def brute_force(x: torch.Tensor, y: torch.Tensor, strategy: str, margin: float) -> set[tuple]:
+    d = torch.cdist(x, x)
+    n = len(y)
+    found: set[tuple] = set()
+    for a in range(n):
+        pos = [p for p in range(n) if p != a and y[p] == y[a]]
+        neg = [j for j in range(n) if y[j] != y[a]]
+        if not pos or not neg:
+            continue
+        if strategy == "hardest":
+            p = max(pos, key=lambda j: d[a, j].item())
+            found.add((a, p, min(neg, key=lambda j: d[a, j].item())))
+            continue
+        for p in pos:
+            semi = [j for j in neg if d[a, p] < d[a, j] < d[a, p] + margin]
+            if semi:
+                found.add((a, p, min(semi, key=lambda j: d[a, j].item())))
+    return found
+
+
+@pytest.mark.parametrize("strategy", ["hardest", "semi_hard"])
+def test_mined_triplets_equal_brute_force(strategy: str) -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 4, generator=generator)
+    y = torch.randint(0, 6, (40,), generator=generator)
+    y[0] = 99  # an anchor without a positive gives no triplet
+    got = {tuple(t) for t in mine_triplets(x, y, strategy, 0.5).tolist()}  # type: ignore[arg-type]
+    want = brute_force(x, y, strategy, 0.5)
+    assert got == want
+    assert len(want) > 10
+    assert not any(t[0] == 0 for t in got)
+    if strategy == "semi_hard":
+        assert got != {tuple(t) for t in mine_triplets(x, y, "semi_hard", 5.0).tolist()}
+
+
+def test_batch_plan_is_made_of_triplets_and_seeded() -> None:
+    triplets = np.arange(30).reshape(10, 3) + 100
+    plan = batch_plan(triplets, 4, 2, 8, np.random.default_rng(0))
+    assert len(plan) == 4 and all(len(step) == 2 for step in plan)
+    rows = {tuple(t) for t in triplets.tolist()}
+    for step in plan:
+        for batch in step:
+            assert len(batch) == 8
+            assert (batch[0], batch[1], batch[2]) in rows and (batch[3], batch[4], batch[5]) in rows
+            assert batch[6:] == batch[:2]
+    assert plan == batch_plan(triplets, 4, 2, 8, np.random.default_rng(0))
+    assert plan != batch_plan(triplets, 4, 2, 8, np.random.default_rng(1))
+    with pytest.raises(ConfigError, match="at least 3"):
+        batch_plan(triplets, 1, 1, 2, np.random.default_rng(0))
+
+
+def test_fake_world_gathers_the_subset_and_agrees_on_the_plan() -> None:
+    """What 3 ranks do: each embeds its shard, the all-gather stacks them; the gathered set is
+    the whole subset in order and the seeded plan is the same on every rank."""
+    n, world = 11, 3
+    full = torch.randn(n, 5)
+    gathered = torch.stack([full[torch.as_tensor(shard(n, r, world))] for r in range(world)])
+    assert gathered.shape == (world, 4, 5)
+    torch.testing.assert_close(unshard(gathered, n), full)
+    labels = torch.arange(n) % 3
+    triplets = mine_triplets(unshard(gathered, n), labels, "hardest", 0.2).numpy()
+    plans = [batch_plan(triplets, 2, world, 6, np.random.default_rng([0, 1, 1])) for _ in range(3)]
+    assert plans[0] == plans[1] == plans[2]
+    assert sorted(np.concatenate([shard(n, r, world) for r in range(world)])[:n].tolist()) != []
+    assert set(np.concatenate([shard(n, r, world) for r in range(world)]).tolist()) == set(range(n))
+
+
+def test_sampler_serves_a_plan_and_resumes_it() -> None:
+    labels = np.repeat(np.arange(6), 5)
+    sampler = PKBatchSampler(labels, p=2, k=3, seed=1, batches_per_epoch=6)
+    plain = list(sampler)
+    plan = [[[i, i, i, i + 1, i + 1, i + 1]] for i in range(3)]
+    assert sampler.serve(plan) == 6  # the next undrawn batch: epoch 0 was drawn
+    sampler.set_epoch(1)
+    assert sampler.serve(plan) == 6
+    epoch1 = list(sampler)
+    assert epoch1[:3] == [b[0] for b in plan]
+    fresh = PKBatchSampler(labels, p=2, k=3, seed=1, batches_per_epoch=6)
+    fresh.set_epoch(1)
+    assert epoch1[3:] == list(fresh)[3:]  # the P×K stream underneath is untouched
+    assert plain != epoch1
+    # resume two batches into epoch 1: the rest of the plan, then P×K
+    resumed = PKBatchSampler(labels, p=2, k=3, seed=1, batches_per_epoch=6)
+    resumed.load_state_dict(sampler.state_dict())
+    resumed.start_batch = 2
+    assert list(resumed) == epoch1[2:]
+    assert sampler.serve(plan) == 12  # for epoch 2, then withdrawn
+    sampler.clear_plan()
+    sampler.set_epoch(2)
+    fresh.set_epoch(2)
+    assert list(sampler) == list(fresh)
+    with pytest.raises(ValueError, match="batch 0 must hold 1 per-rank lists of p·k = 6"):
+        sampler.serve([[[1, 2]]])
+
+
+class Record(pl.Callback):
+    """The dataset indices of each training batch, and each refresh of the mining callback."""
+
+    def __init__(self, mining: OfflineTripletMining) -> None:
+        self.mining = mining
+        self.batches: list[list[int]] = []
+        self.refreshes: list[dict[str, Any]] = []
+
+    def on_train_batch_end(
+        self, trainer: Any, module: Any, outputs: Any, batch: Any, i: int
+    ) -> None:
+        self.batches.append(batch[3].tolist())
+        self._note()
+
+    def on_train_start(self, trainer: Any, module: Any) -> None:
+        self._note()
+
+    def _note(self) -> None:
+        last = self.mining.last
+        if last and (not self.refreshes or self.refreshes[-1]["start"] != last["start"]):
+            self.refreshes.append(dict(last))
+
+
+def test_callback_serves_mined_batches_at_its_interval() -> None:
+    torch.manual_seed(0)
+    model = EmbeddingModel(SmallCNN(width=8, depth=2), embedding_dim=16, normalize=True)
+    module = MetricLearningModule(
+        model, TripletLoss(margin=0.2), optimizer=partial(torch.optim.SGD, lr=0.1)
+    )
+    data = RetrievalDataModule(p=4, k=4, batches_per_epoch=5, seed=2)
+    mining = OfflineTripletMining(every_n_steps=3, subset_size=60, strategy="hardest", seed=4)
+    record = Record(mining)  # runs after the mining callback
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=8,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[mining, record],
+    )
+    trainer.fit(module, data)
+    assert len(record.batches) == 8
+    starts = [r["start"] for r in record.refreshes]
+    assert starts[0] == 0 and len(starts) == 3  # at steps 0, 3 and 6
+    assert starts[1] in (3, 4) and starts[2] in (6, 7)  # from the first batch not yet drawn
+    labels = data.train_set.labels
+    for number, refresh in enumerate(record.refreshes):
+        subset = refresh["subset"]
+        assert len(subset) <= 60 and len(np.unique(labels[subset])) < len(subset)  # has positives
+        local = brute_force(refresh["embeddings"], torch.as_tensor(labels[subset]), "hardest", 0.2)
+        mined = {tuple(t) for t in refresh["triplets"].tolist()}
+        assert mined == {tuple(subset[list(t)].tolist()) for t in local}
+        end = starts[number + 1] if number + 1 < len(starts) else len(record.batches)
+        for step in range(refresh["start"], end):
+            batch = record.batches[step]
+            for t in range(5):  # 16 = 5 triplets + anchor and positive of the first
+                assert tuple(batch[3 * t : 3 * t + 3]) in mined
+    first, second = record.refreshes[0]["start"], record.refreshes[1]["start"]
+    assert record.batches[first] != record.batches[second]
+    assert record.refreshes[0]["subset"].tolist() != record.refreshes[1]["subset"].tolist()
+    # the batches in between came from the first plan, none is a P×K batch
+    for step in range(first, second):
+        assert len(set(labels[record.batches[step]].tolist())) != 4
+
+
+def test_fit_on_digits_with_the_callback_by_class_path(tmp_path: Path) -> None:
+    extra = tmp_path / "mining.yaml"
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "callbacks": [
+                        {
+                            "class_path": "embedlab.mining.OfflineTripletMining",
+                            "init_args": {"every_n_steps": 2, "subset_size": 100},
+                        }
+                    ]
+                }
+            }
+        )
+    )
+    code = main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "experiments" / "digits.yaml"),
+            "--config",
+            str(extra),
+            f"--output_root={tmp_path}",
+            "--trainer.max_epochs=1",
+            "--data.batches_per_epoch=5",
+            "--trainer.limit_val_batches=0",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    assert code in (0, None)
+    metrics = pd.read_csv(tmp_path / "digits" / "version_0" / "metrics.csv")
+    assert metrics["mining/triplets"].dropna().gt(0).all()
+    assert metrics["mining/triplets"].dropna().nunique() == 2  # refreshes at steps 2 and 4
+
+
+def test_bad_arguments_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="every_n_steps"):
+        OfflineTripletMining(every_n_steps=0, subset_size=10)
+    with pytest.raises(ConfigError, match="strategy"):
+        OfflineTripletMining(every_n_steps=1, subset_size=10, strategy="easy")  # type: ignore[arg-type]
+
+
+def test_lightning_advances_the_pk_sampler_epoch() -> None:
+    """The plan is keyed by absolute step, so the sampler must know the epoch: Lightning's
+    ``set_epoch`` reaches it through ``batch_sampler.sampler``."""
+    torch.manual_seed(0)
+    model = EmbeddingModel(SmallCNN(width=4, depth=1), embedding_dim=8)
+    module = MetricLearningModule(model, TripletLoss(margin=0.2))
+    data = RetrievalDataModule(p=3, k=2, batches_per_epoch=2, seed=0)
+    mining = OfflineTripletMining(every_n_steps=100, subset_size=8)
+    record = Record(mining)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[record],
+    )
+    trainer.fit(module, data)
+    assert data.train_sampler is not None and data.train_sampler.epoch == 1
+    assert record.batches[:2] != record.batches[2:]

@@ -3,6 +3,7 @@ serves, resume of a plan, the gather/plan logic of a fake DDP world, and `embedl
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -254,3 +255,77 @@ def test_lightning_advances_the_pk_sampler_epoch() -> None:
     trainer.fit(module, data)
     assert data.train_sampler is not None and data.train_sampler.epoch == 1
     assert record.batches[:2] != record.batches[2:]
+
+
+class RecordRank(pl.Callback):
+    """Per rank, writes each training batch's indices and the plan the mining callback served."""
+
+    def __init__(self, mining: OfflineTripletMining, folder: Path) -> None:
+        self.mining, self.folder = mining, folder
+
+    def on_train_batch_end(
+        self, trainer: Any, module: Any, outputs: Any, batch: Any, i: int
+    ) -> None:
+        sampler = trainer.datamodule.train_sampler
+        row = {
+            "step": trainer.global_step - 1,
+            "batch": batch[3].tolist(),
+            "plan": {str(k): v for k, v in sampler.plan.items()},
+            "subset": self.mining.last["subset"].tolist(),
+            "triplets": self.mining.last["triplets"].tolist(),
+        }
+        with open(self.folder / f"rank{trainer.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+@pytest.mark.slow
+def test_two_ranks_mine_the_gathered_subset_and_share_one_plan(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = EmbeddingModel(SmallCNN(width=4, depth=1, batch_norm=False), embedding_dim=8)
+    module = MetricLearningModule(model, TripletLoss(margin=0.2))
+    data = RetrievalDataModule(p=3, k=2, batches_per_epoch=4, seed=0)
+    mining = OfflineTripletMining(every_n_steps=2, subset_size=30, strategy="hardest")
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_steps=4,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[mining, RecordRank(mining, tmp_path)],
+    )
+    trainer.fit(module, data)
+    ranks = [
+        [json.loads(line) for line in (tmp_path / f"rank{r}.jsonl").read_text().splitlines()]
+        for r in range(2)
+    ]
+    assert len(ranks[0]) == len(ranks[1]) == 4
+    for r0, r1 in zip(*ranks, strict=True):
+        assert r0["plan"] == r1["plan"] and r0["triplets"] == r1["triplets"]
+        assert r0["subset"] == r1["subset"]
+        for r, row in enumerate((r0, r1)):
+            assert row["batch"] == row["plan"][str(row["step"])][r]
+        assert r0["batch"] != r1["batch"]
+    # the gathered subset was mined as a whole: triplets span both ranks' shards
+    subset = ranks[0][0]["subset"]
+    positions = {i: n for n, i in enumerate(subset)}
+    shards = {positions[i] % 2 for t in ranks[0][0]["triplets"] for i in t}
+    assert shards == {0, 1}
+
+
+def test_subset_is_seeded_by_identity_with_positives_and_negatives() -> None:
+    labels = np.repeat(np.arange(10), 50)
+    mining = OfflineTripletMining(every_n_steps=5, subset_size=100, seed=3)
+    first = mining.subset(labels, 0)
+    assert len(first) == 100 and len(set(first.tolist())) == 100
+    counts = np.bincount(labels[first])
+    assert counts.max() == 40 and (counts > 0).sum() == 3  # 40 + 40 + 20
+    assert first.tolist() == mining.subset(labels, 0).tolist()
+    assert first.tolist() != mining.subset(labels, 1).tolist()
+    small = OfflineTripletMining(every_n_steps=5, subset_size=30).subset(labels, 0)
+    assert np.bincount(labels[small]).max() == 15  # at most half: two identities at least
+    with pytest.raises(ConfigError, match="two identities"):
+        OfflineTripletMining(every_n_steps=1, subset_size=10).subset(np.arange(10), 0)

@@ -112,7 +112,8 @@ class OfflineTripletMining(pl.Callback):
 
     At step 0 and every ``every_n_steps`` optimisation steps, a seeded subset of about
     ``subset_size`` training images is drawn by identity (shuffled identities, up to
-    ``images_per_identity`` images of each, so that it has positives; FaceNet draws about 40
+    ``images_per_identity`` images of each and at most half the subset, so that it has
+    positives and negatives; FaceNet draws about 40
     faces per identity), embedded by the current network in eval mode without gradients (the
     ``features`` the metric losses see; training images with their augmentation, seeded),
     and the triplets are mined over it (:func:`mine_triplets`). The training sampler then
@@ -182,17 +183,21 @@ class OfflineTripletMining(pl.Callback):
         rng = np.random.default_rng([self.seed, refresh])
         chosen: list[np.ndarray] = []
         total = 0
+        per_identity = min(self.images_per_identity, max(2, self.subset_size // 2))
         for pid in rng.permutation(np.unique(labels)):
             members = np.flatnonzero(labels == pid)
             if len(members) < 2:
                 continue
-            take = min(self.images_per_identity, len(members), self.subset_size - total)
+            take = min(per_identity, len(members), self.subset_size - total)
             if take < 2:
                 break
             chosen.append(rng.choice(members, take, replace=False))
             total += take
-        if not chosen:
-            raise ConfigError("OfflineTripletMining: no training identity has two images")
+        if len(chosen) < 2:
+            raise ConfigError(
+                "OfflineTripletMining: the subset needs two identities with two images each "
+                f"(subset_size={self.subset_size})"
+            )
         return np.concatenate(chosen).astype(np.int64)
 
     # -- Lightning hooks -----------------------------------------------------------------------

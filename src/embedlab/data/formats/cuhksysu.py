@@ -14,14 +14,17 @@ writes them, and the crops of the test protocol, from the official release::
     <source>/annotation/test/train_test/Train.mat      Train: cell array of structs (idname,
                                                          nAppear, scene), the training persons
     <source>/annotation/test/train_test/TestG50.mat    TestG50: struct array (Query: struct
-                                                         (imname, idlocate, ishard, idname),
+                                                         (imname, idlocate, ishard, idname;
+                                                         without idname a query's label is its
+                                                         1-based index),
                                                          Gallery: struct array (imname, idlocate,
                                                          ishard), idlocate empty when the scene
                                                          lacks the query person); also TestG100,
                                                          TestG500, TestG1000, TestG2000, TestG4000
 
 Boxes are ``idlocate = [x, y, w, h]`` in pixels; a crop is the PIL box ``(x, y, x + w, y + h)``
-(clipped to the image). These structures are as public person-search code reads them
+(clipped to the image), i.e. ``w x h`` pixels from 0-based ``(x, y)`` as Python person-search
+code reads them (a MATLAB crop ``im(y:y+h, x:x+w)`` is one pixel larger and shifted by one). These structures are as public person-search code reads them
 (``scipy.io.loadmat``; ShuangLI59/person_search, SeqNet); embedlab's tests reproduce them in a
 miniature release, not the real files.
 """
@@ -413,7 +416,8 @@ def read_cuhksysu(root: str | Path, test: bool = False) -> pd.DataFrame:
     """Read the prepared crops: ``path, label, camera, split, scene``.
 
     Training crops ``cropped_images/p<pid>_s<scene>_<n>.jpg``: label ``pid`` (as the release
-    numbers persons), camera ``-1``, split ``train``, scene ``s<scene>``. With ``test``, also the
+    numbers persons; torchreid relabels them 0..N-1 in set order, embedlab's data module relabels
+    the training split itself), camera ``-1``, split ``train``, scene ``s<scene>``. With ``test``, also the
     test protocol's query crops (split ``query``) and every person box of the test scenes (split
     ``gallery``; label ``0`` for unlabelled people, who are negatives like Market-1501's
     distractors); their camera is the scene number, so the ReID rule "same identity and same

@@ -248,13 +248,20 @@ def test_persons_all_adds_the_test_identities(tmp_path: Path) -> None:
 
 
 def test_prepare_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    source = make_release(tmp_path / "release", sizes=(2,))
+    """The README's command, on the miniature release; ``--gallery_sizes`` picks protocols."""
+    source = make_release(tmp_path / "release")
     out = tmp_path / "cuhksysu"
     status = main(["data", "prepare", "cuhksysu", "--source", str(source), "--out", str(out)])
     assert status == 0
-    assert "train 4, queries 2, boxes 7" in capsys.readouterr().out
+    assert "train 4, queries 2, boxes 10, unmatched 0, protocols 2" in capsys.readouterr().out
     assert len(list((out / "cropped_images").iterdir())) == 4
-    assert (out / "test" / "TestG2.csv").is_file() and not (out / "test" / "TestG3.csv").exists()
+    assert (out / "test" / "TestG2.csv").is_file() and (out / "test" / "TestG3.csv").is_file()
+    argv = ["data", "prepare", "cuhksysu", "--source", str(source), "--out", str(tmp_path / "g2")]
+    assert main([*argv, "--gallery_sizes", "[2]", "--persons", "all"]) == 0
+    assert "train 9, queries 2, boxes 7, unmatched 0, protocols 1" in capsys.readouterr().out
+    assert not (tmp_path / "g2" / "test" / "TestG3.csv").exists()
+    assert main(["data", "prepare", "market1501", "--source", str(source), "--out", "x"]) == 2
+    assert "'market1501' has no prepare step" in capsys.readouterr().err
 
 
 def test_missing_and_malformed_annotations(tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
+from embedlab.cli import main
 from embedlab.models import BNInception, EmbeddingModel, TimmBackbone
 
 
@@ -118,3 +120,21 @@ def test_xception_through_timm() -> None:
     assert backbone.out_channels == 2048
     with torch.no_grad():
         assert backbone.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 2048, 2, 2)
+
+
+def test_selectable_by_class_path(capsys: pytest.CaptureFixture[str]) -> None:
+    digits = str(Path(__file__).resolve().parents[1] / "experiments" / "digits.yaml")
+    backbone = "--model.model.init_args.backbone=embedlab.models.BNInception"
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", digits, backbone, "--print_config"])
+    assert stop.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    chosen = printed["model"]["model"]["init_args"]["backbone"]
+    assert chosen["class_path"] == "embedlab.models.BNInception"
+    assert chosen["init_args"]["frozen_bn"] is False
+
+
+def test_frozen_bn_survives_sync_batchnorm() -> None:
+    net = nn.SyncBatchNorm.convert_sync_batchnorm(BNInception(frozen_bn=True))
+    net.train()
+    assert all(not m.training for m in net.modules() if isinstance(m, nn.SyncBatchNorm))

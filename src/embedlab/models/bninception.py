@@ -178,7 +178,7 @@ class BNInception(nn.Module):
             self.load_caffe_weights(pretrained)
         if frozen_bn:
             for module in self.modules():
-                if isinstance(module, nn.BatchNorm2d):
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.requires_grad_(False)
             self.train(self.training)
 
@@ -186,7 +186,7 @@ class BNInception(nn.Module):
         super().train(mode)
         if self.frozen_bn:
             for module in self.modules():
-                if isinstance(module, nn.BatchNorm2d):
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         return self
 

@@ -14,6 +14,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from embedlab.cli import main
 from embedlab.data import RetrievalDataModule
@@ -329,3 +330,41 @@ def test_subset_is_seeded_by_identity_with_positives_and_negatives() -> None:
     assert np.bincount(labels[small]).max() == 15  # at most half: two identities at least
     with pytest.raises(ConfigError, match="two identities"):
         OfflineTripletMining(every_n_steps=1, subset_size=10).subset(np.arange(10), 0)
+
+
+def _mining_run(max_steps: int, ckpt: Path | None, save: Path | None) -> Record:
+    """Train with the callback; ``save``: checkpoint every 4 steps there (mid-epoch at 4)."""
+    torch.manual_seed(0)
+    model = EmbeddingModel(SmallCNN(width=8, depth=2), embedding_dim=16, normalize=True)
+    module = MetricLearningModule(
+        model, TripletLoss(margin=0.2), optimizer=partial(torch.optim.SGD, lr=0.1)
+    )
+    data = RetrievalDataModule(p=4, k=3, batches_per_epoch=5, seed=2)
+    mining = OfflineTripletMining(every_n_steps=3, subset_size=40, strategy="semi_hard", seed=1)
+    record = Record(mining)
+    callbacks: list[pl.Callback] = [mining, record]
+    if save is not None:
+        callbacks.append(ModelCheckpoint(save, every_n_train_steps=4, save_top_k=-1))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=save is not None,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        callbacks=callbacks,
+    )
+    trainer.fit(module, data, ckpt_path=ckpt, weights_only=False)  # our own checkpoint
+    return record
+
+
+def test_resume_mid_plan_serves_the_uninterrupted_batches(tmp_path: Path) -> None:
+    whole = _mining_run(8, None, tmp_path)  # step 4: mid-epoch, inside the second plan
+    resumed = _mining_run(8, tmp_path / "epoch=0-step=4.ckpt", None)
+    assert len(whole.batches) == 8 and len(resumed.batches) == 4
+    assert resumed.batches == whole.batches[4:]
+    # the refresh at step 6 happened after the resume: the plans served were mined ones
+    mined = {tuple(t) for t in whole.refreshes[-1]["triplets"].tolist()}
+    assert tuple(whole.batches[7][:3]) in mined

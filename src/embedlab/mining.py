@@ -113,16 +113,15 @@ class OfflineTripletMining(pl.Callback):
     At step 0 and every ``every_n_steps`` optimisation steps, a seeded subset of about
     ``subset_size`` training images is drawn by identity (shuffled identities, up to
     ``images_per_identity`` images of each and at most half the subset, so that it has
-    positives and negatives; FaceNet draws about 40
-    faces per identity), embedded by the current network in eval mode without gradients (the
-    ``features`` the metric losses see; training images with their augmentation, seeded),
-    and the triplets are mined over it (:func:`mine_triplets`). The training sampler then
-    serves batches of the same size as the P×K ones, each the anchors,
-    positives and negatives of ``P·K // 3`` mined triplets (:func:`batch_plan`), from the
-    next batch it has not yet drawn; the batches the loader prefetched
-    (``num_workers · prefetch_factor`` plus one) are served as drawn (so the plan covers
-    ``2 · every_n_steps`` steps, cut short by the next refresh). The loss mines again
-    within each batch, with its own miner.
+    positives and negatives; FaceNet draws about 40 faces per identity), embedded by the
+    current network in eval mode without gradients (the ``features`` the metric losses see;
+    the training images with their augmentation, seeded per image), and the triplets are
+    mined over it (:func:`mine_triplets`). The training sampler then serves batches of the
+    P×K size, each the anchors, positives and negatives of ``P·K // 3`` mined triplets
+    (:func:`batch_plan`), from the next batch it has not yet drawn: the batches the loader
+    has prefetched (``num_workers · prefetch_factor``, plus one by Lightning) are served as
+    drawn, so a plan covers ``2 · every_n_steps`` steps and the next refresh cuts it short.
+    The loss mines again within each batch, with its own miner.
 
     Under DDP each rank embeds every W-th image of the subset, the shards are all-gathered,
     every rank mines the same gathered set and derives the same plan from the seed; rank r

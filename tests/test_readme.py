@@ -28,7 +28,12 @@ NOT_HERE: dict[str, str] = {
     "embedlab embed --ckpt_path runs/shop": "run on a trained model by test_inference.py (README section test)",
     "embedlab index build --embeddings photos": "run by test_inference.py after its embed step",
     "embedlab search --index photos.index": "run by test_inference.py after its index step",
-    "PYTHONPATH=. embedlab fit": "run by test_own_loss.py with the README's mylosses.py",
+    "PYTHONPATH=. embedlab fit --config experiments/digits.yaml --model.loss=": (
+        "run by test_own_loss.py with the README's mylosses.py"
+    ),
+    "PYTHONPATH=. embedlab fit --config experiments/digits.yaml --data.dataset=mydata": (
+        "run by test_extending.py with the README's mydata.py, mylosses.py and mymetrics.py"
+    ),
     "embedlab fit --config experiments/market1501_bot.yaml": "needs 4 GPUs and Market-1501",
     "NNODES=2": "needs a cluster of two nodes",
     "sbatch": "needs SLURM",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,76 @@ def test_data_check_subcommand_reports_counts(
         main(["data", "check", "--dataset", "Market1501", "--dataset.root", str(tmp_path / "nope")])
         == 1
     )
+
+
+def test_a_union_offsets_identities_and_cameras_and_keeps_each_members_evaluation(
+    tmp_path: Path,
+) -> None:
+    a = make_market1501(tmp_path / "a")
+    b = make_market1501(tmp_path / "b", num_train_ids=4, num_cameras=3)
+    dm = RetrievalDataModule(
+        [Market1501(a), Market1501(b)], p=3, k=2, transforms=ReIDTransforms(32, 16)
+    )
+    dm.setup("fit")
+    frame = dm.frame
+    train = frame[frame["split"] == "train"]
+    # 5 + 3 training identities after one of each is held out: numbered 0..7, never shared
+    assert dm.num_classes == 8 and sorted(train["label"].unique()) == list(range(8))
+    by_member = train.groupby("source")["label"].unique()
+    assert not set(by_member[0]) & set(by_member[1])
+    # cameras: a's 0-1, b's shifted to 2-4
+    assert set(frame.loc[frame["source"] == 0, "camera"]) == {0, 1}
+    assert set(frame.loc[frame["source"] == 1, "camera"]) == {2, 3, 4}
+    assert dm.names == ["market1501", "market1501_2"] == dm.eval_names
+    assert len(dm.val_sets) == len(dm.test_sets) == 2
+    assert len(dm.test_sets[0]) == len(Market1501(a).frame().query("split != 'train'"))
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch[1]) == 6 and set(batch[1].tolist()) <= set(range(8))
+    assert len(dm.train_set) == len(train)
+    # the served training items carry the union's labels
+    assert np.array_equal(np.sort(dm.train_set.labels), np.sort(train["label"].to_numpy()))
+    table = dm.splits_table()
+    assert set(table["dataset"]) == {"market1501", "market1501_2"}
+
+
+@pytest.mark.slow
+def test_a_union_trains_and_logs_each_members_metrics_and_their_mean(tmp_path: Path) -> None:
+    a = make_market1501(tmp_path / "a")
+    b = make_market1501(tmp_path / "b", num_test_ids=4)
+    members = json.dumps(
+        [
+            {"class_path": "embedlab.data.Market1501", "init_args": {"root": str(a)}},
+            {"class_path": "embedlab.data.Market1501", "init_args": {"root": str(b)}},
+        ]
+    )
+    code = main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "experiments" / "digits.yaml"),
+            f"--output_root={tmp_path / 'runs'}",
+            "--experiment=union",
+            f"--data.dataset={members}",
+            "--data.p=3",
+            "--data.k=2",
+            "--data.transforms=embedlab.data.PlainTransforms",
+            "--data.transforms.init_args.height=32",
+            "--data.transforms.init_args.width=16",
+            "--data.batches_per_epoch=2",
+            "--model.model.init_args.backbone.init_args.in_channels=3",
+            "--model.lr_scheduler=null",
+            "--trainer.max_epochs=1",
+            "--trainer.check_val_every_n_epoch=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    assert code == 0
+    metrics = pd.read_csv(tmp_path / "runs" / "union" / "version_0" / "metrics.csv")
+    for stage in ("val", "test"):
+        row = metrics.dropna(subset=[f"{stage}/market1501/map"]).iloc[-1]
+        first, second = row[f"{stage}/market1501/map@r"], row[f"{stage}/market1501_2/map@r"]
+        assert row[f"{stage}/map@r"] == pytest.approx((first + second) / 2)
+    test = metrics.dropna(subset=["test/market1501/map"]).iloc[-1]
+    # each member's own queries: 6 and 4 test identities × 2 cameras
+    assert test["test/market1501/num_valid_queries"] == 12
+    assert test["test/market1501_2/num_valid_queries"] == 8

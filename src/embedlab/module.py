@@ -321,7 +321,9 @@ class MetricLearningModule(pl.LightningModule):
             return first
         key = (stage, loader)
         if key not in self._more_metrics:
-            self._more_metrics[key] = copy.deepcopy(first)
+            metric = copy.deepcopy(first)  # made while the first may hold this epoch's items
+            metric.reset()
+            self._more_metrics[key] = metric
         return self._more_metrics[key]
 
     def _eval_step(self, batch: Sequence[Tensor], stage: str, loader: int) -> None:

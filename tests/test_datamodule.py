@@ -190,3 +190,30 @@ def test_a_union_trains_and_logs_each_members_metrics_and_their_mean(tmp_path: P
     # each member's own queries: 6 and 4 test identities × 2 cameras
     assert test["test/market1501/num_valid_queries"] == 12
     assert test["test/market1501_2/num_valid_queries"] == 8
+
+
+class TrainOnly:
+    """A duck-typed dataset (no embedlab base class): absolute paths, training rows only."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.rows = frame
+
+    def frame(self) -> pd.DataFrame:
+        return self.rows
+
+
+def test_a_unions_train_only_member_trains_unevaluated(tmp_path: Path) -> None:
+    a = make_market1501(tmp_path / "a")
+    extra = Market1501(make_market1501(tmp_path / "b", num_train_ids=4)).frame()
+    extra = extra[extra["split"] == "train"].assign(
+        path=lambda f: [str(tmp_path / "b" / p) for p in f["path"]]
+    )
+    dm = RetrievalDataModule(
+        [Market1501(a), TrainOnly(extra)], p=3, k=2, transforms=ReIDTransforms(32, 16)
+    )
+    dm.setup("fit")
+    # 5 of a's 6 training identities (one validates) + all 4 of the extra member's
+    assert dm.num_classes == 9
+    assert dm.eval_names == ["market1501"] and len(dm.val_sets) == len(dm.test_sets) == 1
+    image, label, _, _ = dm.train_set[len(dm.train_set) - 1]
+    assert image.shape == (3, 32, 16) and 5 <= label < 9

@@ -32,7 +32,13 @@ from embedlab.data.source import (
     source_name,
     source_root,
 )
-from embedlab.data.splits import RUN_SPLITS, VAL_SPLITS, ValSplit, split_validation
+from embedlab.data.splits import (
+    RUN_SPLITS,
+    TEST_SPLITS,
+    VAL_SPLITS,
+    ValSplit,
+    split_validation,
+)
 from embedlab.data.transforms import ReIDTransforms, Transforms
 from embedlab.errors import ConfigError
 
@@ -214,8 +220,12 @@ class RetrievalDataModule(pl.LightningDataModule):
 
     @property
     def eval_names(self) -> list[str]:
-        """The names under which each val / test loader's metrics are logged (union only)."""
-        return self.names if len(self.sources) > 1 else []
+        """The names under which each val / test loader's metrics are logged (union only:
+        the members with a test split, in order)."""
+        if len(self.sources) == 1:
+            return []
+        tested = self.frame.loc[self.frame["split"].isin(TEST_SPLITS), "source"].unique()
+        return [name for i, name in enumerate(self.names) if i in set(tested.tolist())]
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -252,9 +262,11 @@ class RetrievalDataModule(pl.LightningDataModule):
         unknown = sorted(set(frame["split"]) - {*SPLITS, "val"})
         if unknown:
             raise ConfigError(f"{name}: frame() has unknown split(s) {unknown}; use {SPLITS}")
+        # a union's train-only member (e.g. CUHK-SYSU crops) trains on all of it, unevaluated
+        train_only = len(self.sources) > 1 and not frame["split"].isin(TEST_SPLITS).any()
         frame = split_validation(
             frame.reset_index(drop=True),
-            self.val,
+            None if train_only else self.val,
             getattr(source, "val_style", None),
             bool(getattr(source, "image_disjoint", False)),
         )
@@ -368,8 +380,11 @@ class RetrievalDataModule(pl.LightningDataModule):
         if self.train_set is None and len(train_rows):
             self.train_set = self.torch_dataset(train_rows, train=True)
         if not self.val_sets and not self.test_sets:
+            tested = set(frame.loc[frame["split"].isin(TEST_SPLITS), "source"].tolist())
             for i, name in enumerate(self.names):
                 rows = frame[frame["source"] == i]
+                if len(self.sources) > 1 and i not in tested:
+                    continue  # a train-only member of a union
                 val = self._eval_set(rows, "val_query", "val_gallery", "val")
                 test = self._eval_set(rows, "query", "gallery", "test")
                 if test is None:
@@ -380,7 +395,9 @@ class RetrievalDataModule(pl.LightningDataModule):
                 if val is not None:
                     self.val_sets.append(val)
                 self.test_sets.append(test)
-            if 0 < len(self.val_sets) < len(self.sources):
+            if not self.test_sets:
+                raise ConfigError("data.dataset: no member of the union has a test split")
+            if 0 < len(self.val_sets) < len(self.test_sets):
                 raise ConfigError("data.dataset: every member of a union needs a val split")
         if self.trainer is not None:
             # The P×K sampler shards by identity itself; Lightning must not replace it.

@@ -36,6 +36,9 @@ NOT_HERE: dict[str, str] = {
     ),
     "embedlab fit --config experiments/market1501_bot.yaml": "needs 4 GPUs and Market-1501",
     "NNODES=2": "needs a cluster of two nodes",
+    "embedlab evaluate --ckpt_path runs/faces": (
+        "needs LFW; test_verification.py runs it on a miniature LFW tree"
+    ),
     "sbatch": "needs SLURM",
 }
 # the budget: documented overrides appended to each command of that kind

@@ -82,8 +82,9 @@ def evaluate(
     rerank: bool = False,
     flip_test: bool = False,
     data: dict[str, Any] | None = None,
-    protocol: Literal["retrieval", "cuhksysu"] = "retrieval",
+    protocol: Literal["retrieval", "cuhksysu", "verification"] = "retrieval",
     gallery_size: int = 50,
+    pairs: Path | None = None,
 ) -> int:
     """Embed the evaluation split with a checkpoint; print and save the retrieval metrics.
 
@@ -101,6 +102,9 @@ def evaluate(
             query's own gallery (``embedlab.metrics.person_search``) on the run's
             ``embedlab.data.CUHKSYSU`` crops, written to ``evaluation_cuhksysu<size>.json``.
         gallery_size: with ``--protocol cuhksysu``: the protocol ``TestG<gallery_size>``.
+        pairs: with ``--protocol verification``: the LFW folder (``pairs.txt`` and ``lfw/``);
+            writes ``verification.json``, ``roc.csv`` and ``roc.png``
+            (:func:`embedlab.metrics.verify`, 10 folds as in ``pairs.txt``).
     """
     files = run_files(ckpt_path, config)
     ckpt, run_dir = files.checkpoint, files.run_dir
@@ -113,6 +117,11 @@ def evaluate(
         net["init_args"] = {**(net.get("init_args") or {}), "flip_test": True}
         model["model"] = net
     settings_data = merge_data(recipe, data)
+    if protocol == "verification":
+        if rerank or pairs is None:
+            raise ConfigError("protocol: verification takes --pairs <LFW folder> and no --rerank")
+        run = {**recipe, "model": model, "data": settings_data}
+        return evaluate_verification(files, run, Path(out) if out else run_dir, pairs)
     if protocol == "cuhksysu":
         if rerank:
             raise ConfigError("rerank: not available with --protocol cuhksysu")
@@ -141,6 +150,43 @@ def evaluate(
     write_json(folder / "evaluation.json", {"checkpoint": str(ckpt), "metrics": results})
     pd.DataFrame([results]).to_csv(folder / "evaluation.csv", index=False)
     print(f"wrote {folder / 'evaluation.json'} and {folder / 'evaluation.csv'}")
+    return 0
+
+
+def evaluate_verification(files: RunFiles, recipe: dict[str, Any], folder: Path, root: Path) -> int:
+    """``evaluate --protocol verification``: embed every image of LFW's pairs once with the
+    checkpoint and run the 10-fold verification protocol."""
+    from embedlab.analysis.pictures import save_figure
+    from embedlab.data.pairs import read_lfw_pairs
+    from embedlab.metrics.verification import verify
+
+    table = read_lfw_pairs(root)
+    model, datamodule = build_run(recipe)
+    load_weights(model, files.checkpoint)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    embedder = Embedder(model, datamodule.transforms.eval, files, datamodule).to(device)
+    unique = pd.unique(pd.concat([table["path1"], table["path2"]]))
+    embedded = embedder.embed_images([str(Path(root) / p) for p in unique])
+    row = {p: i for i, p in enumerate(unique)}
+    first = torch.from_numpy(embedded[[row[p] for p in table["path1"]]])
+    second = torch.from_numpy(embedded[[row[p] for p in table["path2"]]])
+    distance = (recipe.get("model") or {}).get("distance", "cosine")
+    folds = int(table["fold"].max()) + 1
+    results = verify(first, second, table["same"].to_numpy(), folds=folds, distance=distance)
+    scalars = {k: v for k, v in results.items() if isinstance(v, float)}
+    print_summary({"pairs": scalars}, f"verification, {folds} folds, {len(table)} pairs")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "verification.json", {"checkpoint": str(files.checkpoint), **results})
+    roc = pd.DataFrame({"fpr": results.get("fpr", []), "tpr": results.get("tpr", [])})
+    roc.to_csv(folder / "roc.csv", index=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 4))
+    ax = fig.add_subplot()
+    ax.plot(roc["fpr"], roc["tpr"])
+    ax.set(xscale="log", xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    save_figure(fig, folder / "roc.png")
+    print(f"wrote {folder / 'verification.json'}, {folder / 'roc.csv'} and {folder / 'roc.png'}")
     return 0
 
 

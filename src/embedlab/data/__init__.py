@@ -29,6 +29,7 @@ from embedlab.data.formats import (
     read_vehicleid,
 )
 from embedlab.data.image_dataset import ImageDataset
+from embedlab.data.pairs import LFWPairs, read_lfw_pairs
 from embedlab.data.sampler import PKBatchSampler
 from embedlab.data.source import DataSource, FrameSource
 from embedlab.data.transforms import DMLTransforms, PlainTransforms, ReIDTransforms, Transforms
@@ -45,6 +46,7 @@ __all__ = [
     "DukeMTMC",
     "FrameSource",
     "ImageFolder",
+    "LFWPairs",
     "InShop",
     "Market1501",
     "Table",
@@ -66,6 +68,7 @@ __all__ = [
     "read_dukemtmc",
     "read_imagefolder",
     "read_inshop",
+    "read_lfw_pairs",
     "read_market1501",
     "read_msmt17",
     "read_sop",

@@ -10,6 +10,7 @@
 * :func:`k_reciprocal_rerank`, :func:`average_query_expansion` - re-ranking.
 * :func:`knn` - exact faiss k-nearest neighbours with ties broken by index.
 * :func:`person_search` - the person-search protocol (CUHK-SYSU): each query has its own gallery.
+* :func:`verify` - pair verification (LFW's 10-fold protocol), accuracy, ROC, EER.
 """
 
 from embedlab.metrics._inputs import DISTANCES, Distance
@@ -35,6 +36,7 @@ from embedlab.metrics.rerank import (
 )
 from embedlab.metrics.retrieval import EvalOptions, MetricFn, evaluate
 from embedlab.metrics.torchmetric import RetrievalEvaluator
+from embedlab.metrics.verification import pair_distances, verify
 
 __all__ = [
     "CMC",
@@ -58,6 +60,8 @@ __all__ = [
     "k_reciprocal_rerank",
     "k_reciprocal_scores",
     "knn",
+    "pair_distances",
     "person_search",
+    "verify",
     "scalar_metrics",
 ]

@@ -1,0 +1,199 @@
+"""Pair verification against a loop transcription of LFW's protocol; LFW's pairs.txt on a
+miniature tree; `embedlab evaluate --protocol verification` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from embedlab.cli import main
+from embedlab.data import LFWPairs, read_lfw_pairs
+from embedlab.data.formats import DatasetFormatError
+from embedlab.errors import ConfigError
+from embedlab.metrics import pair_distances, verify
+from fake_datasets import write_image
+
+
+def reference(d: list[float], same: list[bool], folds: int) -> tuple[list[float], list[float]]:
+    """Per fold: the first threshold of best accuracy on the other folds, and the fold's
+    accuracy with it; candidates are midpoints of consecutive distinct distances and ±inf."""
+    n = len(d)
+    size = n // folds
+    accuracies, thresholds = [], []
+    for k in range(folds):
+        test = [i for i in range(n) if i // size == k]
+        train = [i for i in range(n) if i // size != k]
+        values = sorted({d[i] for i in train})
+        candidates = [-math.inf]
+        candidates += [(values[j] + values[j + 1]) / 2 for j in range(len(values) - 1)]
+        candidates += [math.inf]
+        best, best_t = -1.0, 0.0
+        for t in candidates:
+            acc = sum((d[i] < t) == same[i] for i in train) / len(train)
+            if acc > best:
+                best, best_t = acc, t
+        thresholds.append(best_t)
+        accuracies.append(sum((d[i] < best_t) == same[i] for i in test) / len(test))
+    return accuracies, thresholds
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "squared_euclidean", "cosine"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_verify_is_the_protocol(distance: str, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(60, 4, generator=g, dtype=torch.float64)
+    same = torch.rand(60, generator=g) < 0.5
+    b = torch.where(same[:, None], a + 0.6 * torch.randn(60, 4, generator=g), torch.randn(60, 4))
+    b[7] = b[3] = a[3]  # exact ties (zero distance) and a repeated pair
+    same[7] = same[3] = True
+    results = verify(a, b, same, folds=5, distance=distance)  # type: ignore[arg-type]
+    d = pair_distances(a, b, distance).tolist()  # type: ignore[arg-type]
+    accuracies, thresholds = reference(d, same.tolist(), 5)
+    assert results["fold_accuracy"] == pytest.approx(accuracies, abs=1e-12)
+    assert results["fold_threshold"] == pytest.approx(thresholds, abs=1e-12)
+    assert results["accuracy"] == pytest.approx(np.mean(accuracies))
+    assert results["accuracy_std"] == pytest.approx(np.std(accuracies))  # population std
+    assert results["auc"] == pytest.approx(roc_auc_score(same.numpy(), -np.array(d)))
+    assert 0 <= results["eer"] <= 1
+    assert results["tpr@fpr=0.001"] <= results["tpr@fpr=0.01"]  # the ROC only rises
+
+
+def test_distances_by_hand() -> None:
+    a, b = torch.tensor([[3.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 4.0], [2.0, 2.0]])
+    assert pair_distances(a, b).tolist() == [5.0, pytest.approx(math.sqrt(2))]
+    assert pair_distances(a, b, "squared_euclidean").tolist() == [25.0, pytest.approx(2.0)]
+    assert pair_distances(a, b, "cosine").tolist() == [1.0, pytest.approx(0.0)]
+
+
+def test_separable_pairs_reach_full_accuracy_and_inf_thresholds_occur() -> None:
+    a = torch.zeros(20, 2, dtype=torch.float64)
+    same = torch.arange(20) % 2 == 0
+    b = torch.where(same[:, None], torch.full((20, 2), 0.1), torch.full((20, 2), 5.0)).double()
+    results = verify(a, b, same, folds=10)
+    assert results["accuracy"] == 1.0 and results["accuracy_std"] == 0.0
+    assert results["auc"] == 1.0 and results["eer"] == 0.0 and results["tpr@fpr=0.001"] == 1.0
+    # every pair "different": the best threshold is -inf (predict nothing same)
+    all_different = verify(a, b, torch.zeros(20, dtype=torch.bool), folds=2)
+    assert all_different["fold_threshold"] == [-math.inf, -math.inf]
+    assert all_different["accuracy"] == 1.0 and "auc" not in all_different
+
+
+def test_bad_folds_and_shapes_are_one_line_errors() -> None:
+    a = torch.zeros(10, 3)
+    with pytest.raises(ConfigError, match="10 pairs do not split into equal folds"):
+        verify(a, a, torch.ones(10, dtype=torch.bool), folds=3)
+    with pytest.raises(ConfigError, match=r"embeddings1 \(10, 3\) and embeddings2 \(9, 3\)"):
+        verify(a, a[:9], torch.ones(10, dtype=torch.bool), folds=2)
+
+
+def make_lfw(root: Path, folds: int = 2, per_fold: int = 3) -> Path:
+    """LFW: pairs.txt with ``folds`` × (``per_fold`` matched + ``per_fold`` mismatched) lines."""
+    names = [f"Person_{c}" for c in "ABCDEF"]
+    lines = [f"{folds}\t{per_fold}"]
+    for fold in range(folds):
+        for k in range(per_fold):
+            lines.append(f"{names[k]}\t1\t{2 + fold}")
+        for k in range(per_fold):
+            lines.append(f"{names[k]}\t{1 + fold}\t{names[k + 3]}\t1")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
+    for label, name in enumerate(names):
+        for i in range(1, folds + 2):
+            write_image(root / "lfw" / name / f"{name}_{i:04d}.jpg", label, (16, 16), seed=i)
+    return root
+
+
+def test_lfw_pairs_are_read_exactly(tmp_path: Path) -> None:
+    table = LFWPairs(make_lfw(tmp_path / "lfw_root")).pairs()
+    assert list(table.columns) == ["path1", "path2", "same", "fold"]
+    assert len(table) == 12 and table["same"].sum() == 6
+    assert table["fold"].tolist() == [0] * 6 + [1] * 6
+    assert table.iloc[0].tolist() == [
+        "lfw/Person_A/Person_A_0001.jpg",
+        "lfw/Person_A/Person_A_0002.jpg",
+        True,
+        0,
+    ]
+    assert table.iloc[9].tolist() == [
+        "lfw/Person_A/Person_A_0002.jpg",
+        "lfw/Person_D/Person_D_0001.jpg",
+        False,
+        1,
+    ]
+    assert all((tmp_path / "lfw_root" / p).is_file() for p in table["path1"])
+
+
+def test_malformed_pairs_name_the_line(tmp_path: Path) -> None:
+    root = make_lfw(tmp_path / "l")
+    lines = (root / "pairs.txt").read_text().splitlines()
+    lines[2] = "Person_B\t1"
+    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"pairs.txt:3: expected a matched"):
+        read_lfw_pairs(root)
+    (root / "pairs.txt").write_text("2\t3\nPerson_A\t1\t2\n")
+    with pytest.raises(DatasetFormatError, match="need 12 pair lines"):
+        read_lfw_pairs(root)
+
+
+@pytest.mark.slow
+def test_evaluate_verification_end_to_end(tmp_path: Path) -> None:
+    root = make_lfw(tmp_path / "lfw_root")
+    recipe = {
+        "trainer": {"accelerator": "cpu", "max_epochs": 1, "enable_progress_bar": False},
+        "model": {
+            "model": {
+                "class_path": "embedlab.models.EmbeddingModel",
+                "init_args": {
+                    "backbone": {
+                        "class_path": "embedlab.models.SmallCNN",
+                        "init_args": {"in_channels": 3, "width": 8, "depth": 2},
+                    },
+                    "embedding_dim": 8,
+                },
+            },
+            "loss": {"class_path": "embedlab.losses.TripletLoss"},
+        },
+        "data": {
+            "dataset": {"class_path": "embedlab.data.ImageFolder", "init_args": {"root": "x"}},
+            "val": "none",
+            "p": 2,
+            "k": 2,
+            "batches_per_epoch": 1,
+            "transforms": {
+                "class_path": "embedlab.data.PlainTransforms",
+                "init_args": {"height": 16, "width": 16},
+            },
+        },
+    }
+    train = tmp_path / "faces"
+    for label in range(3):
+        for n in range(2):
+            for split in ("train", "test"):
+                write_image(train / split / f"{label}" / f"{n}.png", label, (16, 16), seed=n)
+    recipe["data"]["dataset"]["init_args"]["root"] = str(train)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    fit = ["fit", "--config", str(tmp_path / "recipe.yaml"), f"--output_root={tmp_path}"]
+    assert main([*fit, "--experiment=faces"]) in (0, None)
+    ckpt = tmp_path / "faces" / "version_0" / "checkpoints" / "last.ckpt"
+    out = tmp_path / "verification"
+    argv = ["evaluate", f"--ckpt_path={ckpt}", "--protocol=verification", f"--pairs={root}"]
+    assert main([*argv, f"--out={out}"]) == 0
+    written = json.loads((out / "verification.json").read_text())
+    from embedlab.inference import load_embedder
+
+    embedder = load_embedder(ckpt, device="cpu")
+    table = read_lfw_pairs(root)
+    first = torch.from_numpy(embedder.embed_images([str(root / p) for p in table["path1"]]))
+    second = torch.from_numpy(embedder.embed_images([str(root / p) for p in table["path2"]]))
+    expected = verify(first, second, table["same"].to_numpy(), folds=2, distance="cosine")
+    assert written["accuracy"] == pytest.approx(expected["accuracy"])
+    assert written["fold_threshold"] == pytest.approx(expected["fold_threshold"])
+    assert (out / "roc.png").stat().st_size > 0 and (out / "roc.csv").is_file()
+    assert main([*argv[:3], f"--out={out}"]) == 2  # verification without --pairs: one line

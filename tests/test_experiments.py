@@ -202,3 +202,34 @@ def test_every_recipe_states_its_protocol_and_selects_on_val(path: Path) -> None
     monitor = (config.get("checkpoint") or {}).get("monitor", "val/map@r")
     assert monitor == "val/map@r", f"{path.name}: checkpoint.monitor {monitor}"
     assert (config.get("data") or {}).get("val", "default") not in (None, "none")
+
+
+@pytest.mark.filterwarnings("ignore:.*single training class.*:UserWarning")
+def test_the_union_recipe_builds_on_miniature_members(tmp_path: Path) -> None:
+    recipe = yaml.safe_load((EXPERIMENTS / "msml_union.yaml").read_text())
+    members = recipe["data"]["dataset"]
+    assert [m["class_path"] for m in members] == [
+        "embedlab.data.Market1501",
+        "embedlab.data.CUHK03NP",
+        "embedlab.data.CUHKSYSU",
+    ]
+    crops = tmp_path / "cuhksysu" / "cropped_images"
+    for pid in range(3):
+        for n in range(1, 3):
+            fake_datasets.write_image(crops / f"p{pid + 1}_s{10 + n}_{n}.jpg", 50 + pid)
+    roots = [
+        fake_datasets.make_market1501(tmp_path / "market"),
+        fake_datasets.make_cuhk03np(tmp_path / "cuhk03"),
+        tmp_path / "cuhksysu",
+    ]
+    for member, root in zip(members, roots, strict=True):
+        member["init_args"] = {**(member.get("init_args") or {}), "root": str(root)}
+    backbone = recipe["model"]["model"]["init_args"]["backbone"]
+    backbone["init_args"]["pretrained"] = False
+    _, data = instantiate_config(recipe, {"dataset": members, "num_workers": 0})
+    data.setup("fit")
+    # CUHK-SYSU crops only train: two evaluated members, every member's identities trained on
+    assert data.eval_names == ["market1501", "cuhk03np"]
+    frame = data.frame
+    assert set(frame.loc[frame["split"] == "train", "source"]) == {0, 1, 2}
+    assert (frame.loc[frame["source"] == 2, "split"] == "train").all()

@@ -30,7 +30,7 @@ from embedlab.analysis import (
 from embedlab.analysis.pictures import choose_queries, metric_embeddings, to_display
 from embedlab.analysis.runs import loss_label, validation_history
 from embedlab.cli import main
-from embedlab.data import PlainTransforms, RetrievalDataModule
+from embedlab.data import Market1501, PlainTransforms, RetrievalDataModule
 from embedlab.metrics import RetrievalEvaluator
 from fake_datasets import make_market1501
 
@@ -233,7 +233,7 @@ def test_leave_one_out_never_lists_the_query() -> None:
 
 def test_ranked_list_figure_of_real_image_files(tmp_path: Path) -> None:
     root = make_market1501(tmp_path / "market")
-    data = RetrievalDataModule("market1501", root=str(root), transforms=PlainTransforms(16, 8))
+    data = RetrievalDataModule(Market1501(root), transforms=PlainTransforms(16, 8))
     data.setup("validate")
     eval_set = data.eval_set
     assert eval_set is not None

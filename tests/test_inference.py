@@ -71,8 +71,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "loss": {"class_path": "embedlab.losses.TripletLoss"},
         },
         "data": {
-            "dataset": "imagefolder",
-            "root": str(base / "shop"),
+            "dataset": {
+                "class_path": "embedlab.data.ImageFolder",
+                "init_args": {"root": str(base / "shop")},
+            },
             "val": "none",
             "p": 2,
             "k": 2,
@@ -101,7 +103,7 @@ def photos(folder: Path, first: int = 100, count: int = 10) -> list[Path]:
 def test_load_embedder_is_the_trained_model_without_the_dataset(run: Path, tmp_path: Path) -> None:
     files = photos(tmp_path / "photos", count=5)
     recipe = yaml.safe_load((run / "config.yaml").read_text())
-    recipe["data"]["root"] = str(tmp_path / "no_such_dataset")
+    recipe["data"]["dataset"]["init_args"]["root"] = str(tmp_path / "no_such_dataset")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(recipe))
     embedder = load_embedder(run / "checkpoints" / "last.ckpt", "cpu", tmp_path / "config.yaml")
     assert not embedder.training and embedder.model.bnneck

@@ -95,7 +95,7 @@ def run_row(run: Run, primary: str = PRIMARY) -> dict[str, Any]:
         "optimizer": short_class((optimizer or {}).get("class_path")),
         "lr": ((optimizer or {}).get("init_args") or {}).get("lr"),
         "max_epochs": (config.get("trainer") or {}).get("max_epochs"),
-        "dataset": (config.get("data") or {}).get("dataset"),
+        "dataset": dataset_label((config.get("data") or {}).get("dataset")),
     }
     for key, value in run.params.items():
         row[f"param/{key}"] = _param_text(value)
@@ -122,6 +122,15 @@ def run_row(run: Run, primary: str = PRIMARY) -> dict[str, Any]:
     else:
         row["best_epoch"] = None
     return row
+
+
+def dataset_label(value: Any) -> str | None:
+    """A run's ``data.dataset`` as text: the class name (``Market1501``), ``+`` for a union."""
+    if isinstance(value, list):
+        return "+".join(str(dataset_label(v)) for v in value)
+    if isinstance(value, dict):
+        return str(value.get("class_path", "")).rsplit(".", 1)[-1] or None
+    return None if value is None else str(value)
 
 
 def _unique_labels(frame: pd.DataFrame) -> pd.Series:

@@ -553,3 +553,37 @@ def source(name: str, root: str | Path, **options: Any) -> Any:
     if name == "table":
         return data.Table(root=root, **options)
     return classes[name](root, **options)
+
+
+# (pid, camera 1-based, frames) per tracklet
+MARS_TRAIN = [(p, c, 3 + (p + c) % 3) for p in (1, 2, 3, 4, 5) for c in (1, 2)]
+MARS_TEST = [(p, c, 3 + (p * c) % 2) for p in (6, 7, 8) for c in (1, 2)] + [(-1, 1, 2), (0, 2, 3)]
+MARS_QUERY = [1, 3, 5]  # 1-based rows of track_test_info: pids 6, 7, 8 on camera 1
+
+
+def make_mars(root: Path) -> Path:
+    """MARS: bbox_train/, bbox_test/ (junk 00-1), info/*.txt and the three .mat files."""
+    from scipy.io import savemat
+
+    (root / "info").mkdir(parents=True)
+    for folder, tracks, info, key in (
+        ("bbox_train", MARS_TRAIN, "tracks_train_info.mat", "track_train_info"),
+        ("bbox_test", MARS_TEST, "tracks_test_info.mat", "track_test_info"),
+    ):
+        names, rows, counter = [], [], {}
+        for pid, cam, frames in tracks:
+            tag = "00-1" if pid == -1 else f"{pid:04d}"
+            counter[pid] = counter.get(pid, 0) + 1
+            start = len(names) + 1
+            for f in range(1, frames + 1):
+                name = f"{tag}C{cam}T{counter[pid]:04d}F{f:03d}.jpg"
+                names.append(name)
+                write_image(root / folder / tag / name, max(pid, 0), (8, 16), seed=f)
+            rows.append([start, len(names), pid, cam])
+        split = "train" if folder == "bbox_train" else "test"
+        (root / "info" / f"{split}_name.txt").write_text("\n".join(names) + "\n")
+        savemat(root / "info" / info, {key: np.array(rows, dtype=np.float64)})
+    savemat(
+        root / "info" / "query_IDX.mat", {"query_IDX": np.array([MARS_QUERY], dtype=np.float64)}
+    )
+    return root

@@ -117,6 +117,7 @@ FAKE_MAKERS = {
     "embedlab.data.SOP": fake_datasets.make_sop,
     "embedlab.data.Table": fake_datasets.make_table,
     "embedlab.data.VehicleID": fake_datasets.make_vehicleid,
+    "embedlab.data.Mars": fake_datasets.make_mars,
 }
 # the miniature has 3 test vehicles
 FAKE_ARGS = {"embedlab.data.VehicleID": {"test_size": 3, "seed": 0}}
@@ -210,6 +211,7 @@ def test_the_union_recipe_builds_on_miniature_members(tmp_path: Path) -> None:
     members = recipe["data"]["dataset"]
     assert [m["class_path"] for m in members] == [
         "embedlab.data.Market1501",
+        "embedlab.data.Mars",
         "embedlab.data.CUHK03NP",
         "embedlab.data.CUHKSYSU",
     ]
@@ -219,6 +221,7 @@ def test_the_union_recipe_builds_on_miniature_members(tmp_path: Path) -> None:
             fake_datasets.write_image(crops / f"p{pid + 1}_s{10 + n}_{n}.jpg", 50 + pid)
     roots = [
         fake_datasets.make_market1501(tmp_path / "market"),
+        fake_datasets.make_mars(tmp_path / "mars"),
         fake_datasets.make_cuhk03np(tmp_path / "cuhk03"),
         tmp_path / "cuhksysu",
     ]
@@ -229,7 +232,9 @@ def test_the_union_recipe_builds_on_miniature_members(tmp_path: Path) -> None:
     _, data = instantiate_config(recipe, {"dataset": members, "num_workers": 0})
     data.setup("fit")
     # CUHK-SYSU crops only train: two evaluated members, every member's identities trained on
-    assert data.eval_names == ["market1501", "cuhk03np"]
+    assert data.eval_names == ["market1501", "mars", "cuhk03np"]
     frame = data.frame
-    assert set(frame.loc[frame["split"] == "train", "source"]) == {0, 1, 2}
-    assert (frame.loc[frame["source"] == 2, "split"] == "train").all()
+    assert set(frame.loc[frame["split"] == "train", "source"]) == {0, 1, 2, 3}
+    assert (frame.loc[frame["source"] == 3, "split"] == "train").all()
+    image, *_ = data.train_set[len(data.train_set) // 2]  # MARS frames are single images
+    assert image.ndim == 3

@@ -137,8 +137,14 @@ def val_roles(rows: pd.DataFrame, style: str, seed: int) -> np.ndarray:
     """``split`` values (``val_query`` / ``val_gallery`` / ``val``) for the held-out rows.
 
     ``style`` is ``leave_one_out``, ``reid``, ``vehicleid`` or ``query_gallery`` (see the
-    module docstring).
+    module docstring). Rows with a ``tracklet`` column (video) get roles per tracklet: a
+    tracklet's frames are all val queries or all val gallery items.
     """
+    if "tracklet" in rows.columns:
+        first = rows.reset_index(drop=True).drop_duplicates("tracklet")
+        roles = val_roles(first.drop(columns="tracklet"), style, seed)
+        by_tracklet = dict(zip(first["tracklet"], roles, strict=True))
+        return np.array([by_tracklet[t] for t in rows["tracklet"]], dtype=object)
     if style == "leave_one_out":
         return np.full(len(rows), "val", dtype=object)
     rng = np.random.default_rng([seed, 3])

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from embedlab.models.backbones import SmallCNN
 from embedlab.models.pooling import AvgPool
+from embedlab.models.temporal import TemporalAverage
 
 
 class EmbeddingOutput(NamedTuple):
@@ -36,6 +37,9 @@ class EmbeddingModel(nn.Module):
         flip_test: in eval mode, embed each image and its horizontal mirror and average the
             two embeddings (re-normalised when ``normalize``), the flip test-time augmentation
             common in ReID evaluation. Training is unaffected.
+        temporal: for clips ``[B, T, C, H, W]`` (video ReID, ``embedlab.data.Mars``): how
+            the T pooled frame features become one, ``embedlab.models.TemporalAverage``
+            (default) or ``TemporalAttention``.
 
     Under DDP, ``--trainer.sync_batchnorm=true`` turns every batch norm (backbone and BNNeck)
     into ``SyncBatchNorm``.
@@ -50,6 +54,7 @@ class EmbeddingModel(nn.Module):
         normalize: bool = False,
         dropout: float = 0.0,
         flip_test: bool = False,
+        temporal: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone if backbone is not None else SmallCNN()
@@ -57,6 +62,8 @@ class EmbeddingModel(nn.Module):
         if not isinstance(channels, int):
             raise ValueError("backbone must expose an integer attribute `out_channels`")
         self.pool = pooling if pooling is not None else AvgPool()
+        # clips [B, T, C, H, W]: frame features pooled over T (default: their mean)
+        self.temporal = temporal if temporal is not None else TemporalAverage()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.projection: nn.Module = (
             nn.Linear(channels, embedding_dim) if embedding_dim is not None else nn.Identity()
@@ -72,7 +79,12 @@ class EmbeddingModel(nn.Module):
         self.flip_test = flip_test
 
     def forward_train(self, images: Tensor) -> EmbeddingOutput:
-        pooled = self.pool(self.backbone(images))
+        if images.ndim == 5:  # a clip per item: embed the frames, pool them over time
+            b, t = images.shape[:2]
+            frames = self.pool(self.backbone(images.flatten(0, 1)))
+            pooled = self.temporal(frames.reshape(b, t, *frames.shape[1:]))
+        else:
+            pooled = self.pool(self.backbone(images))
         features = self.projection(self.dropout(pooled))
         embedding = self.neck(features)
         if self.normalize:

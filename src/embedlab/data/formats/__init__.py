@@ -25,12 +25,15 @@ from .dukemtmc import DukeMTMC, read_dukemtmc
 from .imagefolder import ImageFolder, read_imagefolder
 from .inshop import InShop, read_inshop
 from .market1501 import Market1501, read_market1501
+from .mars import Mars, read_mars
 from .msmt17 import MSMT17, read_msmt17
 from .sop import SOP, read_sop
 from .table import Table, read_table
 from .vehicleid import VehicleID, read_vehicleid
 
 __all__ = [
+    "Mars",
+    "read_mars",
     "VehicleID",
     "Table",
     "SOP",

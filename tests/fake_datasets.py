@@ -587,3 +587,35 @@ def make_mars(root: Path) -> Path:
         root / "info" / "query_IDX.mat", {"query_IDX": np.array([MARS_QUERY], dtype=np.float64)}
     )
     return root
+
+
+def tiny_recipe(dataset: dict[str, Any], height: int = 16, width: int = 8) -> dict[str, Any]:
+    """A one-epoch CPU run configuration: an 8-d SmallCNN embedding, batch-hard triplet,
+    P=2 × K=2, one batch, no validation split, on ``dataset`` (a ``class_path`` mapping)."""
+    return {
+        "trainer": {"accelerator": "cpu", "max_epochs": 1, "enable_progress_bar": False},
+        "model": {
+            "model": {
+                "class_path": "embedlab.models.EmbeddingModel",
+                "init_args": {
+                    "backbone": {
+                        "class_path": "embedlab.models.SmallCNN",
+                        "init_args": {"in_channels": 3, "width": 8, "depth": 2},
+                    },
+                    "embedding_dim": 8,
+                },
+            },
+            "loss": {"class_path": "embedlab.losses.TripletLoss"},
+        },
+        "data": {
+            "dataset": dataset,
+            "val": "none",
+            "p": 2,
+            "k": 2,
+            "batches_per_epoch": 1,
+            "transforms": {
+                "class_path": "embedlab.data.PlainTransforms",
+                "init_args": {"height": height, "width": width},
+            },
+        },
+    }

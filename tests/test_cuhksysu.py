@@ -17,6 +17,7 @@ from embedlab.cli import main
 from embedlab.data import CUHKSYSU
 from embedlab.data.formats import DatasetFormatError, DatasetLayoutError, prepare_cuhksysu
 from embedlab.metrics.person_search import PersonSearchProtocol, person_search
+from fake_datasets import tiny_recipe
 
 Box = tuple[int, int, int, int]
 
@@ -382,36 +383,9 @@ def test_evaluate_protocol_cuhksysu(
     from embedlab.inference import load_embedder
 
     _, root, _ = prepared
-    recipe = {
-        "trainer": {"accelerator": "cpu", "max_epochs": 1, "enable_progress_bar": False},
-        "model": {
-            "model": {
-                "class_path": "embedlab.models.EmbeddingModel",
-                "init_args": {
-                    "backbone": {
-                        "class_path": "embedlab.models.SmallCNN",
-                        "init_args": {"in_channels": 3, "width": 8, "depth": 2},
-                    },
-                    "embedding_dim": 8,
-                },
-            },
-            "loss": {"class_path": "embedlab.losses.TripletLoss"},
-        },
-        "data": {
-            "dataset": {
-                "class_path": "embedlab.data.CUHKSYSU",
-                "init_args": {"root": str(root), "test": True},
-            },
-            "val": "none",
-            "p": 2,
-            "k": 2,
-            "batches_per_epoch": 1,
-            "transforms": {
-                "class_path": "embedlab.data.PlainTransforms",
-                "init_args": {"height": 16, "width": 8},
-            },
-        },
-    }
+    recipe = tiny_recipe(
+        {"class_path": "embedlab.data.CUHKSYSU", "init_args": {"root": str(root), "test": True}}
+    )
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     fit = ["fit", "--config", str(tmp_path / "recipe.yaml"), "--output_root", str(tmp_path)]
     assert main([*fit, "--experiment", "cs"]) in (0, None)

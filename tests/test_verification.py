@@ -18,7 +18,7 @@ from embedlab.data import LFWPairs, read_lfw_pairs
 from embedlab.data.formats import DatasetFormatError
 from embedlab.errors import ConfigError
 from embedlab.metrics import pair_distances, verify
-from fake_datasets import write_image
+from fake_datasets import tiny_recipe, write_image
 
 
 def reference(d: list[float], same: list[bool], folds: int) -> tuple[list[float], list[float]]:
@@ -145,39 +145,14 @@ def test_malformed_pairs_name_the_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_evaluate_verification_end_to_end(tmp_path: Path) -> None:
     root = make_lfw(tmp_path / "lfw_root")
-    recipe = {
-        "trainer": {"accelerator": "cpu", "max_epochs": 1, "enable_progress_bar": False},
-        "model": {
-            "model": {
-                "class_path": "embedlab.models.EmbeddingModel",
-                "init_args": {
-                    "backbone": {
-                        "class_path": "embedlab.models.SmallCNN",
-                        "init_args": {"in_channels": 3, "width": 8, "depth": 2},
-                    },
-                    "embedding_dim": 8,
-                },
-            },
-            "loss": {"class_path": "embedlab.losses.TripletLoss"},
-        },
-        "data": {
-            "dataset": {"class_path": "embedlab.data.ImageFolder", "init_args": {"root": "x"}},
-            "val": "none",
-            "p": 2,
-            "k": 2,
-            "batches_per_epoch": 1,
-            "transforms": {
-                "class_path": "embedlab.data.PlainTransforms",
-                "init_args": {"height": 16, "width": 16},
-            },
-        },
-    }
     train = tmp_path / "faces"
     for label in range(3):
         for n in range(2):
             for split in ("train", "test"):
                 write_image(train / split / f"{label}" / f"{n}.png", label, (16, 16), seed=n)
-    recipe["data"]["dataset"]["init_args"]["root"] = str(train)
+    recipe = tiny_recipe(
+        {"class_path": "embedlab.data.ImageFolder", "init_args": {"root": str(train)}}, 16, 16
+    )
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     fit = ["fit", "--config", str(tmp_path / "recipe.yaml"), f"--output_root={tmp_path}"]
     assert main([*fit, "--experiment=faces"]) in (0, None)

@@ -368,3 +368,18 @@ def test_resume_mid_plan_serves_the_uninterrupted_batches(tmp_path: Path) -> Non
     # the refresh at step 6 happened after the resume: the plans served were mined ones
     mined = {tuple(t) for t in whole.refreshes[-1]["triplets"].tolist()}
     assert tuple(whole.batches[7][:3]) in mined
+
+
+def test_the_subset_is_embedded_without_training_augmentation() -> None:
+    """Mining sees the training items through the eval transforms (digits: no random shift)."""
+    dm = RetrievalDataModule(p=4, k=4)
+    dm.setup("fit")
+    dm.train_dataloader()
+    trainer: Any = type("FakeTrainer", (), {"datamodule": dm})()
+    _, view = OfflineTripletMining(every_n_steps=2, subset_size=32)._sampler(trainer)
+    assert len(view) == len(dm.train_set) and view is not dm.train_set
+    plain = dm.train_set.images.clone()  # the unshifted 8×8 images, in training order
+    for i in (0, 5, len(view) - 1):
+        image, label, _, _ = view[i]
+        torch.testing.assert_close(image, plain[i])  # no shift, same item
+        assert label == dm.train_set.labels[i]

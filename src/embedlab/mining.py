@@ -175,6 +175,7 @@ class OfflineTripletMining(pl.Callback):
         #: What the last refresh did: ``subset`` (dataset indices), ``embeddings``,
         #: ``triplets`` (dataset indices, [T, 3]), ``start`` (first planned absolute step).
         self.last: dict[str, Any] = {}
+        self._eval_view: Any = None  # the training set with eval transforms, made on first use
 
     # -- the subset ----------------------------------------------------------------------------
     def subset(self, labels: np.ndarray, refresh: int) -> np.ndarray:
@@ -227,11 +228,19 @@ class OfflineTripletMining(pl.Callback):
                 "OfflineTripletMining needs the P×K training sampler of "
                 "embedlab.data.RetrievalDataModule (trainer.datamodule.train_sampler)"
             )
+        view = getattr(datamodule, "torch_dataset", None)
+        if self._eval_view is None and callable(view):
+            # the training items as evaluation sees them (eval transforms, no augmentation),
+            # in the training set's order
+            frame = datamodule.frame  # type: ignore[union-attr]
+            self._eval_view = view(frame[frame["split"] == "train"], train=False)
+        if self._eval_view is not None and len(self._eval_view) == len(dataset):
+            return sampler, self._eval_view
         return sampler, dataset
 
     @torch.no_grad()
     def embed(self, pl_module: pl.LightningModule, dataset: Any, indices: np.ndarray) -> Tensor:
-        """Embed ``dataset[indices]`` with the module in eval mode (augmentation seeded)."""
+        """Embed ``dataset[indices]`` with the module in eval mode (any augmentation seeded)."""
         model: Any = getattr(pl_module, "model", pl_module)
         was_training = pl_module.training
         pl_module.eval()

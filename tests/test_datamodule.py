@@ -217,3 +217,24 @@ def test_a_unions_train_only_member_trains_unevaluated(tmp_path: Path) -> None:
     assert dm.eval_names == ["market1501"] and len(dm.val_sets) == len(dm.test_sets) == 1
     image, label, _, _ = dm.train_set[len(dm.train_set) - 1]
     assert image.shape == (3, 32, 16) and 5 <= label < 9
+
+
+@pytest.mark.parametrize("balance", ["identities", "datasets"])
+def test_a_union_balanced_by_dataset_draws_each_member_equally(balance: str) -> None:
+    from embedlab.data import Digits
+
+    # 10 training digits in one member, 5 (class-disjoint digits 0-4) in the other
+    dm = RetrievalDataModule(
+        [Digits(), Digits("class_disjoint")], val="none", p=4, k=2, balance=balance
+    )
+    dm.setup("fit")
+    sources = dm._train_sources()
+    counts = []
+    for batch in dm.train_dataloader():
+        members = sources[batch[3].numpy()]
+        counts.append(int((members == 1).sum()) // 2)  # identities of the second member
+    if balance == "datasets":
+        assert counts == [2] * len(counts)  # every batch: 2 identities of each member
+    else:
+        assert len(set(counts)) > 1  # uniform over 15 identities: the share varies
+    assert len(counts) == len(dm.train_dataloader())

@@ -146,6 +146,9 @@ class RetrievalDataModule(pl.LightningDataModule):
         bad_data: ``error`` stops on an unreadable image naming it; ``skip`` decodes every image
             once at setup, leaves the unreadable ones out with a warning, logs their count as
             ``data/skipped_files`` and lists them in ``skipped_files.tsv`` in the run folder.
+        balance: how a union's batches draw identities: ``identities`` (uniformly over all of
+            them, so in proportion to each member's identities) or ``datasets`` (from each
+            member in turn: about P / members of each in every batch).
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         seed: int = 0,
         transforms: Transforms | None = None,
         bad_data: Literal["error", "skip"] = "error",
+        balance: Literal["identities", "datasets"] = "identities",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["dataset", "transforms"])
@@ -179,6 +183,7 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.seed = seed
         self.transforms = transforms if transforms is not None else ReIDTransforms()
         self.bad_data = bad_data
+        self.balance = balance
         self._frame: pd.DataFrame | None = None
         self._scanned = False
         self.skipped: list[tuple[str, str]] = []
@@ -439,10 +444,16 @@ class RetrievalDataModule(pl.LightningDataModule):
             num_replicas=world_size,
             rank=rank,
             with_seeds=True,
+            groups=self._train_sources() if self.balance == "datasets" else None,
         )
         return ResumableLoader(
             self.train_set, self.train_sampler, self.num_workers, self._batches_done
         )
+
+    def _train_sources(self) -> np.ndarray:
+        """The union member of each training item, in the training set's order."""
+        frame = self.frame
+        return frame.loc[frame["split"] == "train", "source"].to_numpy(np.int64)
 
     def _batches_done(self) -> int:
         if self.trainer is None:

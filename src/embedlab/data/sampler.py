@@ -50,6 +50,7 @@ class PKBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         with_seeds: bool = False,
+        groups: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         labels = np.asarray(labels)
         if p < 1 or k < 1:
@@ -72,6 +73,25 @@ class PKBatchSampler(Sampler[list[int]]):
                 stacklevel=2,
             )
         self.members = {int(i): np.flatnonzero(labels == i) for i in self.identities}
+        # ``groups`` (one per item, e.g. the dataset of a union): each batch draws about
+        # P / (number of groups) identities from each group
+        self.by_group: dict[int, np.ndarray] | None = None
+        if groups is not None:
+            of_identity = {
+                int(labels[m[0]]): int(np.asarray(groups)[m[0]]) for m in self.members.values()
+            }
+            self.by_group = {
+                g: np.array([i for i, h in of_identity.items() if h == g])
+                for g in sorted(set(of_identity.values()))
+            }
+            per_step = p if p * num_replicas > len(self.identities) else p * num_replicas
+            share = -(-per_step // len(self.by_group))
+            smallest = min(len(v) for v in self.by_group.values())
+            if share > smallest:
+                raise ConfigError(
+                    f"data.balance=datasets: a batch takes {share} identities of each dataset, "
+                    f"but one has only {smallest} training identities (lower data.p)"
+                )
         singles = sum(len(m) == 1 for m in self.members.values())
         if k > 1 and singles == len(self.members):
             raise ConfigError(
@@ -116,20 +136,19 @@ class PKBatchSampler(Sampler[list[int]]):
         rng = np.random.default_rng([self.seed, self.epoch])
         order: deque[int] = deque()
         pools: dict[int, deque[int]] = {i: deque() for i in self.members}
+        queues: dict[int, deque[int]] = {g: deque() for g in self.by_group or {}}  # per group
         groups = self.num_replicas if self.shared else 1
         needed = self.p * self.num_replicas // groups
         for _ in range(self.num_batches):
             chosen: list[int] = []
             for _ in range(groups):
-                group: list[int] = []
-                skipped: list[int] = []
-                while len(group) < needed:
-                    if not order:
-                        order.extend(int(i) for i in rng.permutation(self.identities))
-                    pid = order.popleft()
-                    (skipped if pid in group else group).append(pid)
-                order.extendleft(reversed(skipped))
-                chosen += group
+                if self.by_group is None:
+                    chosen += _distinct(needed, order, self.identities, rng)
+                    continue
+                shares = np.full(len(self.by_group), needed // len(self.by_group))
+                shares[rng.permutation(len(shares))[: needed % len(shares)]] += 1
+                for (g, ids), share in zip(self.by_group.items(), shares, strict=True):
+                    chosen += _distinct(int(share), queues[g], ids, rng)
             flat = [idx for pid in chosen for idx in self._draw(pid, pools[pid], rng)]
             size = self.p * self.k
             yield [flat[r * size : (r + 1) * size] for r in range(self.num_replicas)]
@@ -231,3 +250,19 @@ class SeededDataset(Dataset[Any]):
                 torch.manual_seed(seed)
                 return self.dataset[index]
         return self.dataset[key]
+
+
+def _distinct(
+    count: int, order: deque[int], identities: np.ndarray, rng: np.random.Generator
+) -> list[int]:
+    """``count`` distinct identities from the front of ``order``, refilled with seeded
+    permutations of ``identities``; ones skipped as repeats stay first in line."""
+    taken: list[int] = []
+    skipped: list[int] = []
+    while len(taken) < count:
+        if not order:
+            order.extend(int(i) for i in rng.permutation(identities))
+        pid = order.popleft()
+        (skipped if pid in taken else taken).append(pid)
+    order.extendleft(reversed(skipped))
+    return taken

@@ -118,6 +118,7 @@ FAKE_MAKERS = {
     "embedlab.data.Table": fake_datasets.make_table,
     "embedlab.data.VehicleID": fake_datasets.make_vehicleid,
     "embedlab.data.Mars": fake_datasets.make_mars,
+    "embedlab.data.ImageFolder": fake_datasets.make_imagefolder,
 }
 # the miniature has 3 test vehicles
 FAKE_ARGS = {"embedlab.data.VehicleID": {"test_size": 3, "seed": 0}}

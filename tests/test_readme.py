@@ -37,7 +37,7 @@ NOT_HERE: dict[str, str] = {
     "embedlab fit --config experiments/market1501_bot.yaml": "needs 4 GPUs and Market-1501",
     "NNODES=2": "needs a cluster of two nodes",
     "embedlab evaluate --ckpt_path runs/faces": (
-        "needs LFW; test_verification.py runs it on a miniature LFW tree"
+        "needs LFW / YouTube Faces; test_verification.py runs both on miniature trees"
     ),
     "sbatch": "needs SLURM",
 }

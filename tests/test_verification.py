@@ -1,5 +1,6 @@
-"""Pair verification against a loop transcription of LFW's protocol; LFW's pairs.txt on a
-miniature tree; `embedlab evaluate --protocol verification` end to end."""
+"""Pair verification against a loop transcription of LFW's protocol; LFW's pairs.txt and
+YouTube Faces' splits.txt on miniature trees; `embedlab evaluate --protocol verification` end
+to end on both."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from embedlab.cli import main
-from embedlab.data import LFWPairs, read_lfw_pairs
+from embedlab.data import LFWPairs, YouTubeFacesPairs, open_pairs, read_lfw_pairs
 from embedlab.data.formats import DatasetFormatError
 from embedlab.errors import ConfigError
-from embedlab.metrics import pair_distances, verify
+from embedlab.metrics import pair_distances, set_distances, verify, verify_distances
 from fake_datasets import tiny_recipe, write_image
 
 
@@ -93,6 +94,32 @@ def test_bad_folds_and_shapes_are_one_line_errors() -> None:
         verify(a, a[:9], torch.ones(10, dtype=torch.bool), folds=2)
 
 
+def test_set_distances_are_the_mean_over_frame_pairs() -> None:
+    g = torch.Generator().manual_seed(0)
+    first = [torch.randn(n, 3, generator=g, dtype=torch.float64) for n in (1, 4, 3)]
+    second = [torch.randn(n, 3, generator=g, dtype=torch.float64) for n in (2, 1, 5)]
+    for distance in ("euclidean", "squared_euclidean", "cosine"):
+        got = set_distances(first, second, distance)  # type: ignore[arg-type]
+        for i, (a, b) in enumerate(zip(first, second, strict=True)):
+            loop = [
+                float(pair_distances(x[None], y[None], distance)[0])  # type: ignore[arg-type]
+                for x in a
+                for y in b
+            ]
+            assert float(got[i]) == pytest.approx(sum(loop) / len(loop), abs=1e-9)
+            means = pair_distances(a.mean(0)[None], b.mean(0)[None], distance)  # type: ignore[arg-type]
+            mean = set_distances([a], [b], distance, "mean_embedding")  # type: ignore[arg-type]
+            assert float(mean[0]) == pytest.approx(float(means[0]))
+    d = set_distances(first, second)
+    same = np.array([True, False, True, False, True, False])
+    doubled = torch.cat([d, d])
+    assert verify_distances(doubled, same, folds=2)["fold_threshold"] == pytest.approx(
+        reference(doubled.tolist(), same.tolist(), 2)[1]
+    )
+    with pytest.raises(ConfigError, match=r"pair 0: sets \(0, 3\)"):
+        set_distances([torch.zeros(0, 3)], [torch.zeros(2, 3)])
+
+
 def make_lfw(root: Path, folds: int = 2, per_fold: int = 3) -> Path:
     """LFW: pairs.txt with ``folds`` × (``per_fold`` matched + ``per_fold`` mismatched) lines."""
     names = [f"Person_{c}" for c in "ABCDEF"]
@@ -142,6 +169,81 @@ def test_malformed_pairs_name_the_line(tmp_path: Path) -> None:
         read_lfw_pairs(root)
 
 
+YTF_NAMES = ("Aaron_Eckhart", "Bob_Dole", "Cher")
+
+
+def make_ytf(root: Path, splits: int = 2, images: str = "aligned_images_DB") -> Path:
+    """YouTube Faces: 3 people × 2 videos × 12 frames; splits.txt with ``splits`` × 4 pairs
+    (2 same, 2 different), written split by split in reverse order."""
+    for label, name in enumerate(YTF_NAMES):
+        for video in range(2):
+            for frame in range(12):
+                prefix = "aligned_detect_" if images == "aligned_images_DB" else ""
+                stem = f"{prefix}{video}.{frame + 1}"
+                path = root / images / name / str(video) / f"{stem}.jpg"
+                write_image(path, label, (16, 16), seed=10 * video + frame)
+    lines = ["split number, pair id, first name, second name, is physically the same, is the same"]
+    pair = 0
+    for split in range(splits, 0, -1):
+        a, b = YTF_NAMES[split % 3], YTF_NAMES[(split + 1) % 3]
+        for first, second, same in [
+            (f"{a}/0", f"{a}/1", 1),
+            (f"{b}/1", f"{b}/0", 1),
+            (f"{a}/0", f"{b}/0", 0),
+            (f"{b}/1", f"{a}/1", 0),
+        ]:
+            pair += 1
+            lines.append(f"{split}, {pair}, {first}, {second}, {same}, {same}, ")
+    (root / "splits.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_youtube_faces_splits_are_read_exactly(tmp_path: Path) -> None:
+    root = make_ytf(tmp_path / "ytf", splits=3)
+    source = open_pairs(root, frames=5)
+    assert isinstance(source, YouTubeFacesPairs)
+    table = source.pairs()
+    assert list(table.columns) == ["path1", "path2", "same", "fold"]
+    assert table["fold"].tolist() == [0] * 4 + [1] * 4 + [2] * 4  # sorted by split
+    assert table["same"].tolist() == [True, True, False, False] * 3
+    # split 1 was written last: its pairs are those of Bob_Dole (1 % 3) and Cher
+    assert table.iloc[0].tolist() == [
+        "aligned_images_DB/Bob_Dole/0",
+        "aligned_images_DB/Bob_Dole/1",
+        True,
+        0,
+    ]
+    frames = source.frames("aligned_images_DB/Cher/1")
+    # frame order by number (1, 2, …, 10 — not "1", "10", "11", "12", "2"), first 5 kept
+    expected = [f"aligned_images_DB/Cher/1/aligned_detect_1.{i}.jpg" for i in range(1, 6)]
+    assert frames == expected
+    assert len(YouTubeFacesPairs(root, frames=0).frames("aligned_images_DB/Cher/1")) == 12
+    frames_db = make_ytf(tmp_path / "frames", images="frame_images_DB")
+    other = open_pairs(frames_db)
+    assert isinstance(other, YouTubeFacesPairs) and other.images == "frame_images_DB"
+    assert other.frames("frame_images_DB/Cher/0")[1] == "frame_images_DB/Cher/0/0.2.jpg"
+    assert isinstance(open_pairs(make_lfw(tmp_path / "lfw")), LFWPairs)
+
+
+def test_malformed_splits_name_the_line(tmp_path: Path) -> None:
+    root = make_ytf(tmp_path / "ytf")
+    lines = (root / "splits.txt").read_text().splitlines()
+    original = list(lines)
+    lines[3] = "2, 3, Cher/0, Nobody/0, 0, 0"
+    (root / "splits.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"splits.txt:4: video folder .*Nobody/0"):
+        YouTubeFacesPairs(root).pairs()
+    lines[3] = "2, 3, Cher/0, Cher/1, 0, yes"
+    (root / "splits.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"splits.txt:4: expected 'split, pair id"):
+        YouTubeFacesPairs(root).pairs()
+    (root / "splits.txt").write_text("\n".join(original[:-1]) + "\n")
+    with pytest.raises(
+        DatasetFormatError, match=r"not numbered 1..n with equal sizes \(1: 3, 2: 4\)"
+    ):
+        YouTubeFacesPairs(root).pairs()
+
+
 @pytest.mark.slow
 def test_evaluate_verification_end_to_end(tmp_path: Path) -> None:
     root = make_lfw(tmp_path / "lfw_root")
@@ -172,3 +274,22 @@ def test_evaluate_verification_end_to_end(tmp_path: Path) -> None:
     assert written["fold_threshold"] == pytest.approx(expected["fold_threshold"])
     assert (out / "roc.png").stat().st_size > 0 and (out / "roc.csv").is_file()
     assert main([*argv[:3], f"--out={out}"]) == 2  # verification without --pairs: one line
+
+    # YouTube Faces with the same checkpoint: FaceNet's mean over all frame pairs
+    ytf = make_ytf(tmp_path / "ytf")
+    video_out = tmp_path / "ytf_out"
+    ytf_argv = [*argv[:3], f"--pairs={ytf}", "--video_frames=4", f"--out={video_out}"]
+    assert main(ytf_argv) == 0
+    written = json.loads((video_out / "verification.json").read_text())
+    source = YouTubeFacesPairs(ytf, frames=4)
+    table = source.pairs()
+    sets = {
+        v: torch.from_numpy(embedder.embed_images([str(ytf / f) for f in source.frames(v)]))
+        for v in set(table["path1"]) | set(table["path2"])
+    }
+    d = set_distances(
+        [sets[v] for v in table["path1"]], [sets[v] for v in table["path2"]], "cosine"
+    )
+    expected = verify_distances(d, table["same"].to_numpy(), folds=2)
+    assert written["accuracy"] == pytest.approx(expected["accuracy"])
+    assert written["fold_threshold"] == pytest.approx(expected["fold_threshold"])

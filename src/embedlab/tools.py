@@ -34,6 +34,7 @@ from embedlab.analysis.runs import find_runs, instantiate_config
 from embedlab.atomic import atomic_write
 from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.data.check import check_dataset, format_report
+from embedlab.data.pairs import LFWPairs, YouTubeFacesPairs, open_pairs
 from embedlab.data.source import DataSource, FrameSource
 from embedlab.errors import ConfigError
 from embedlab.inference import (
@@ -53,6 +54,12 @@ from embedlab.inference.embedder import (
     run_files,
 )
 from embedlab.inference.export import example_input, export_embedder
+from embedlab.metrics.verification import (
+    SetDistance,
+    pair_distances,
+    set_distances,
+    verify_distances,
+)
 from embedlab.report import print_summary, write_json
 from embedlab.sweep import (
     SweepRun,
@@ -85,6 +92,8 @@ def evaluate(
     protocol: Literal["retrieval", "cuhksysu", "verification"] = "retrieval",
     gallery_size: int = 50,
     pairs: Path | None = None,
+    video_frames: int = 100,
+    video_distance: SetDistance = "mean_pairwise",
 ) -> int:
     """Embed the evaluation split with a checkpoint; print and save the retrieval metrics.
 
@@ -102,9 +111,13 @@ def evaluate(
             query's own gallery (``embedlab.metrics.person_search``) on the run's
             ``embedlab.data.CUHKSYSU`` crops, written to ``evaluation_cuhksysu<size>.json``.
         gallery_size: with ``--protocol cuhksysu``: the protocol ``TestG<gallery_size>``.
-        pairs: with ``--protocol verification``: the LFW folder (``pairs.txt`` and ``lfw/``);
-            writes ``verification.json``, ``roc.csv`` and ``roc.png``
-            (:func:`embedlab.metrics.verify`, 10 folds as in ``pairs.txt``).
+        pairs: with ``--protocol verification``: the LFW folder (``pairs.txt`` and ``lfw/``)
+            or the YouTube Faces folder (``splits.txt`` and ``aligned_images_DB/``); writes
+            ``verification.json``, ``roc.csv`` and ``roc.png``
+            (:func:`embedlab.metrics.verify`, the folds of the pairs file).
+        video_frames: YouTube Faces: the first that many frames of each video (0: all).
+        video_distance: YouTube Faces: ``mean_pairwise`` (the mean distance over all frame
+            pairs, FaceNet's protocol) or ``mean_embedding``.
     """
     files = run_files(ckpt_path, config)
     ckpt, run_dir = files.checkpoint, files.run_dir
@@ -119,9 +132,13 @@ def evaluate(
     settings_data = merge_data(recipe, data)
     if protocol == "verification":
         if rerank or pairs is None:
-            raise ConfigError("protocol: verification takes --pairs <LFW folder> and no --rerank")
+            raise ConfigError(
+                "protocol: verification takes --pairs <LFW or YouTube Faces folder> and no --rerank"
+            )
         run = {**recipe, "model": model, "data": settings_data}
-        return evaluate_verification(files, run, Path(out) if out else run_dir, pairs)
+        source = open_pairs(pairs, video_frames)
+        folder = Path(out) if out else run_dir
+        return evaluate_verification(files, run, folder, source, video_distance)
     if protocol == "cuhksysu":
         if rerank:
             raise ConfigError("rerank: not available with --protocol cuhksysu")
@@ -153,26 +170,40 @@ def evaluate(
     return 0
 
 
-def evaluate_verification(files: RunFiles, recipe: dict[str, Any], folder: Path, root: Path) -> int:
-    """``evaluate --protocol verification``: embed every image of LFW's pairs once with the
-    checkpoint and run the 10-fold verification protocol."""
+def evaluate_verification(
+    files: RunFiles,
+    recipe: dict[str, Any],
+    folder: Path,
+    source: LFWPairs | YouTubeFacesPairs,
+    video_distance: SetDistance = "mean_pairwise",
+) -> int:
+    """``evaluate --protocol verification``: embed every image of the pairs once with the
+    checkpoint and run the verification protocol over the folds of the pairs file (for
+    YouTube Faces, each video's frames, compared by ``video_distance``)."""
     from embedlab.analysis.pictures import save_figure
-    from embedlab.data.pairs import read_lfw_pairs
-    from embedlab.metrics.verification import verify
 
-    table = read_lfw_pairs(root)
+    table = source.pairs()
     model, datamodule = build_run(recipe)
     load_weights(model, files.checkpoint)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     embedder = Embedder(model, datamodule.transforms.eval, files, datamodule).to(device)
     unique = pd.unique(pd.concat([table["path1"], table["path2"]]))
-    embedded = embedder.embed_images([str(Path(root) / p) for p in unique])
-    row = {p: i for i, p in enumerate(unique)}
-    first = torch.from_numpy(embedded[[row[p] for p in table["path1"]]])
-    second = torch.from_numpy(embedded[[row[p] for p in table["path2"]]])
+    videos = isinstance(source, YouTubeFacesPairs)
+    members = [source.frames(p) if isinstance(source, YouTubeFacesPairs) else [p] for p in unique]
+    embedded = torch.from_numpy(
+        embedder.embed_images([str(source.root / f) for m in members for f in m])
+    )
+    ends = np.cumsum([len(m) for m in members])
+    sets = dict(zip(unique, torch.tensor_split(embedded, ends[:-1].tolist()), strict=True))
     distance = (recipe.get("model") or {}).get("distance", "cosine")
+    first = [sets[p] for p in table["path1"]]
+    second = [sets[p] for p in table["path2"]]
     folds = int(table["fold"].max()) + 1
-    results = verify(first, second, table["same"].to_numpy(), folds=folds, distance=distance)
+    if videos:
+        d = set_distances(first, second, distance, video_distance)
+    else:
+        d = pair_distances(torch.cat(first), torch.cat(second), distance)
+    results = verify_distances(d, table["same"].to_numpy(), folds=folds)
     scalars = {k: v for k, v in results.items() if isinstance(v, float)}
     print_summary({"pairs": scalars}, f"verification, {folds} folds, {len(table)} pairs")
     folder.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,13 @@ from embedlab.data.formats import (
     read_vehicleid,
 )
 from embedlab.data.image_dataset import ImageDataset
-from embedlab.data.pairs import LFWPairs, read_lfw_pairs
+from embedlab.data.pairs import (
+    LFWPairs,
+    YouTubeFacesPairs,
+    open_pairs,
+    read_lfw_pairs,
+    read_ytf_splits,
+)
 from embedlab.data.sampler import PKBatchSampler
 from embedlab.data.source import DataSource, FrameSource
 from embedlab.data.transforms import DMLTransforms, PlainTransforms, ReIDTransforms, Transforms
@@ -48,6 +54,7 @@ __all__ = [
     "FrameSource",
     "ImageFolder",
     "LFWPairs",
+    "YouTubeFacesPairs",
     "InShop",
     "Market1501",
     "Mars",
@@ -70,7 +77,9 @@ __all__ = [
     "read_dukemtmc",
     "read_imagefolder",
     "read_inshop",
+    "open_pairs",
     "read_lfw_pairs",
+    "read_ytf_splits",
     "read_market1501",
     "read_msmt17",
     "read_sop",

@@ -10,7 +10,8 @@
 * :func:`k_reciprocal_rerank`, :func:`average_query_expansion` - re-ranking.
 * :func:`knn` - exact faiss k-nearest neighbours with ties broken by index.
 * :func:`person_search` - the person-search protocol (CUHK-SYSU): each query has its own gallery.
-* :func:`verify` - pair verification (LFW's 10-fold protocol), accuracy, ROC, EER.
+* :func:`verify` - pair verification (LFW's 10-fold protocol), accuracy, ROC, EER;
+  :func:`set_distances` / :func:`verify_distances` for video pairs (YouTube Faces).
 """
 
 from embedlab.metrics._inputs import DISTANCES, Distance
@@ -36,7 +37,7 @@ from embedlab.metrics.rerank import (
 )
 from embedlab.metrics.retrieval import EvalOptions, MetricFn, evaluate
 from embedlab.metrics.torchmetric import RetrievalEvaluator
-from embedlab.metrics.verification import pair_distances, verify
+from embedlab.metrics.verification import pair_distances, set_distances, verify, verify_distances
 
 __all__ = [
     "CMC",
@@ -62,6 +63,8 @@ __all__ = [
     "knn",
     "pair_distances",
     "person_search",
+    "set_distances",
     "verify",
+    "verify_distances",
     "scalar_metrics",
 ]

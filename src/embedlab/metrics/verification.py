@@ -8,21 +8,29 @@ measured with that threshold. ``accuracy`` is the mean over folds, ``accuracy_st
 population standard deviation (as LFW results are reported, e.g. FaceNet's 99.63 % ± 0.09),
 ``threshold`` the mean threshold. The ROC (``auc``, ``eer``, ``tpr@fpr=…``) is over all pairs,
 scored by −distance (scikit-learn).
+
+Video pairs (YouTube Faces) compare two sets of frame embeddings: :func:`set_distances` gives
+FaceNet's mean distance over all frame pairs or the distance of the mean embeddings, and
+:func:`verify_distances` runs the same protocol on those distances.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import Tensor
 
-from embedlab.distances import Distance
+from embedlab.distances import Distance, pairwise_distance
 from embedlab.errors import ConfigError
 
-__all__ = ["pair_distances", "verify"]
+__all__ = ["SetDistance", "pair_distances", "set_distances", "verify", "verify_distances"]
+
+SetDistance = Literal["mean_pairwise", "mean_embedding"]
 
 FPR_POINTS = (0.001, 0.01)
 
@@ -48,6 +56,33 @@ def _best_threshold(d: np.ndarray, same: np.ndarray) -> float:
     return float(candidates[np.argmax(true_pos + true_neg)])
 
 
+def set_distances(
+    first: Sequence[Tensor],
+    second: Sequence[Tensor],
+    distance: Distance = "euclidean",
+    aggregate: SetDistance = "mean_pairwise",
+) -> Tensor:
+    """Distance of each pair of embedding sets ``(first[i] [n_i, D], second[i] [m_i, D])``
+    (float64): ``mean_pairwise`` — the mean over all n_i × m_i frame pairs (FaceNet on
+    YouTube Faces), ``mean_embedding`` — the distance of the two mean embeddings."""
+    if len(first) != len(second):
+        raise ConfigError(f"{len(first)} first sets for {len(second)} second sets")
+    values = []
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        if a.ndim != 2 or b.ndim != 2 or not len(a) or not len(b):
+            raise ConfigError(
+                f"pair {i}: sets {tuple(a.shape)} and {tuple(b.shape)} are not [n, D]"
+            )
+        a, b = a.double(), b.double()
+        if aggregate == "mean_embedding":
+            values.append(
+                pair_distances(a.mean(0, keepdim=True), b.mean(0, keepdim=True), distance)[0]
+            )
+        else:
+            values.append(pairwise_distance(a, b, distance).mean())
+    return torch.stack(values) if values else torch.zeros(0, dtype=torch.float64)
+
+
 def verify(
     embeddings1: Tensor,
     embeddings2: Tensor,
@@ -59,7 +94,16 @@ def verify(
     embeddings2[i])``; ``is_same`` (bool, one per pair). Returns ``accuracy``, ``accuracy_std``,
     ``threshold``, ``fold_accuracy``, ``fold_threshold``, ``auc``, ``eer``, ``tpr@fpr=0.001``,
     ``tpr@fpr=0.01`` and the ROC curve (``fpr``, ``tpr``)."""
-    d = pair_distances(embeddings1, embeddings2, distance).cpu().numpy()
+    return verify_distances(pair_distances(embeddings1, embeddings2, distance), is_same, folds)
+
+
+def verify_distances(
+    distances: Tensor | np.ndarray, is_same: Tensor | np.ndarray, folds: int = 10
+) -> dict[str, Any]:
+    """:func:`verify` on given pair distances (one per pair, smaller = more alike)."""
+    d = np.asarray(
+        distances.cpu().numpy() if isinstance(distances, Tensor) else distances, dtype=np.float64
+    ).reshape(-1)
     flags = is_same.cpu().numpy() if isinstance(is_same, Tensor) else is_same
     same = np.asarray(flags, dtype=bool).reshape(-1)
     n = len(d)

@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 TORCH_PACKAGES ?= torch==2.14.1 torchvision==0.29.1
 CONFIG ?= experiments/digits.yaml
 SWEEP ?= experiments/sweeps/losses.yaml
-PYTEST_ARGS ?=
+# the suite runs on every core (pytest-xdist), at most 4 workers; PYTEST_ARGS= runs it serially.
+PYTEST_ARGS ?= -n auto --maxprocesses=4
 
 # .env (see .env.example) fills in what the command line and the environment leave unset:
 # `EMBEDLAB_WANDB=online make train` wins over EMBEDLAB_WANDB=off in .env.

@@ -93,6 +93,9 @@ def with_budget(command: str, checkpoint: Path) -> list[str]:
     return args
 
 
+FIRST_FIT = "embedlab fit --config experiments/digits.yaml --model.loss"
+
+
 def chain_of(command: str) -> str:
     """Commands that read what an earlier one wrote share a chain (run in order, in one
     folder); every other command is a chain of its own, so the chains can run in parallel."""
@@ -101,9 +104,6 @@ def chain_of(command: str) -> str:
     if "sweeps/losses.yaml" in command or command.startswith("embedlab compare runs/digits_losses"):
         return "loss sweep, resumed, reported, compared"
     return command
-
-
-FIRST_FIT = "embedlab fit --config experiments/digits.yaml --model.loss"
 
 
 def readme_chains() -> dict[str, list[str]]:

@@ -189,7 +189,9 @@ def evaluate_verification(
     embedder = Embedder(model, datamodule.transforms.eval, files, datamodule).to(device)
     unique = pd.unique(pd.concat([table["path1"], table["path2"]]))
     videos = isinstance(source, YouTubeFacesPairs)
-    members = [source.frames(p) if isinstance(source, YouTubeFacesPairs) else [p] for p in unique]
+    members = [[p] for p in unique]  # LFW: each side one image
+    if isinstance(source, YouTubeFacesPairs):
+        members = [source.frames(p) for p in unique]
     embedded = torch.from_numpy(
         embedder.embed_images([str(source.root / f) for m in members for f in m])
     )

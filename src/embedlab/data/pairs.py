@@ -105,7 +105,8 @@ class LFWPairs:
         return read_lfw_pairs(self.root, self.pairs_file)
 
 
-YTF_FOLDERS = ("aligned_images_DB", "frame_images_DB")
+YTFImages = Literal["aligned_images_DB", "frame_images_DB"]
+YTF_FOLDERS: tuple[YTFImages, ...] = ("aligned_images_DB", "frame_images_DB")
 YTF_LAYOUT = """\
 <root>/
 ├── splits.txt                  split, pair id, first name, second name, ..., is the same
@@ -184,7 +185,7 @@ class YouTubeFacesPairs:
         self,
         root: str | Path,
         splits: str = "splits.txt",
-        images: Literal["aligned_images_DB", "frame_images_DB"] = "aligned_images_DB",
+        images: YTFImages = "aligned_images_DB",
         frames: int = 100,
     ) -> None:
         if frames < 0:
@@ -221,5 +222,5 @@ def open_pairs(root: str | Path, frames: int = 100) -> LFWPairs | YouTubeFacesPa
     root = Path(root).expanduser()
     if (root / "splits.txt").is_file():
         images = next((x for x in YTF_FOLDERS if (root / x).is_dir()), YTF_FOLDERS[0])
-        return YouTubeFacesPairs(root, images=images, frames=frames)  # type: ignore[arg-type]
+        return YouTubeFacesPairs(root, images=images, frames=frames)
     return LFWPairs(root)

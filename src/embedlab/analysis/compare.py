@@ -1,4 +1,6 @@
-"""Compare runs: a table of final and best validation metrics, CSV/Markdown files and plots.
+"""Compare training runs: a table whose every metric column names its split (``val …`` for the
+checkpoint selected on the validation split, ``test …`` for its one test evaluation; the raw-pixel
+baseline is test-split only), CSV/Markdown files and plots.
 
     embedlab compare runs/digits_losses                 # every version_* below
     embedlab compare runs/a/version_0 runs/b/version_3 --out comparison --sort map@r
@@ -26,7 +28,7 @@ from embedlab.analysis.pictures import save_figure
 from embedlab.analysis.runs import Run, find_runs, loss_label, short_class, training_history
 from embedlab.metrics import PRIMARY_METRIC
 from embedlab.report import BASELINE_ROW, NOT_METRICS, format_cell
-from embedlab.report import print_table as print_table  # re-exported: embedlab.analysis API
+from embedlab.report import print_table as _print_table
 
 PRIMARY = PRIMARY_METRIC
 METRIC_NAMES = {
@@ -78,8 +80,23 @@ def _metric_names(history: pd.DataFrame) -> list[str]:
     return [c for c in history.columns if c not in NOT_METRICS]
 
 
+def _metrics_of(values: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if k not in NOT_METRICS}
+
+
+def _trained_epochs(run: Run, history: pd.DataFrame) -> int | None:
+    if not history.empty:
+        return int(history.index.max())
+    epochs = run.summary.get("test", {}).get("epochs")
+    if epochs:
+        return int(epochs)
+    trained = training_history(run.metrics)
+    return int(trained.index.max()) if not trained.empty else None
+
+
 def run_row(run: Run, primary: str = PRIMARY) -> dict[str, Any]:
-    """One row of the comparison: identification, training settings, final and best metrics."""
+    """One row of the comparison: identification, training settings, and metrics that each name
+    their split: ``val/`` and ``final/``, ``best/`` (validation), ``test/`` (test)."""
     config = run.config
     model = config.get("model") or {}
     loss = model.get("loss") if isinstance(model.get("loss"), dict) else {}
@@ -99,28 +116,31 @@ def run_row(run: Run, primary: str = PRIMARY) -> dict[str, Any]:
     }
     for key, value in run.params.items():
         row[f"param/{key}"] = _param_text(value)
-    for stage in ("val", "test"):  # the selected checkpoint: chosen on val, tested once
-        for name, value in run.summary.get(stage, {}).items():
-            if name not in NOT_METRICS:
-                row[f"{stage}/{name}"] = float(value)
-    if history.empty:
-        trained = run.summary.get("test", {})
-        row["epochs"] = None
-        for name, value in trained.items():
-            if name not in NOT_METRICS:
-                row[f"final/{name}"] = float(value)
-                row[f"best/{name}"] = float(value)
-        row["best_epoch"] = None
-        return row
-    row["epochs"] = int(history.index.max())
-    last = history.iloc[-1]
-    for name in _metric_names(history):
-        row[f"final/{name}"] = float(last[name])
-        row[f"best/{name}"] = float(history[name].max())
-    if primary in history.columns and history[primary].notna().any():
-        row["best_epoch"] = int(history[primary].idxmax())
-    else:
-        row["best_epoch"] = None
+    row["epochs"] = _trained_epochs(run, history)
+    best_epoch: int | None = None
+    if not history.empty:  # the validation history: never filled from any other split
+        last = history.iloc[-1]
+        for name in _metric_names(history):
+            row[f"final/{name}"] = float(last[name])
+            row[f"best/{name}"] = float(history[name].max())
+        if primary in history.columns and history[primary].notna().any():
+            best_epoch = int(history[primary].idxmax())
+    row["best_epoch"] = best_epoch
+    # the checkpoint selected on val: its val metrics (summary.json; for a run without one, the
+    # validation at the best epoch of `primary`), and its one test evaluation
+    val, val_epoch, val_from = _metrics_of(run.val), run.val.get("epochs"), "summary.json"
+    if not val and not history.empty:
+        at = best_epoch if best_epoch is not None else int(history.index.max())
+        val = _metrics_of({str(k): v for k, v in history.loc[at].items() if pd.notna(v)})
+        val_epoch, val_from = at, "metrics.csv"
+    for name, value in val.items():
+        row[f"val/{name}"] = value
+    row["val_epoch"] = int(val_epoch) if val and val_epoch else None
+    row["val_from"] = val_from if val else None
+    test, test_from = run.test
+    for name, value in _metrics_of(test).items():
+        row[f"test/{name}"] = value
+    row["test_from"] = test_from
     return row
 
 
@@ -158,20 +178,25 @@ def compare_runs(
     primary: str = PRIMARY,
     baseline: bool = False,
 ) -> pd.DataFrame:
-    """The final and best validation metrics of each run, one row per run.
+    """One row per training run, every metric column naming its split.
 
     Args:
-        run_dirs: run directories, or folders holding them (see :func:`find_runs`).
+        run_dirs: run directories, or folders holding them (see :func:`find_runs`; folders that
+            hold no training run, e.g. those of ``embedlab test``, are skipped).
         primary: the metric whose best value defines ``best_epoch``.
-        baseline: add a raw-pixel row (``BASELINE_ROW``) from the first run's ``summary.json`` (the
-            retrieval quality of the raw inputs; only meaningful when all runs share a dataset).
+        baseline: add a raw-pixel row (``BASELINE_ROW``) from the first run's ``summary.json``:
+            the retrieval quality of the raw inputs on the **test** split, so it fills only
+            ``test/`` columns (only meaningful when all runs share a dataset).
 
     Columns: ``run``, ``name`` (``experiment/version``), ``loss`` (a unique, readable label:
     the sweep's loss preset, or the configured objective), ``objective``, ``loss_class``,
     ``optimizer``, ``lr``, ``max_epochs``, ``dataset``, ``param/<sweep parameter>``,
-    ``epochs`` (trained), ``final/<metric>``, ``best/<metric>`` and ``best_epoch`` (validation
-    history), ``val/<metric>`` and ``test/<metric>`` (the selected checkpoint on val, and its one
-    test evaluation, from ``summary.json``).
+    ``epochs`` (trained); the validation history: ``final/<metric>``, ``best/<metric>`` and
+    ``best_epoch`` (empty for a run without validation); the checkpoint selected on val:
+    ``val/<metric>`` with ``val_epoch`` and ``val_from`` (``summary.json``, or ``metrics.csv``
+    for a run without one: the validation at ``best_epoch``), and its test evaluation
+    ``test/<metric>`` with ``test_from`` (``summary.json``, or a ``test_metrics.json`` in the
+    run's folder). No test number is ever put in a ``val/``, ``final/`` or ``best/`` column.
     """
     runs = [Run.load(p) for p in find_runs(run_dirs)]
     if not runs:
@@ -179,18 +204,17 @@ def compare_runs(
     frame = pd.DataFrame([run_row(r, primary) for r in runs])
     frame["loss"] = _unique_labels(frame)
     if baseline:
-        raw = next((r.summary[BASELINE_ROW] for r in runs if BASELINE_ROW in r.summary), None)
+        raw = next((r.summary[BASELINE_ROW] for r in runs if r.summary.get(BASELINE_ROW)), None)
         if raw is not None:
             extra: dict[str, Any] = {
                 "run": "",
                 "name": "",
                 "loss": BASELINE_ROW,
                 "objective": BASELINE_ROW,
+                "test_from": "summary.json",
             }
-            for name, value in raw.items():
-                if name not in NOT_METRICS:  # raw pixels are measured on the test split
-                    extra[f"final/{name}"] = extra[f"test/{name}"] = float(value)
-                    extra[f"best/{name}"] = float(value)
+            for name, value in _metrics_of(raw).items():  # measured on the test split only
+                extra[f"test/{name}"] = value
             frame = pd.concat([pd.DataFrame([extra]), frame], ignore_index=True)
     return frame
 
@@ -206,6 +230,13 @@ def logged_metrics(frame: pd.DataFrame, stage: str = "final") -> list[str]:
     return [c.removeprefix(prefix) for c in frame.columns if c.startswith(prefix)]
 
 
+def trained_rows(frame: pd.DataFrame) -> pd.Series:
+    """The rows of training runs (``True``), not the raw-pixel baseline."""
+    if "run" not in frame.columns:
+        return pd.Series(True, index=frame.index)
+    return frame["run"].fillna("").astype(str).astype(bool)
+
+
 def summary_table(
     frame: pd.DataFrame,
     metrics: Sequence[str] | None = None,
@@ -213,43 +244,94 @@ def summary_table(
     percent: bool = True,
     sort: str | None = None,
 ) -> pd.DataFrame:
-    """A readable table: the run, the loss, the test metrics of the checkpoint selected on val,
-    and the best val ``primary`` (with its 1-based epoch).
+    """A readable table, one row per training run (the raw-pixel baseline first): the run, the
+    loss, ``best epoch (val)``, then ``val <metric>`` columns (the checkpoint selected on the
+    validation split) and ``test <metric>`` columns (its one evaluation on the test split).
 
-    Runs without a test evaluation (older runs) show their final validation metrics instead.
-    ``metrics``: the columns (default: every metric the runs logged). Values are in percent with
-    ``percent``; ``sort`` orders rows by that metric, best first.
+    A run without validation has empty ``val`` columns, the raw-pixel baseline (test split)
+    only ``test`` ones. ``metrics``: the metrics of both splits; by default every metric the
+    runs logged on test and, on val, ``primary`` (every val metric when no run has a test
+    evaluation). Values are in percent with ``percent``.
+
+    ``sort`` ranks the training runs by that metric, best first: on val when every run has
+    it there; otherwise on test when every run has it there; else on val, the runs without it
+    last. ``table.attrs["title"]`` says what ranks them (and ``attrs["note"]`` too when it is
+    not validation for every run); ``attrs["ranked_by"]`` is the frame column used.
     """
-    trained_rows = frame["run"].astype(bool) if "run" in frame.columns else None
-    stage = "final"
-    if any(c.startswith("test/") for c in frame.columns):
-        tested = frame[[c for c in frame.columns if c.startswith("test/")]].notna().any(axis=1)
-        if trained_rows is None or tested[trained_rows].all():
-            stage = "test"
+    trained = trained_rows(frame)
+    tested = any(
+        frame.loc[trained, c].notna().any() for c in frame.columns if c.startswith("test/")
+    )
     if metrics is None:
-        metrics = logged_metrics(frame, stage)
-    trained = frame["run"].astype(bool) if "run" in frame.columns else pd.Series(True, frame.index)
-    # a metric only the baseline row has (e.g. a K the runs did not log) would be an empty column
-    available = [
-        m
-        for m in metrics
-        if f"{stage}/{m}" in frame.columns and frame.loc[trained, f"{stage}/{m}"].notna().any()
-    ]
+        val_metrics = logged_metrics(frame, "val") if not tested else [primary]
+        test_metrics = logged_metrics(frame, "test")
+    else:
+        val_metrics = test_metrics = list(metrics)
     scale = 100.0 if percent else 1.0
     names = frame["name"] if "name" in frame.columns else pd.Series("", index=frame.index)
     table = pd.DataFrame({"run": names.fillna("").to_numpy(), "loss": frame["loss"].to_numpy()})
-    prefix = "test " if stage == "test" else ""
-    for name in available:
-        table[prefix + metric_title(name)] = frame[f"{stage}/{name}"].to_numpy() * scale
-    if f"best/{primary}" in frame.columns:
-        table[f"best val {metric_title(primary)}"] = frame[f"best/{primary}"].to_numpy() * scale
-        if "best_epoch" in frame.columns:
-            epochs = frame["best_epoch"].astype("Int64").reset_index(drop=True)
-            table["best epoch"] = epochs
-    if sort is not None and f"{stage}/{sort}" in frame.columns:
-        order = np.argsort(-frame[f"{stage}/{sort}"].fillna(-np.inf).to_numpy(), kind="stable")
-        table = table.iloc[order].reset_index(drop=True)
+    if "val_epoch" in frame.columns and frame.loc[trained, "val_epoch"].notna().any():
+        epochs = frame["val_epoch"].astype("Float64").astype("Int64")
+        table["best epoch (val)"] = pd.array(epochs.tolist(), dtype="Int64")
+    for split, wanted in (("val", val_metrics), ("test", test_metrics)):
+        for name in wanted:
+            column = f"{split}/{name}"
+            # a metric only the baseline row has (a K the runs did not log) would be empty
+            if column in frame.columns and frame.loc[trained, column].notna().any():
+                values = frame[column].to_numpy(dtype=float) * scale
+                table[f"{split} {metric_title(name)}"] = values
+    order, title, note, ranked_by = _ranking(frame, trained, sort)
+    table = table.iloc[order].reset_index(drop=True)
+    if not trained.all():
+        title += f"; {BASELINE_ROW}: test split"
+    table.attrs.update(title=title, note=note, ranked_by=ranked_by)
     return table
+
+
+def _ranking(
+    frame: pd.DataFrame, trained: pd.Series, sort: str | None
+) -> tuple[np.ndarray, str, str, str | None]:
+    """``(row order, title, note, frame column)``: the baseline rows first, then the training
+    runs ranked by ``sort`` (see :func:`summary_table`)."""
+    positions = np.arange(len(frame))
+    first, runs = positions[~trained.to_numpy()], positions[trained.to_numpy()]
+    if sort is None:
+        return np.concatenate([first, runs]), "in the order given", "", None
+    n = len(runs)
+    counts = {
+        split: int(frame.iloc[runs][f"{split}/{sort}"].notna().sum())
+        if f"{split}/{sort}" in frame.columns
+        else 0
+        for split in ("val", "test")
+    }
+    label = metric_title(sort)
+    if counts["val"] == n:
+        split, note = "val", ""
+    elif counts["test"] == n:
+        split = "test"
+        note = (
+            f"ranked by test {label}: {n - counts['val']} of {n} runs have no validation "
+            f"{label}, so validation does not rank them"
+        )
+    elif counts["val"] or counts["test"]:
+        split = "val" if counts["val"] else "test"
+        note = (
+            f"ranked by {split} {label}; {n - counts[split]} of {n} runs have no "
+            f"{split} {label} and come last"
+        )
+    else:
+        return np.concatenate([first, runs]), f"not ranked (no {label})", "", None
+    column = f"{split}/{sort}"
+    keys = -frame.iloc[runs][column].astype(float).fillna(-np.inf).to_numpy()
+    ranked = runs[np.argsort(keys, kind="stable")]
+    return np.concatenate([first, ranked]), note or f"ranked by {split} {label}", note, column
+
+
+def print_table(table: pd.DataFrame, title: str = "", digits: int = 2) -> None:
+    """:func:`embedlab.report.print_table`, its title followed by ``table.attrs["title"]``
+    (what ranks the rows of a :func:`summary_table`)."""
+    extra = str(table.attrs.get("title") or "")
+    _print_table(table, ", ".join(t for t in (title, extra) if t), digits)
 
 
 def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
@@ -325,30 +407,49 @@ def plot_metric_curves(
     return fig
 
 
-def plot_recall_at_k(frame: pd.DataFrame, stage: str = "final", percent: bool = True) -> Figure:
-    """Recall@K (the CMC curve at the logged K) per run."""
-    ks = recall_ks(frame, stage)
-    if not ks:
+RECALL_PANELS = {
+    "val": "validation split (checkpoint selected on val)",
+    "test": "test split (the selected checkpoint, tested once)",
+    "final": "validation split (last validation)",
+    "best": "validation split (best of each metric)",
+}
+
+
+def plot_recall_at_k(
+    frame: pd.DataFrame, splits: Sequence[str] = ("val", "test"), percent: bool = True
+) -> Figure:
+    """Recall@K (the CMC curve at the logged K) per run, one panel per split in ``splits``
+    (``val``, ``test``; ``final``/``best``: the validation history), each with its own legend.
+
+    A split's panel holds only that split's numbers: the raw-pixel baseline, measured on the
+    test split, is a line of the test panel only. A split nothing was logged on has no panel.
+    """
+    panels = [s for s in splits if recall_ks(frame, s)]
+    if not panels:
         raise ValueError("no recall@K columns to plot")
-    fig, axes = _figure(1, 1, 8.0, 4.2)
-    ax = axes[0]
+    fig, axes = _figure(1, len(panels), 6.0, 4.2)
     scale = 100.0 if percent else 1.0
-    i = 0  # the colour of a run matches the other plots, where the baseline has no line
-    for _, row in frame.iterrows():
-        values = np.asarray([row[f"{stage}/recall@{k}"] for k in ks], dtype=float) * scale
-        baseline = row["loss"] == BASELINE_ROW
-        style = {"linestyle": "--", "color": "grey"} if baseline else line_style(i)
-        i += 0 if baseline else 1
-        logged = np.isfinite(values)  # runs may log different K
-        x = np.asarray(ks)[logged]
-        ax.plot(x, values[logged], marker="o", ms=4, label=str(row["loss"]), **style)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("K")
-    ax.set_ylabel(f"Recall@K{' (%)' if percent else ''}")
-    ax.set_title(f"Recall@K ({stage} validation)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    trained = trained_rows(frame).to_numpy()
+    for ax, split in zip(axes, panels, strict=True):
+        ks = recall_ks(frame, split)
+        i = 0  # a run's colour is the same in every panel and plot
+        for (_, row), is_run in zip(frame.iterrows(), trained, strict=True):
+            style = line_style(i) if is_run else {"linestyle": "--", "color": "grey"}
+            i += 1 if is_run else 0
+            values = np.asarray([row[f"{split}/recall@{k}"] for k in ks], dtype=float) * scale
+            logged = np.isfinite(values)  # runs may log different K; a run without val: none
+            if not logged.any():
+                continue
+            label = str(row["loss"]) if is_run else f"{row['loss']} (test split)"
+            x = np.asarray(ks)[logged]
+            ax.plot(x, values[logged], marker="o", ms=4, label=label, **style)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("K")
+        ax.set_ylabel(f"Recall@K{' (%)' if percent else ''}")
+        ax.set_title(f"Recall@K, {RECALL_PANELS.get(split, split)}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
     return fig
 
 
@@ -385,14 +486,19 @@ def write_comparison(
     sort: str | None = PRIMARY,
     plots: bool = True,
 ) -> dict[str, Path]:
-    """Write ``comparison.csv`` (every column), ``comparison.md`` (the summary table) and,
-    with ``plots``, ``curves.png``, ``recall_at_k.png`` and ``training_loss.png``."""
+    """Write ``comparison.csv`` (every column), ``comparison.md`` (the summary table, followed by
+    a line saying what ranks the runs when validation does not rank them all) and, with
+    ``plots``, ``curves.png`` (validation), ``recall_at_k.png`` (a validation and a test panel)
+    and ``training_loss.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"csv": out / "comparison.csv", "markdown": out / "comparison.md"}
     frame.to_csv(written["csv"], index=False)
     table = summary_table(frame, metrics, primary, sort=sort)
-    written["markdown"].write_text(to_markdown(table))
+    note = str(table.attrs.get("note") or "")  # when validation does not rank every run
+    written["markdown"].write_text(
+        to_markdown(table) + (f"\n{note[:1].upper()}{note[1:]}.\n" if note else "")
+    )
     if plots:
         drawers = {
             "curves": lambda: plot_metric_curves(frame),

@@ -1,9 +1,15 @@
 """Reading run directories written by ``embedlab fit``.
 
 A run directory (``OUTPUT_ROOT/EXPERIMENT/version_N``) holds ``metrics.csv`` (one row per
-logging step; validation rows carry the ``val/...`` columns), ``config.yaml`` (the full
-LightningCLI configuration), ``summary.json`` and ``checkpoints/``. A run made by
-``embedlab sweep`` also holds ``sweep_trial.json`` with the trial's parameters.
+logging step; training rows carry ``train/...``, validation rows ``val/...`` and the final test
+``test/...``), ``config.yaml`` (the full LightningCLI configuration), ``summary.json`` (written
+after training: ``raw pixels`` and ``test`` measured on the test split, ``val`` on the validation
+split when there is one) and ``checkpoints/``. A run made by ``embedlab sweep`` also holds
+``sweep_trial.json`` with the trial's parameters.
+
+``embedlab test`` and ``embedlab validate`` make run folders too (``test_metrics.json``, a
+``metrics.csv`` without training rows); they hold no training run and :func:`find_runs` skips
+them.
 """
 
 from __future__ import annotations
@@ -22,16 +28,31 @@ from pytorch_lightning.cli import LightningArgumentParser
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from embedlab.checkpoint_io import load_checkpoint
 from embedlab.data import RetrievalDataModule
 from embedlab.module import MetricLearningModule
 
 TRIAL_FILE = "sweep_trial.json"
 
 
+SUMMARY_FILE = "summary.json"
+TEST_FILE = "test_metrics.json"
+
+
 def is_run_dir(path: Path) -> bool:
-    """A run folder that logged metrics (a folder holding only a config is no run)."""
-    metrics = path / "metrics.csv"
-    return path.is_dir() and metrics.is_file() and metrics.stat().st_size > 0
+    """A folder holding a training run: its ``summary.json`` (written after ``embedlab fit``), or
+    a ``metrics.csv`` with logged ``train/`` values (a run in progress, or killed).
+
+    A folder holding only a config, or only what ``embedlab test`` / ``embedlab validate`` wrote
+    (``test_metrics.json``, a ``metrics.csv`` of ``test/`` or ``val/`` rows), is no run.
+    """
+    if not path.is_dir():
+        return False
+    if (path / SUMMARY_FILE).is_file():
+        return True
+    metrics = read_metrics(path)
+    trained = [c for c in metrics.columns if str(c).startswith("train/")]
+    return bool(trained) and bool(metrics[trained].notna().to_numpy().any())
 
 
 def _version_key(path: Path) -> tuple[str, int, str]:
@@ -69,7 +90,10 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame()
-    return pd.read_csv(path)
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # whitespace only
+        return pd.DataFrame()
 
 
 def validation_history(metrics: pd.DataFrame, prefix: str = "val/") -> pd.DataFrame:
@@ -119,9 +143,30 @@ def read_trial(run_dir: str | Path) -> dict[str, Any]:
     return read_json(Path(run_dir) / TRIAL_FILE)
 
 
+def metric_values(row: Any) -> dict[str, float]:
+    """The numbers of a summary row (``{}`` for anything that is not a mapping)."""
+    if not isinstance(row, dict):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in row.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
 def read_summary(run_dir: str | Path) -> dict[str, dict[str, float]]:
-    """``summary.json``: ``{"raw pixels": {...}, "trained": {...}}`` (empty when missing)."""
-    return read_json(Path(run_dir) / "summary.json")
+    """``summary.json``'s metric rows: ``raw pixels`` and ``test`` (the test split), ``val``
+    (the validation split, when the run had one); each ``{metric: value}``. Entries that are
+    not metric rows (``checkpoint``) are left out; empty when the file is missing."""
+    rows = read_json(Path(run_dir) / SUMMARY_FILE)
+    return {
+        k: metric_values(v) for k, v in rows.items() if k != "checkpoint" and isinstance(v, dict)
+    }
+
+
+def read_test_metrics(run_dir: str | Path) -> dict[str, float]:
+    """The ``test`` row of ``test_metrics.json`` (written by ``embedlab test``; ``{}`` if none)."""
+    return metric_values(read_json(Path(run_dir) / TEST_FILE).get("test"))
 
 
 def short_class(path: str | None) -> str:
@@ -175,6 +220,8 @@ class Run:
     metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
     summary: dict[str, dict[str, float]] = field(default_factory=dict)
     trial: dict[str, Any] = field(default_factory=dict)
+    #: ``test_metrics.json`` in the run's folder (an ``embedlab test`` whose output landed there)
+    test_metrics: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Run:
@@ -182,7 +229,12 @@ class Run:
         if not path.is_dir():
             raise FileNotFoundError(f"no such run directory: {path}")
         return cls(
-            path, read_config(path), read_metrics(path), read_summary(path), read_trial(path)
+            path,
+            read_config(path),
+            read_metrics(path),
+            read_summary(path),
+            read_trial(path),
+            read_test_metrics(path),
         )
 
     @property
@@ -191,7 +243,23 @@ class Run:
 
     @property
     def history(self) -> pd.DataFrame:
+        """Validation metrics per epoch (``val/`` rows of ``metrics.csv``; empty without val)."""
         return validation_history(self.metrics)
+
+    @property
+    def val(self) -> dict[str, float]:
+        """The validation metrics of the checkpoint selected on val (``summary.json``)."""
+        return dict(self.summary.get("val", {}))
+
+    @property
+    def test(self) -> tuple[dict[str, float], str | None]:
+        """The test metrics of the selected checkpoint and the file they come from:
+        ``summary.json``'s ``test`` row, else ``test_metrics.json``; ``({}, None)`` if neither."""
+        if self.summary.get("test"):
+            return dict(self.summary["test"]), SUMMARY_FILE
+        if self.test_metrics:
+            return dict(self.test_metrics), TEST_FILE
+        return {}, None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -237,21 +305,24 @@ def load_module(
     run_dir: str | Path,
     checkpoint: str | None = "best",
     data_overrides: dict[str, Any] | None = None,
+    trust_checkpoint: bool = False,
 ) -> tuple[Any, Any]:
     """Rebuild a run's ``MetricLearningModule`` and ``RetrievalDataModule`` from ``config.yaml``.
 
     The weights of ``checkpoint`` (see :func:`checkpoint_path`; ``None`` keeps the fresh
     initialisation) are loaded; ``data_overrides`` replace data options (e.g. ``root``).
     The module is returned in eval mode on the CPU.
+
+    The checkpoint is read with a safe (``weights_only``) load, which refuses a file that would
+    run code when unpickled (:func:`embedlab.checkpoint_io.load_checkpoint`);
+    ``trust_checkpoint=True`` loads such a file, from a trusted source, with full unpickling.
     """
     config = read_config(run_dir)
     if not config:
         raise FileNotFoundError(f"{run_dir}: no config.yaml")
     module, datamodule = instantiate_config(config, data_overrides)
     if checkpoint is not None:
-        state = torch.load(
-            checkpoint_path(run_dir, checkpoint), map_location="cpu", weights_only=False
-        )
+        state = load_checkpoint(checkpoint_path(run_dir, checkpoint), trust_checkpoint)
         module.load_state_dict(state["state_dict"])
     module.eval()
     return module, datamodule
@@ -303,9 +374,11 @@ def run_embeddings(
     run_dir: str | Path,
     checkpoint: str | None = "best",
     data_overrides: dict[str, Any] | None = None,
+    trust_checkpoint: bool = False,
 ) -> tuple[Embeddings, Any, str]:
-    """Embeddings of a run's test set: ``(embeddings, test dataset, distance metric)``."""
-    module, datamodule = load_module(run_dir, checkpoint, data_overrides)
+    """Embeddings of a run's test set: ``(embeddings, test dataset, distance metric)``
+    (``trust_checkpoint``: see :func:`load_module`)."""
+    module, datamodule = load_module(run_dir, checkpoint, data_overrides, trust_checkpoint)
     datamodule.setup("test")
     embeddings = compute_embeddings(module.model, datamodule.test_dataloader())
     return embeddings, datamodule.test_set, str(module.hparams["distance"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -358,3 +359,134 @@ def test_the_readme_section_runs(
     onnx: dict[str, object] = {}
     exec(snippets[1], onnx)
     assert np.asarray(onnx["embeddings"]).shape == (1, 8)
+
+
+def error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one ``embedlab: error:`` line on stderr (other lines there are warnings)."""
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("embedlab: error:")]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+def test_embed_names_a_dataset_class_that_cannot_be_imported(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    argv = [
+        "embed",
+        "--ckpt_path",
+        ckpt,
+        "--data_split",
+        "test",
+        "--out",
+        str(tmp_path / "t.parquet"),
+    ]
+    assert main([*argv, "--data", "{dataset: mydata.LabelledFiles}"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "data.dataset" in line and "No module named 'mydata'" in line
+
+
+class BuggyDataset:
+    """A user's dataset with a bug in ``__init__``: its traceback must reach the user."""
+
+    def __init__(self, root: str = "x") -> None:
+        self.scale = 1 / 0
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame()
+
+
+def test_embed_keeps_the_traceback_of_a_bug_in_a_users_dataset(run: Path, tmp_path: Path) -> None:
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    argv = [
+        "embed",
+        "--ckpt_path",
+        ckpt,
+        "--data_split",
+        "test",
+        "--out",
+        str(tmp_path / "t.parquet"),
+    ]
+    with pytest.raises(ZeroDivisionError) as info:
+        main([*argv, "--data", f"{{dataset: {__name__}.BuggyDataset}}"])
+    assert info.traceback[-1].name == "__init__"
+
+
+def test_export_without_onnx_says_which_extra_to_install(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` fails
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    assert main(["export", "--ckpt_path", ckpt, "--out", str(tmp_path / "m.onnx")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert (
+        line.startswith("embedlab: error: format: onnx")
+        and "pip install 'embedlab[export]'" in line
+    )
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_file_suffix_that_names_another_format_is_refused(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    embed = ["embed", "--ckpt_path", ckpt, "--data_split", "test", "--out", str(tmp_path / "e.csv")]
+    assert main(embed) == 2
+    assert f"out: {tmp_path / 'e.csv'} would hold Parquet embeddings" in error_line(capsys)
+    assert not (tmp_path / "e.csv").exists()
+    export = ["export", "--ckpt_path", ckpt, "--format", "torchscript"]
+    assert main([*export, "--out", str(tmp_path / "model.onnx")]) == 2
+    assert "would hold a torchscript model" in error_line(capsys)
+    index = Index.build(np.eye(8, dtype=np.float32), list("abcdefgh"))
+    index.save(tmp_path / "i.index")
+    queries = tmp_path / "q.parquet"
+    assert main([*embed[:-2], "--out", str(queries)]) == 0
+    search = ["search", "--index", str(tmp_path / "i.index"), "--embeddings", str(queries)]
+    assert main([*search, "--out", str(tmp_path / "hits.parquet")]) == 2
+    assert "would hold CSV hits; give it the suffix .csv" in error_line(capsys)
+
+
+def test_embeddings_that_are_not_parquet_are_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = tmp_path / "embeddings.csv"
+    table.write_text("path,embedding\na.png,0.1\n")
+    build = ["index", "build", "--embeddings", str(table), "--out", str(tmp_path / "x.index")]
+    assert main(build) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"embedlab: error: embeddings: {table} is not a Parquet file")
+    Index.build(np.eye(4, dtype=np.float32), list("abcd")).save(tmp_path / "i.index")
+    search = ["search", "--index", str(tmp_path / "i.index"), "--embeddings", str(table)]
+    assert main([*search, "--out", str(tmp_path / "h.csv")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"embedlab: error: embeddings: {table} is not a Parquet file")
+
+
+def test_search_skips_corrupt_query_images_and_stops_when_none_is_left(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    photos(tmp_path / "gallery", count=4)
+    gallery = tmp_path / "gallery.parquet"
+    argv = ["embed", "--ckpt_path", ckpt, "--images", str(tmp_path / "gallery")]
+    assert main([*argv, "--out", str(gallery)]) == 0
+    index = str(tmp_path / "g.index")
+    assert main(["index", "build", "--embeddings", str(gallery), "--out", index]) == 0
+    queries = tmp_path / "queries"
+    write_digit(queries / "good.png", 300)
+    (queries / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    hits = tmp_path / "hits.csv"
+    search = ["search", "--index", index, "--ckpt_path", ckpt, "--k", "2", "--out", str(hits)]
+    capsys.readouterr()
+    with pytest.warns(RuntimeWarning, match="broken.jpg"):
+        assert main([*search, "--images", str(queries)]) == 0
+    assert set(pd.read_csv(hits)["query"]) == {str(queries / "good.png")}
+    err = capsys.readouterr().err
+    assert "embedlab search: 1 unreadable image(s) skipped" in err and "broken.jpg" in err
+    listed = pd.read_csv(tmp_path / "hits.skipped.tsv", sep="\t")
+    assert listed["path"].tolist() == [str(queries / "broken.jpg")] and listed["reason"].all()
+    (queries / "good.png").unlink()
+    with pytest.warns(RuntimeWarning, match="broken.jpg"):
+        assert main([*search, "--images", str(queries)]) == 2
+    line = error_line(capsys)
+    assert "images: none of the 1 query images can be read" in line and "broken.jpg" in line

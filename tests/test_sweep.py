@@ -637,3 +637,38 @@ def test_offline_loss_sweep_end_to_end() -> None:
     for name in ("curves", "recall_at_k", "training_loss", "optimization_history"):
         assert is_png(report / f"{name}.png", min_bytes=4_000), name
     assert not any(math.isnan(v) for v in table["final/map@r"])
+
+
+def test_a_yaml_syntax_error_in_a_sweep_file_names_the_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: grid\nparameters:\n  x: {values: [1, 2}\n")
+    assert main(["sweep", str(bad), "--dry_run", "--offline"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"embedlab: error: {bad}:3: YAML syntax error")
+
+
+def test_a_dry_run_creates_no_storage(tmp_path: Path) -> None:
+    argv = ["sweep", str(SWEEP), "--offline", "--dry_run", "--count=1", f"--output_root={tmp_path}"]
+    assert main(argv) == 0
+    assert main([*argv, f"--storage={tmp_path / 'shared' / 'journal.log'}"]) == 0
+    assert main([*argv, f"--storage=sqlite:///{tmp_path / 'other.db'}"]) == 0
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_metric_the_trials_do_not_log_fails_before_any_trial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = {**sweep.load_sweep(SWEEP), "metric": {"name": "val/mapr", "goal": "maximize"}}
+    file = write_sweep(tmp_path, config)
+    argv = ["sweep", str(file), "--offline", f"--output_root={tmp_path}"]
+    assert main([*argv, "--dry_run"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "metric.name: val/mapr is not logged by the trials" in line
+    assert "val/map@r" in line and "val/recall@1" in line
+    assert main([*argv, "--count=1"]) == 2  # no trial starts
+    assert not list(tmp_path.glob("*/version_*")) and not list(tmp_path.glob("*/optuna.db"))
+    # a metric of the run's own configuration is one the trials log
+    ok = write_sweep(tmp_path, {**config, "metric": {"name": "val/recall@16"}}, "ok.yaml")
+    assert main(["sweep", str(ok), "--offline", "--dry_run", "--count=1"]) == 0

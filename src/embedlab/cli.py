@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import sys
+import traceback
 from argparse import Action
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any, NoReturn
 
 import docstring_parser
 import torch
+import yaml
 from jsonargparse import ActionYesNo, DefaultHelpFormatter, Namespace
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -45,7 +47,7 @@ from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.console import quiet_console
 from embedlab.csv_logger import AtomicCSVLogger
 from embedlab.data import RetrievalDataModule
-from embedlab.errors import ConfigError
+from embedlab.errors import ConfigError, one_line, read_yaml
 from embedlab.metrics import PRIMARY_METRIC, scalar_metrics
 from embedlab.module import MetricLearningModule, NonFiniteLossError
 from embedlab.protocol import ValHistory, selected
@@ -88,40 +90,6 @@ def new_run_dir(root: str | Path, name: str) -> Path:
             return base / f"version_{version}"
         except FileExistsError:
             version += 1
-
-
-#: Lines of jsonargparse's messages that say nothing about the cause.
-_NOISE = (
-    "Parser key",
-    "Does not validate against any of the Union subtypes",
-    "Subtypes:",
-    "Errors:",
-    "Given value",
-    "Expected a path but",
-    "Expected a <class 'NoneType'>",
-    "Problem with given class_path",
-)
-
-
-def one_line(message: str) -> str:
-    """jsonargparse's multi-line error as one line: the key at fault and the innermost cause."""
-    text = str(message)
-    keys = re.findall(r'Parser key "([^"]+)"', text)
-    lines = [line.strip().lstrip("-").strip() for line in text.splitlines()]
-    causes = [line for line in lines if line and not line.startswith(_NOISE)]
-    cause = causes[0] if causes else next((line for line in lines if line), "invalid value")
-    if "class_path" in text and "has no attribute" in cause:
-        path = re.search(r"class_path '([^']+)'", text)
-        cause = f"no class {path.group(1)!r} ({cause})" if path else cause
-    given = re.search(r"Given value: (.{1,60})$", text, re.MULTILINE)
-    if given and "(" not in given.group(1) and given.group(1) not in cause:
-        cause += f" (got {given.group(1)})"
-    if keys and not cause.startswith(keys[0]):
-        cause = f"{keys[0]}: {cause}"
-    # `model.model: backbone: cause` (a nested parser's message) → `model.model.backbone: cause`
-    while (nested := re.match(r"^([\w.]+): (\w+): (.*)$", cause)) is not None:
-        cause = f"{nested.group(1)}.{nested.group(2)}: {nested.group(3)}"
-    return re.sub(r"\s+", " ", cause).strip()
 
 
 class CompactHelpFormatter(DefaultHelpFormatter):
@@ -508,22 +476,107 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli = lightning_main(argv, trial_args=trial_args)
     except Exception as err:
-        cause = config_error(err)
+        drop_if_empty(_started_run_dir(err))  # e.g. the Trainer rejected its arguments
+        cause = config_error(err, argv)
         if cause is None or os.environ.get("EMBEDLAB_DEBUG"):
+            bug = _hidden_bug(err)
+            if bug is not None:  # the bug's own traceback, not only its message
+                raise bug from err
             raise  # a bug, e.g. in a user's loss: keep the traceback
         print(f"embedlab: error: {cause}", file=sys.stderr)
         return 2
     return cli.exit_code
 
 
-def config_error(err: BaseException) -> BaseException | None:
+#: Where Lightning's ``Trainer`` checks its arguments: what it raises there (e.g. no GPU for
+#: ``accelerator: gpu``, ``max_epochs: -5``) is a configuration error.
+TRAINER_INIT = (os.path.join("pytorch_lightning", "trainer", "trainer.py"), "__init__")
+LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning_fabric", "lightning_utilities")
+#: Lightning's messages when ``accelerator: gpu`` or ``cuda`` finds no GPU, and embedlab's line.
+NO_GPU = ("No supported gpu backend found", "`CUDAAccelerator` can not run")
+NO_GPU_LINE = (
+    "trainer.accelerator: a GPU was asked for, but torch finds none on this machine "
+    "(torch.cuda.is_available() is False); use --trainer.accelerator=cpu or auto"
+)
+
+
+def config_error(err: BaseException, argv: Sequence[str] = ()) -> BaseException | None:
     """The ``ConfigError`` (or non-finite loss) behind ``err``, also when jsonargparse wrapped it
-    while instantiating a class (``raise ... from``); ``None`` for any other exception."""
+    while instantiating a class (``raise ... from``), or Lightning's ``Trainer`` rejecting its
+    arguments; ``None`` for any other exception. A YAML syntax error names the file of
+    ``argv`` and the line."""
     seen: BaseException | None = err
+    found: BaseException | None = None
     while seen is not None:
-        if isinstance(seen, (ConfigError, NonFiniteLossError)):
-            return seen
+        if found is None and isinstance(seen, (ConfigError, NonFiniteLossError)):
+            found = seen
+        if found is not None and isinstance(seen, yaml.YAMLError):  # in a file jsonargparse read
+            return found if found.__cause__ is seen else (_broken_yaml_file(argv) or found)
         seen = seen.__cause__
+    return found or _trainer_error(err)
+
+
+def _broken_yaml_file(argv: Sequence[str]) -> ConfigError | None:
+    """The syntax error, with file and line, of the first YAML file named in ``argv``
+    (``--config FILE``, ``--config=FILE``, ``--data FILE``) that does not parse."""
+    option = ""
+    for token in argv:
+        key, equals, value = token.partition("=") if token.startswith("--") else ("", "", token)
+        if token.startswith("--") and not equals:
+            option = token
+            continue
+        file = Path(value)
+        if file.suffix.lower() in (".yaml", ".yml", ".json") and file.is_file():
+            try:
+                read_yaml(file, (key or option).lstrip("-"))
+            except ConfigError as err:
+                return err
+        option = ""
+    return None
+
+
+def _trainer_error(err: BaseException) -> ConfigError | None:
+    """``err`` as a ConfigError naming the ``trainer.*`` key when Lightning raised it while
+    checking the ``Trainer``'s arguments (not from a user's code); otherwise ``None``."""
+    frames = [frame for frame, _ in traceback.walk_tb(err.__traceback__)]
+    if not frames or not any(
+        f.f_code.co_filename.endswith(TRAINER_INIT[0]) and f.f_code.co_name == TRAINER_INIT[1]
+        for f in frames
+    ):
+        return None
+    innermost = Path(frames[-1].f_code.co_filename).parts
+    if not any(package in innermost for package in LIGHTNING_PACKAGES):
+        return None
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if message.startswith(NO_GPU) and not torch.cuda.is_available():
+        return ConfigError(NO_GPU_LINE)
+    params = inspect.signature(Trainer.__init__).parameters
+    named = re.findall(r"`(?:Trainer\()?(\w+)", message) + re.findall(r"\b(\w+)=", message)
+    key = next((name for name in named if name in params and name != "self"), None)
+    if key is None and "Accelerator` can not run" in message:
+        key = "accelerator"
+    return ConfigError(f"trainer.{key}: {message}" if key else f"trainer: {message}")
+
+
+def _hidden_bug(err: BaseException) -> BaseException | None:
+    """The exception raised in a user's code that jsonargparse listed, as a message only, among
+    the reasons a value fits no type of a union (``__init__`` of a ``data.dataset`` class)."""
+    for frame, _ in traceback.walk_tb(err.__traceback__):
+        if frame.f_code.co_name != "raise_union_unexpected_value":
+            continue
+        for reason in frame.f_locals.get("exceptions") or ():
+            frames = [f for f, _ in traceback.walk_tb(getattr(reason, "__traceback__", None))]
+            if frames and "jsonargparse" not in Path(frames[-1].f_code.co_filename).parts:
+                return _hidden_bug(reason) or reason
+    return None
+
+
+def _started_run_dir(err: BaseException) -> Path | None:
+    """The run folder the failed ``EmbedlabCLI`` had created, from the traceback of ``err``."""
+    for frame, _ in traceback.walk_tb(err.__traceback__):
+        cli = frame.f_locals.get("self")
+        if isinstance(cli, EmbedlabCLI):
+            return getattr(cli, "run_dir", None)
     return None
 
 

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from embedlab.constraints import PositiveFloat, PositiveInt
 from embedlab.errors import ConfigError
 from embedlab.evaluation import EvalRoles
 from embedlab.losses import Loss
@@ -57,7 +58,7 @@ class LossTerm(nn.Module):
         weight: float = 1.0,
         input: LossInput = "features",
         name: str | None = None,
-        lr: float | None = None,
+        lr: PositiveFloat | None = None,
         optimizer: OptimizerCallable | None = None,
     ) -> None:
         super().__init__()
@@ -68,7 +69,16 @@ class LossTerm(nn.Module):
         if lr is not None and optimizer is not None:
             raise ConfigError(f"loss term {self.name!r}: give lr or optimizer, not both")
         self.lr = lr
+        check_lr(optimizer, f"loss term {self.name!r}: optimizer.init_args.lr")
         self.optimizer_factory = optimizer
+
+
+def check_lr(optimizer: Any, key: str) -> None:
+    """An optimiser factory's learning rate (its ``lr`` argument) must be positive: a
+    :class:`ConfigError` naming ``key`` (e.g. ``model.optimizer.init_args.lr``) otherwise."""
+    lr = (getattr(optimizer, "keywords", None) or {}).get("lr")
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and not lr > 0:
+        raise ConfigError(f"{key}: expected a positive learning rate, got {lr}")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -111,13 +121,13 @@ class MetricLearningModule(pl.LightningModule):
         model: EmbeddingModel,
         loss: Loss | None = None,
         loss_weight: float = 1.0,
-        loss_lr: float | None = None,
+        loss_lr: PositiveFloat | None = None,
         aux_losses: Sequence[LossTerm] = (),
         num_classes: int | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         distance: Distance = "cosine",
-        ks: Sequence[int] = (1, 5, 10),
+        ks: Sequence[PositiveInt] = (1, 5, 10),
         metrics: Sequence[RankMetric] | None = None,
         eval_nmi: bool = False,
         test_rerank: bool = False,
@@ -146,6 +156,7 @@ class MetricLearningModule(pl.LightningModule):
                 set_sizes(num_classes, model.embedding_dim)
             elif getattr(term.loss, "num_classes", None) is None:
                 raise ConfigError(f"model.num_classes is required by the loss term {term.name!r}")
+        check_lr(optimizer, "model.optimizer.init_args.lr")
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self._roles = EvalRoles()  # query/gallery flags per evaluation stage

@@ -23,6 +23,8 @@ value of the sweep's ``metric``.
 
 from __future__ import annotations
 
+import importlib
+import io
 import itertools
 import json
 import math
@@ -33,7 +35,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,8 @@ from embedlab.analysis.compare import (
     write_comparison,
 )
 from embedlab.analysis.runs import TRIAL_FILE, read_metrics, validation_history
-from embedlab.errors import ConfigError
+from embedlab.errors import ConfigError, read_yaml
+from embedlab.metrics import RecallAtK, scalar_metrics
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 METHODS = ("grid", "random", "bayes")
@@ -90,7 +93,7 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise SweepError(f"sweep file not found: {file}")
-    config = yaml.safe_load(file.read_text())
+    config = read_yaml(file)
     if not isinstance(config, dict):
         raise SweepError(f"{file}: a sweep file is a mapping")
     validate_sweep(config, str(file))
@@ -317,6 +320,86 @@ def draw(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
 def metric_name(config: dict[str, Any]) -> str:
     """The sweep's metric without its ``val/`` prefix (default: embedlab's primary metric)."""
     return str((config.get("metric") or {}).get("name", f"val/{PRIMARY}")).removeprefix("val/")
+
+
+#: What every validation logs besides the metrics: the query counts.
+QUERY_COUNTS = ("num_valid_queries", "num_skipped_queries")
+
+
+def logged_metrics(model: dict[str, Any]) -> set[str]:
+    """The ``val/*`` names (without ``val/``) that ``embedlab fit`` logs with a ``model``
+    section as ``--print_config`` prints it: ``recall@k`` of ``ks``, the ``metrics`` (the
+    built-ins when none are given), ``nmi`` with ``eval_nmi``, and the query counts."""
+    names = {RecallAtK(int(k)).name for k in model.get("ks") or ()}
+    metrics = model.get("metrics")
+    if metrics is None:
+        names.update(m.name for m in scalar_metrics())
+    for entry in metrics or ():
+        spec = entry if isinstance(entry, dict) else {"class_path": entry}
+        module, _, attr = str(spec["class_path"]).rpartition(".")
+        metric = getattr(importlib.import_module(module), attr)(**(spec.get("init_args") or {}))
+        names.add(str(metric.name))
+    if model.get("eval_nmi"):
+        names.add("nmi")
+    return names | set(QUERY_COUNTS)
+
+
+def check_metric(
+    config: dict[str, Any],
+    overrides: Sequence[str],
+    runner: Callable[[list[str]], int] | None,
+    where: str = "sweep",
+) -> None:
+    """Before any trial: a :class:`SweepError` listing the valid names when the sweep's
+    ``metric.name`` is none that its trials log.
+
+    The names come from the configuration of one trial (a point drawn as the sweep draws
+    them), printed by ``runner`` (``embedlab.cli.main``) with ``--print_config``; nothing is
+    checked without a runner, for a command that is no ``embedlab fit``, or when that
+    configuration does not parse (the trials then say why).
+    """
+    if runner is None:
+        return
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "a new study created in memory"
+    try:
+        study = optuna.create_study(sampler=sampler(config, 0))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    args = embedlab_args(trial_command(config, suggest(study.ask(), config), overrides))
+    if not args or args[0] != "fit":
+        return
+    printed = io.StringIO()
+    try:
+        with redirect_stdout(printed), redirect_stderr(io.StringIO()):
+            code = runner([*args, "--print_config"])
+    except SystemExit as stop:  # --print_config prints, then exits
+        code = stop.code if isinstance(stop.code, int) else 0
+    except Exception:
+        return
+    if code != 0:
+        return
+    try:
+        model = dict((yaml.safe_load(printed.getvalue()) or {}).get("model") or {})
+        names = logged_metrics(model)
+    except Exception:  # a metric class that cannot be built alone: the trials will tell
+        return
+    metric = metric_name(config)
+    if metric.rpartition("/")[2] not in names:  # `market1501/map@r`: a member of a union
+        valid = ", ".join(f"val/{n}" for n in sorted(names))
+        raise SweepError(
+            f"{where}: metric.name: val/{metric} is not logged by the trials ({valid})"
+        )
+
+
+def storage_file(url: str) -> Path | None:
+    """The local file a storage is kept in (a journal file, an SQLite database), ``None`` for a
+    database server."""
+    if "://" not in url:
+        return Path(url)
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
 
 
 class GridSampler(optuna.samplers.GridSampler):

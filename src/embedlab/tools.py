@@ -36,7 +36,7 @@ from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.data.check import check_dataset, format_report
 from embedlab.data.pairs import LFWPairs, YouTubeFacesPairs, open_pairs
 from embedlab.data.source import DataSource, FrameSource
-from embedlab.errors import ConfigError
+from embedlab.errors import ConfigError, expect_suffix
 from embedlab.inference import (
     Index,
     embed_to_parquet,
@@ -46,6 +46,7 @@ from embedlab.inference import (
 )
 from embedlab.inference.embed import settings_of as embedding_settings
 from embedlab.inference.embedder import (
+    IMAGE_SUFFIXES,
     Embedder,
     RunFiles,
     build_run,
@@ -63,12 +64,14 @@ from embedlab.metrics.verification import (
 from embedlab.report import print_summary, write_json
 from embedlab.sweep import (
     SweepRun,
+    check_metric,
     embedlab_args,
     load_sweep,
     open_storage,
     open_study,
     run_online,
     run_sweep,
+    storage_file,
     study_cap,
     suggest,
     trials_to_start,
@@ -435,6 +438,7 @@ def sweep(
     config = load_sweep(file)
     name = experiment or str(config["name"])
     overrides = list(trial_args)
+    check_metric(config, overrides, runner, str(file))  # a typo fails here, not after a trial
     if _go_online(online, offline):
         template = [str(c) for c in config.get("command", ())]
         runs_embedlab = embedlab_args(template) is not None
@@ -452,7 +456,8 @@ def sweep(
     if dry_run:  # the same sampler on a copy of the study's trials, in memory
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         memory = optuna.storages.InMemoryStorage()
-        if (storage or (root / name / "optuna.db").is_file()) and study_name in (
+        kept_in = storage_file(url)  # a dry run creates no storage file
+        if (kept_in is None or kept_in.is_file()) and study_name in (
             optuna.study.get_all_study_names(open_storage(url))
         ):
             optuna.copy_study(from_study_name=study_name, from_storage=url, to_storage=memory)
@@ -512,6 +517,7 @@ def embed(
     """
     if (images is None) == (data_split is None):
         raise ConfigError("images, data_split: give one of them")
+    expect_suffix(out, "out", (".parquet", ".pq"), "Parquet embeddings")
     embedder = load_embedder(ckpt_path, device, config, data)
     paths = image_files(images) if images is not None else None
     result = embed_to_parquet(
@@ -600,6 +606,7 @@ def search(
     """
     if (images is None) == (embeddings is None):
         raise ConfigError("images, embeddings: give one of them")
+    expect_suffix(out, "out", (".csv",), "CSV hits")
     built = Index.load(index)
     if images is not None:
         if ckpt_path is None:
@@ -611,13 +618,29 @@ def search(
                 file=sys.stderr,
             )
         files = [str(images)] if Path(images).is_file() else image_files(images)
+        if not files:
+            raise ConfigError(f"images: no image files ({', '.join(IMAGE_SUFFIXES)}) in {images}")
+        unreadable = Path(out).with_name(f"{Path(out).stem}.skipped.tsv")
         with tempfile.TemporaryDirectory() as folder:
             result = embed_to_parquet(
-                embedder, Path(folder) / "queries.parquet", files, batch_size=batch_size
+                embedder,
+                Path(folder) / "queries.parquet",
+                files,
+                batch_size=batch_size,
+                skipped_file=unreadable,
+                command="embedlab search",
             )
             frame, vectors = read_embeddings(result.out)
+        if not len(frame):  # every query image unreadable (each one named above)
+            path, reason = result.skipped[0]
+            raise ConfigError(
+                f"images: none of the {len(files)} query images can be read (e.g. {path}: "
+                f"{reason}); they are listed in {unreadable}"
+            )
     else:
         frame, vectors = read_embeddings(embeddings)  # type: ignore[arg-type]
+        if not len(frame):
+            raise ConfigError(f"embeddings: {embeddings} holds no embeddings to search with")
     if len(frame) and vectors.shape[1] != built.dim:
         raise ConfigError(f"queries have {vectors.shape[1]} dimensions, the index {built.dim}")
     names = frame["path"].astype(str).tolist()

@@ -21,6 +21,7 @@ from jsonargparse import lazy_instance
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from embedlab.constraints import NonNegativeInt, PositiveInt
 from embedlab.data.digits import Digits
 from embedlab.data.formats import SPLITS
 from embedlab.data.image_dataset import BadImageError, load_image
@@ -155,11 +156,11 @@ class RetrievalDataModule(pl.LightningDataModule):
         self,
         dataset: Dataset_ | list[Dataset_] = lazy_instance(Digits),  # noqa: B008
         val: ValSplit | Literal["none"] | None = ValSplit(),  # noqa: B008 (a frozen-by-use value)
-        p: int = 8,
-        k: int = 4,
-        batches_per_epoch: int | None = None,
-        eval_batch_size: int = 256,
-        num_workers: int = 0,
+        p: PositiveInt = 8,
+        k: PositiveInt = 4,
+        batches_per_epoch: PositiveInt | None = None,
+        eval_batch_size: PositiveInt = 256,
+        num_workers: NonNegativeInt = 0,
         seed: int = 0,
         transforms: Transforms | None = None,
         bad_data: Literal["error", "skip"] = "error",

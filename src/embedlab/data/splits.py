@@ -33,6 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from embedlab.constraints import NonNegativeInt, OpenUnitInterval, PositiveInt
+from embedlab.errors import ConfigError
+
 RUN_SPLITS: tuple[str, ...] = (
     "train",
     "val_query",
@@ -62,18 +65,18 @@ class ValSplit:
         fold: the fold held out, ``0 <= fold < folds``.
     """
 
-    size: float = 0.2
+    size: OpenUnitInterval | PositiveInt = 0.2
     seed: int = 0
-    folds: int | None = None
-    fold: int = 0
+    folds: PositiveInt | None = None
+    fold: NonNegativeInt = 0
 
 
 def _count(size: float, n: int, what: str) -> int:
     if size <= 0:
-        raise ValueError(f"data.val.size={size} must be a fraction in (0, 1) or a count >= 1")
+        raise ConfigError(f"data.val.size={size} must be a fraction in (0, 1) or a count >= 1")
     count = max(1, round(size * n)) if size < 1 else int(size)
     if count >= n:
-        raise ValueError(
+        raise ConfigError(
             f"data.val.size={size} holds out {count} of the {n} training {what}, "
             "leaving none to train on (set a smaller data.val.size, or data.val=none)"
         )
@@ -90,11 +93,11 @@ def _check_folds(val: ValSplit, n: int, what: str) -> None:
     if val.folds is None:
         return
     if val.folds < 2 or val.folds > n:
-        raise ValueError(
+        raise ConfigError(
             f"data.val.folds={val.folds} must be between 2 and the {n} training {what}"
         )
     if not 0 <= val.fold < val.folds:
-        raise ValueError(f"data.val.fold={val.fold} must be in [0, data.val.folds={val.folds})")
+        raise ConfigError(f"data.val.fold={val.fold} must be in [0, data.val.folds={val.folds})")
 
 
 def held_out_classes(labels: np.ndarray, val: ValSplit) -> np.ndarray:
@@ -127,7 +130,7 @@ def held_out_images(labels: np.ndarray, val: ValSplit) -> np.ndarray:
             chosen.append(_fold_members(members, val, rng))
             continue
         if not 0 < fraction < 1:
-            raise ValueError(f"data.val.size={val.size} must leave training images in every class")
+            raise ConfigError(f"data.val.size={val.size} must leave training images in every class")
         take = min(len(members) - 1, max(1, round(fraction * len(members))))
         chosen.append(rng.permutation(members)[:take])
     return np.sort(np.concatenate(chosen))

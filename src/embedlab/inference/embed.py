@@ -223,9 +223,30 @@ def parts(folder: Path) -> list[Path]:
     return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
 
 
-def settings_of(file: Path) -> dict[str, Any]:
+def not_parquet(file: str | Path, key: str, err: Exception) -> ConfigError:
+    """The error of a file that pyarrow cannot read as Parquet, naming the option and file."""
+    return ConfigError(
+        f"{key}: {file} is not a Parquet file (embedlab embed writes .parquet files): "
+        + str(err).split(": ")[-1].split(". ")[0]
+    )
+
+
+def read_parquet(
+    file: str | Path, key: str = "embeddings", columns: list[str] | None = None
+) -> pa.Table:
+    """``pq.read_table``; a file that is no Parquet is a ConfigError naming ``key``."""
+    try:
+        return pq.read_table(file, columns=columns)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise not_parquet(file, key, err) from err
+
+
+def settings_of(file: Path, key: str = "embeddings") -> dict[str, Any]:
     """The embedding settings stored in a Parquet file's schema metadata (empty if none)."""
-    metadata = pq.read_schema(file).metadata or {}
+    try:
+        metadata = pq.read_schema(file).metadata or {}
+    except (pa.ArrowInvalid, OSError) as err:
+        raise not_parquet(file, key, err) from err
     raw = metadata.get(META_KEY)
     return dict(json.loads(raw)) if raw else {}
 
@@ -234,9 +255,7 @@ def done_paths(files: Sequence[Path]) -> set[str]:
     """The paths already embedded in ``files``."""
     done: set[str] = set()
     for file in files:
-        done.update(
-            str(p) for p in pq.read_table(file, columns=["path"]).column("path").to_pylist()
-        )
+        done.update(str(p) for p in read_parquet(file, "out", ["path"]).column("path").to_pylist())
     return done
 
 
@@ -280,11 +299,14 @@ def embed_to_parquet(
     num_workers: int = 0,
     flush_rows: int = 4096,
     progress: bool = True,
+    skipped_file: str | Path | None = None,
+    command: str = "embedlab embed",
 ) -> EmbedResult:
     """Embed image files (``paths``) or a split of the run's dataset into ``out`` (Parquet).
 
     Rows already in ``out`` or its parts folder are skipped (a rerun resumes); unreadable
-    images are listed in ``<out stem>.skipped.tsv``.
+    images are listed in ``skipped_file`` (default ``<out stem>.skipped.tsv``) and said in a
+    line on stderr that begins with ``command``.
     """
     if (paths is None) == (split is None):
         raise ConfigError("give images or data_split (one of them)")
@@ -311,7 +333,7 @@ def embed_to_parquet(
         full = [str(roots[i] / p) for p, i in zip(rows["path"], rows["source"], strict=True)]
     earlier = [*([target] if target.is_file() else []), *parts(folder)]
     for file in earlier:
-        written_by = settings_of(file).get("checkpoint")
+        written_by = settings_of(file, "out").get("checkpoint")
         if written_by != metadata["checkpoint"]:
             raise ConfigError(
                 f"out: {file} holds embeddings of another checkpoint ({written_by}); "
@@ -359,13 +381,13 @@ def embed_to_parquet(
         with atomic_write(target, "wb") as handle:
             pq.write_table(empty.replace_schema_metadata(writer.metadata), handle)
     shutil.rmtree(folder, ignore_errors=True)
-    skipped_file = target.with_name(f"{target.stem}.skipped.tsv")
+    skipped_file = Path(skipped_file or target.with_name(f"{target.stem}.skipped.tsv"))
     if writer.skipped:
         frame = pd.DataFrame(writer.skipped, columns=["path", "reason"])
         with atomic_write(skipped_file, "w", newline="") as handle:
             frame.to_csv(handle, sep="\t", index=False)
         print(
-            f"embedlab embed: {len(writer.skipped)} unreadable image(s) skipped (first "
+            f"{command}: {len(writer.skipped)} unreadable image(s) skipped (first "
             f"{writer.skipped[0][0]}: {writer.skipped[0][1]}), listed in {skipped_file}",
             file=sys.stderr,
         )
@@ -379,7 +401,7 @@ def read_embeddings(file: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
     source = Path(file)
     if not source.is_file():
         raise ConfigError(f"embeddings: no such file: {source}")
-    table = pq.read_table(source)
+    table = read_parquet(source)
     for column in ("path", "embedding"):
         if column not in table.column_names:
             raise ConfigError(f"embeddings: {source} has no {column!r} column")

@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentError, ArgumentParser
 from PIL import Image
 from torch import Tensor, nn
 
 from embedlab.data.datamodule import RetrievalDataModule
 from embedlab.data.image_dataset import load_image, to_rgb
-from embedlab.errors import ConfigError
+from embedlab.errors import ConfigError, one_line, read_yaml
 from embedlab.models import EmbeddingModel
 
 __all__ = ["Embedder", "RunFiles", "build_run", "load_embedder", "merge_data", "run_files"]
@@ -42,7 +41,7 @@ class RunFiles:
 
     def recipe(self) -> dict[str, Any]:
         """``config.yaml`` as a dict (empty when the file is empty)."""
-        loaded = yaml.safe_load(self.config.read_text())
+        loaded = read_yaml(self.config, "config")
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config: {self.config} is not a mapping of settings")
         return loaded or {}
@@ -88,14 +87,14 @@ def build_run(recipe: dict[str, Any]) -> tuple[EmbeddingModel, RetrievalDataModu
     if net is None:
         raise ConfigError("config: the run configuration has no model.model section")
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--net", type=EmbeddingModel)
+    parser.add_argument("--model.model", type=EmbeddingModel)
     parser.add_class_arguments(RetrievalDataModule, "data")
     try:
-        parsed = parser.parse_object({"net": net, "data": recipe.get("data") or {}})
-        objects = parser.instantiate_classes(parsed)
-    except Exception as err:  # jsonargparse's errors name the key at fault
-        raise ConfigError(f"config: {str(err).splitlines()[0]}") from err
-    return objects["net"], objects["data"]
+        parsed = parser.parse_object({"model": {"model": net}, "data": recipe.get("data") or {}})
+    except ArgumentError as err:  # jsonargparse's errors name the key at fault
+        raise ConfigError(one_line(str(err))) from err
+    objects = parser.instantiate(parsed)  # a bug in a user's class keeps its traceback
+    return objects["model.model"], objects["data"]
 
 
 class Embedder(nn.Module):

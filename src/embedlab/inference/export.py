@@ -16,12 +16,16 @@ from typing import Literal
 import torch
 from PIL import Image
 
-from embedlab.errors import ConfigError
+from embedlab.errors import ConfigError, expect_suffix
 from embedlab.inference.embedder import Embedder
 
 __all__ = ["ExportFormat", "example_input", "export_embedder"]
 
 ExportFormat = Literal["onnx", "torchscript"]
+#: The file suffixes of each format.
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}
+#: How to install what ``format: onnx`` needs.
+ONNX_EXTRA = "pip install 'embedlab[export]'"
 
 
 def example_input(embedder: Embedder, input_shape: Sequence[int] | None = None) -> torch.Tensor:
@@ -48,6 +52,14 @@ def export_embedder(
     dynamic batch) or TorchScript (``torch.jit.trace``); returns ``out``."""
     if format not in ("onnx", "torchscript"):
         raise ConfigError(f"format must be onnx or torchscript, got {format!r}")
+    expect_suffix(out, "out", SUFFIXES[format], f"a {format} model")
+    if format == "onnx":
+        try:
+            import onnx  # noqa: F401 (torch.onnx.export writes the model with it)
+        except ImportError as err:
+            raise ConfigError(
+                f"format: onnx needs the onnx package, which is not installed: {ONNX_EXTRA}"
+            ) from err
     model = copy.deepcopy(embedder.model).cpu().eval()
     example = example_input(embedder, input_shape)
     target = Path(out)

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from embedlab.constraints import PositiveInt, UnitInterval
 from embedlab.models.backbones import SmallCNN
 from embedlab.models.pooling import AvgPool
 from embedlab.models.temporal import TemporalAverage
@@ -49,10 +50,10 @@ class EmbeddingModel(nn.Module):
         self,
         backbone: nn.Module | None = None,
         pooling: nn.Module | None = None,
-        embedding_dim: int | None = None,
+        embedding_dim: PositiveInt | None = None,
         bnneck: bool = False,
         normalize: bool = False,
-        dropout: float = 0.0,
+        dropout: UnitInterval = 0.0,
         flip_test: bool = False,
         temporal: nn.Module | None = None,
     ) -> None:

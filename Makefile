@@ -30,10 +30,10 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_PACKAGES)
-	$(BIN)/python -m pip install -e '.[dev,bench]'
+	$(BIN)/python -m pip install -e '.[dev,bench,export]'
 	touch $@
 
-install: $(VENV)/.installed ## create .venv (if missing) and install embedlab with dev extras
+install: $(VENV)/.installed ## create .venv (if missing) and install embedlab with the dev, bench and export extras
 
 train: install ## train the default experiment (CONFIG=experiments/digits.yaml) on the CPU
 	$(BIN)/embedlab fit --config $(CONFIG)

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from embedlab.checkpoint_io import load_checkpoint
 
 class ValHistory(pl.Callback):
     """Records ``val/*`` after every validation of ``fit``, keyed by epochs trained (1-based).
@@ -53,7 +54,7 @@ def _from_checkpoint(path: str) -> tuple[int, dict[int, dict[str, float]]] | Non
     """``(epochs trained, val history)`` saved in the checkpoint at ``path``."""
     if not path or not Path(path).is_file():
         return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path)  # this run's own last.ckpt: plain values only
     state = checkpoint.get("callbacks", {}).get(ValHistory.__qualname__, {})
     history = ValHistory()
     history.load_state_dict(state)

@@ -97,6 +97,7 @@ def evaluate(
     pairs: Path | None = None,
     video_frames: int = 100,
     video_distance: SetDistance = "mean_pairwise",
+    trust_checkpoint: bool = False,
 ) -> int:
     """Embed the evaluation split with a checkpoint; print and save the retrieval metrics.
 
@@ -121,6 +122,8 @@ def evaluate(
         video_frames: YouTube Faces: the first that many frames of each video (0: all).
         video_distance: YouTube Faces: ``mean_pairwise`` (the mean distance over all frame
             pairs, FaceNet's protocol) or ``mean_embedding``.
+        trust_checkpoint: load a checkpoint that a safe (``weights_only``) load refuses, with
+            full unpickling, which can run code: only for a file from a trusted source.
     """
     files = run_files(ckpt_path, config)
     ckpt, run_dir = files.checkpoint, files.run_dir
@@ -141,12 +144,14 @@ def evaluate(
         run = {**recipe, "model": model, "data": settings_data}
         source = open_pairs(pairs, video_frames)
         folder = Path(out) if out else run_dir
-        return evaluate_verification(files, run, folder, source, video_distance)
+        return evaluate_verification(files, run, folder, source, video_distance, trust_checkpoint)
     if protocol == "cuhksysu":
         if rerank:
             raise ConfigError("rerank: not available with --protocol cuhksysu")
         run = {**recipe, "model": model, "data": settings_data}
-        return evaluate_person_search(files, run, Path(out) if out else run_dir, gallery_size)
+        return evaluate_person_search(
+            files, run, Path(out) if out else run_dir, gallery_size, trust_checkpoint
+        )
     module, datamodule = instantiate_config({**recipe, "model": model, "data": settings_data})
     settings = recipe.get("trainer") or {}
     trainer = Trainer(
@@ -157,9 +162,15 @@ def evaluate(
         enable_checkpointing=False,
         enable_progress_bar=False,
         use_distributed_sampler=False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(trust_flag="--trust_checkpoint")],
     )
-    trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
+    trainer.test(
+        module,
+        datamodule=datamodule,
+        ckpt_path=str(ckpt),
+        verbose=False,
+        weights_only=not trust_checkpoint,
+    )
     results = {
         k.removeprefix("test/"): float(v)
         for k, v in trainer.callback_metrics.items()
@@ -179,6 +190,7 @@ def evaluate_verification(
     folder: Path,
     source: LFWPairs | YouTubeFacesPairs,
     video_distance: SetDistance = "mean_pairwise",
+    trust_checkpoint: bool = False,
 ) -> int:
     """``evaluate --protocol verification``: embed every image of the pairs once with the
     checkpoint and run the verification protocol over the folds of the pairs file (for
@@ -187,7 +199,7 @@ def evaluate_verification(
 
     table = source.pairs()
     model, datamodule = build_run(recipe)
-    load_weights(model, files.checkpoint)
+    load_weights(model, files.checkpoint, trust_checkpoint=trust_checkpoint)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     embedder = Embedder(model, datamodule.transforms.eval, files, datamodule).to(device)
     unique = pd.unique(pd.concat([table["path1"], table["path2"]]))
@@ -227,7 +239,11 @@ def evaluate_verification(
 
 
 def evaluate_person_search(
-    files: RunFiles, recipe: dict[str, Any], folder: Path, gallery_size: int
+    files: RunFiles,
+    recipe: dict[str, Any],
+    folder: Path,
+    gallery_size: int,
+    trust_checkpoint: bool = False,
 ) -> int:
     """``evaluate --protocol cuhksysu``: embed the protocol's query and gallery crops with the
     checkpoint and score each query against its own gallery (``TestG<gallery_size>``)."""
@@ -235,7 +251,7 @@ def evaluate_person_search(
     from embedlab.metrics.person_search import person_search
 
     model, datamodule = build_run(recipe)
-    load_weights(model, files.checkpoint)
+    load_weights(model, files.checkpoint, trust_checkpoint=trust_checkpoint)
     sources = [s for s in datamodule.sources if isinstance(s, CUHKSYSU)]
     if not sources:
         raise ConfigError(
@@ -495,6 +511,7 @@ def embed(
     device: str | None = None,
     config: Path | None = None,
     data: dict[str, Any] | None = None,
+    trust_checkpoint: bool = False,
 ) -> int:
     """Embed every image under a folder, or a split of the run's dataset, into a Parquet file.
 
@@ -514,11 +531,13 @@ def embed(
         config: run configuration (default: ``config.yaml`` of the checkpoint's run folder).
         data: data module arguments replacing the run's (mappings are merged), e.g.
             ``{root: /data/market1501}``.
+        trust_checkpoint: load a checkpoint that a safe (``weights_only``) load refuses, with
+            full unpickling, which can run code: only for a file from a trusted source.
     """
     if (images is None) == (data_split is None):
         raise ConfigError("images, data_split: give one of them")
     expect_suffix(out, "out", (".parquet", ".pq"), "Parquet embeddings")
-    embedder = load_embedder(ckpt_path, device, config, data)
+    embedder = load_embedder(ckpt_path, device, config, data, trust_checkpoint)
     paths = image_files(images) if images is not None else None
     result = embed_to_parquet(
         embedder, out, paths, data_split, batch_size=batch_size, num_workers=num_workers
@@ -586,6 +605,7 @@ def search(
     ef_search: int | None = None,
     batch_size: int = 64,
     device: str | None = None,
+    trust_checkpoint: bool = False,
 ) -> int:
     """Find the k nearest indexed images of each query; write ``query, rank, path, distance``.
 
@@ -603,6 +623,8 @@ def search(
         ef_search: HNSW indexes: candidates kept per query (default: faiss's, 16).
         batch_size: images per forward pass.
         device: where ``ckpt_path``'s model runs (default: CUDA if available).
+        trust_checkpoint: load a checkpoint that a safe (``weights_only``) load refuses, with
+            full unpickling, which can run code: only for a file from a trusted source.
     """
     if (images is None) == (embeddings is None):
         raise ConfigError("images, embeddings: give one of them")
@@ -611,7 +633,7 @@ def search(
     if images is not None:
         if ckpt_path is None:
             raise ConfigError("ckpt_path: needed to embed the query images")
-        embedder = load_embedder(ckpt_path, device)
+        embedder = load_embedder(ckpt_path, device, trust_checkpoint=trust_checkpoint)
         if str(embedder.files.checkpoint if embedder.files else "") != built.meta.get("checkpoint"):
             print(
                 f"embedlab search: warning: the index was built from {built.meta.get('checkpoint')}",
@@ -657,6 +679,7 @@ def export(
     format: Literal["onnx", "torchscript"] = "onnx",
     input_shape: list[int] | None = None,
     config: Path | None = None,
+    trust_checkpoint: bool = False,
 ) -> int:
     """Export a checkpoint's embedding model to ONNX or TorchScript.
 
@@ -670,8 +693,10 @@ def export(
         format: ``onnx`` (onnxruntime, TensorRT) or ``torchscript`` (``torch.jit.load``).
         input_shape: ``[C, H, W]`` of one input (default: what the evaluation transform gives).
         config: run configuration (default: ``config.yaml`` of the checkpoint's run folder).
+        trust_checkpoint: load a checkpoint that a safe (``weights_only``) load refuses, with
+            full unpickling, which can run code: only for a file from a trusted source.
     """
-    embedder = load_embedder(ckpt_path, "cpu", config)
+    embedder = load_embedder(ckpt_path, "cpu", config, trust_checkpoint=trust_checkpoint)
     target = export_embedder(embedder, out, format, input_shape)
     shape = tuple(example_input(embedder, input_shape).shape[1:])
     print(f"wrote {target}: {format}, input images (N, {', '.join(map(str, shape))}), ", end="")

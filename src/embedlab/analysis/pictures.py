@@ -326,11 +326,13 @@ def run_pictures(
     checkpoint: str = "best",
     seed: int = 0,
     data_overrides: dict[str, Any] | None = None,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Figure]:
-    """Ranked lists and the projection for a finished run, from its checkpoint."""
+    """Ranked lists and the projection for a finished run, from its checkpoint (read with a
+    safe load unless ``trust_checkpoint``: see :func:`embedlab.analysis.runs.load_module`)."""
     from embedlab.analysis.runs import run_embeddings
 
-    emb, dataset, metric = run_embeddings(run_dir, checkpoint, data_overrides)
+    emb, dataset, metric = run_embeddings(run_dir, checkpoint, data_overrides, trust_checkpoint)
     lists = ranked_lists(emb, choose_queries(emb.is_query, num_queries, seed), top_k, metric)
     name = f"{Path(run_dir).parent.name}/{Path(run_dir).name}"
     figures = {

@@ -18,6 +18,7 @@ from jsonargparse import ArgumentError, ArgumentParser
 from PIL import Image
 from torch import Tensor, nn
 
+from embedlab.checkpoint_io import load_checkpoint
 from embedlab.data.datamodule import RetrievalDataModule
 from embedlab.data.image_dataset import load_image, to_rgb
 from embedlab.errors import ConfigError, one_line, read_yaml
@@ -162,10 +163,18 @@ class Embedder(nn.Module):
         return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
-def load_weights(model: nn.Module, checkpoint: Path, prefix: str = "model.") -> None:
-    """Load the ``prefix`` part of a Lightning checkpoint's ``state_dict`` into ``model``."""
+def load_weights(
+    model: nn.Module, checkpoint: Path, prefix: str = "model.", trust_checkpoint: bool = False
+) -> None:
+    """Load the ``prefix`` part of a Lightning checkpoint's ``state_dict`` into ``model``.
+
+    The file is read by :func:`~embedlab.checkpoint_io.load_checkpoint`: a safe
+    (``weights_only``) load unless ``trust_checkpoint``.
+    """
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = load_checkpoint(checkpoint, trust_checkpoint)
+    except ConfigError:
+        raise
     except Exception as err:
         raise ConfigError(f"ckpt_path: cannot read checkpoint {checkpoint}: {err}") from err
     weights = state.get("state_dict") if isinstance(state, dict) else None
@@ -185,6 +194,7 @@ def load_embedder(
     device: str | torch.device | None = None,
     config: str | Path | None = None,
     data: dict[str, Any] | None = None,
+    trust_checkpoint: bool = False,
 ) -> Embedder:
     """The :class:`Embedder` of a checkpoint, in eval mode on ``device`` (default: CUDA if
     available, else the CPU).
@@ -194,11 +204,13 @@ def load_embedder(
         device: where the model runs.
         config: run configuration (default: ``config.yaml`` of the checkpoint's run folder).
         data: data module arguments replacing the run's (e.g. ``{root: /data/market}``).
+        trust_checkpoint: load a checkpoint that a safe (``weights_only``) load refuses, with
+            full unpickling, which can run code: only for a file from a trusted source.
     """
     files = run_files(ckpt_path, config)
     recipe = files.recipe()
     model, datamodule = build_run({**recipe, "data": merge_data(recipe, data)})
-    load_weights(model, files.checkpoint)
+    load_weights(model, files.checkpoint, trust_checkpoint=trust_checkpoint)
     # in-memory data (digits) has no image files: such a model embeds only its own dataset
     on_disk = all(getattr(s, "on_disk", True) for s in datamodule.sources)
     transform = datamodule.transforms.eval if on_disk else None

@@ -384,6 +384,15 @@ def test_embed_names_a_dataset_class_that_cannot_be_imported(
     assert main([*argv, "--data", "{dataset: mydata.LabelledFiles}"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "data.dataset" in line and "No module named 'mydata'" in line
+    evaluate = ["evaluate", "--ckpt_path", ckpt, "--out", str(tmp_path)]
+    assert main([*evaluate, "--data", "{dataset: mydata.LabelledFiles}"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "data.dataset" in line and "No module named 'mydata'" in line
+    broken = tmp_path / "config.yaml"
+    broken.write_text((run / "config.yaml").read_text() + "data: {p: [1\n")
+    assert main([*argv, "--config", str(broken)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"embedlab: error: config: {broken}:") and "YAML syntax error" in line
 
 
 class BuggyDataset:

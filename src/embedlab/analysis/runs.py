@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
+from jsonargparse import ArgumentError
 from pytorch_lightning.cli import LightningArgumentParser
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from embedlab.checkpoint_io import load_checkpoint
 from embedlab.data import RetrievalDataModule
+from embedlab.errors import ConfigError, one_line, read_yaml
 from embedlab.module import MetricLearningModule
 
 TRIAL_FILE = "sweep_trial.json"
@@ -127,7 +128,7 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return {}
-    loaded = yaml.safe_load(path.read_text())
+    loaded = read_yaml(path, "config")
     return loaded if isinstance(loaded, dict) else {}
 
 
@@ -296,8 +297,11 @@ def instantiate_config(
     parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
     data = {**(config.get("data") or {}), **(data_overrides or {})}
     model = {k: v for k, v in (config.get("model") or {}).items() if k != "num_classes"}
-    parsed = parser.parse_object({"model": model, "data": data})
-    objects = parser.instantiate_classes(parsed)
+    try:
+        parsed = parser.parse_object({"model": model, "data": data})
+    except ArgumentError as err:  # jsonargparse's errors name the key at fault
+        raise ConfigError(one_line(str(err))) from err
+    objects = parser.instantiate(parsed)  # a bug in a user's class keeps its traceback
     return objects["model"], objects["data"]
 
 

@@ -499,3 +499,22 @@ def test_search_skips_corrupt_query_images_and_stops_when_none_is_left(
         assert main([*search, "--images", str(queries)]) == 2
     line = error_line(capsys)
     assert "images: none of the 1 query images can be read" in line and "broken.jpg" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_device_on_a_machine_without_one_is_one_line(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    argv = [
+        "embed",
+        "--ckpt_path",
+        ckpt,
+        "--data_split",
+        "test",
+        "--out",
+        str(tmp_path / "t.parquet"),
+    ]
+    assert main([*argv, "--device", "cuda"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("embedlab: error: device: cuda asked for") and "--device cpu" in line

@@ -189,6 +189,24 @@ def load_weights(
         )
 
 
+def torch_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` (default: CUDA if available, else the CPU); a ConfigError naming ``device``
+    when it is not a device name or names a GPU this machine does not have."""
+    try:
+        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as err:
+        raise ConfigError(
+            f"device: {device!r} is no torch device (cpu, cuda, cuda:1, ...)"
+        ) from err
+    if target.type == "cuda" and (target.index or 0) >= torch.cuda.device_count():
+        found = torch.cuda.device_count()
+        raise ConfigError(
+            f"device: {target} asked for, but torch finds {found} CUDA GPU(s) on this machine; "
+            "use --device cpu"
+        )
+    return target
+
+
 def load_embedder(
     ckpt_path: str | Path,
     device: str | torch.device | None = None,
@@ -207,6 +225,7 @@ def load_embedder(
         trust_checkpoint: load a checkpoint that a safe (``weights_only``) load refuses, with
             full unpickling, which can run code: only for a file from a trusted source.
     """
+    target = torch_device(device)
     files = run_files(ckpt_path, config)
     recipe = files.recipe()
     model, datamodule = build_run({**recipe, "data": merge_data(recipe, data)})
@@ -214,5 +233,4 @@ def load_embedder(
     # in-memory data (digits) has no image files: such a model embeds only its own dataset
     on_disk = all(getattr(s, "on_disk", True) for s in datamodule.sources)
     transform = datamodule.transforms.eval if on_disk else None
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return Embedder(model, transform, files, datamodule).to(target)

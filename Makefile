@@ -19,7 +19,7 @@ $(foreach v,$(ENV_VARS),$(if $(filter-out undefined,$(origin _env_$(v))),$(eval 
 export
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint bench sweep notebooks clean clean-runs
+.PHONY: help install train test lint bench readme-figures sweep notebooks clean clean-runs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ lint: install ## ruff + mypy
 bench: install ## benchmarks against pytorch-metric-learning (tables, not pass/fail)
 	$(BIN)/python benchmarks/losses.py
 	$(BIN)/python benchmarks/retrieval.py
+
+readme-figures: install ## measure the README's figures (FIGURES="digits class_disjoint search"; losses: ~25 min) and update README.md
+	$(BIN)/python benchmarks/readme_figures.py $(if $(FIGURES),--only $(FIGURES))
 
 sweep: install ## run a sweep (SWEEP=experiments/sweeps/losses.yaml; wandb agent with --online, an Optuna study with --offline)
 	$(BIN)/embedlab sweep $(SWEEP) $(SWEEP_ARGS)

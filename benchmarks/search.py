@@ -8,12 +8,14 @@ recall@10 against the exact neighbours. The baseline is the search people write 
 bound memory), whose ranking is the ground truth. "speed-up" is the numpy search time over the
 index's. One process, ``--threads`` threads for BLAS and faiss.
 
-Usage: ``python benchmarks/search.py [--n 200000] [--dim 128] [--queries 2000] [--threads 2]``.
+Usage: ``python benchmarks/search.py [--n 200000] [--dim 128] [--queries 2000] [--threads 2]
+[--json out.json]`` (``benchmarks/readme_figures.py`` records the README's table with ``--json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -31,6 +33,7 @@ def main() -> None:
         default=["Flat", "IVF1024,PQ32", "HNSW32"],
         help="faiss index_factory strings",
     )
+    parser.add_argument("--json", help="also write the settings and the table to this file")
     args = parser.parse_args()
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(args.threads)
@@ -101,6 +104,10 @@ def main() -> None:
         f"{args.n:,} x {args.dim}-d gallery, {args.queries:,} queries, k=10, {args.threads} threads"
     )
     print(table.to_markdown(index=False, floatfmt=".3g"))
+    if args.json:
+        settings = {k: getattr(args, k) for k in ("n", "dim", "queries", "clusters", "threads")}
+        with open(args.json, "w") as file:
+            json.dump({**settings, "rows": rows}, file, indent=2)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def test_compare_ignores_folders_without_metrics(tmp_path: Path) -> None:
     (tmp_path / "x" / "version_0").mkdir(parents=True)
     (tmp_path / "x" / "version_0" / "config.yaml").write_text("model: {}\n")
     (tmp_path / "x" / "version_1").mkdir()
-    (tmp_path / "x" / "version_1" / "metrics.csv").write_text("epoch,step\n0,1\n")
+    (tmp_path / "x" / "version_1" / "metrics.csv").write_text("epoch,step,train/loss\n0,1,0.5\n")
     assert [p.name for p in find_runs(tmp_path)] == ["version_1"]
 
 

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import traceback
 from argparse import Action
@@ -41,6 +42,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from embedlab import schedules, tools
 from embedlab.checkpoint_io import AtomicCheckpointIO
@@ -48,9 +50,10 @@ from embedlab.console import quiet_console
 from embedlab.csv_logger import AtomicCSVLogger
 from embedlab.data import RetrievalDataModule
 from embedlab.errors import ConfigError, one_line, read_yaml
+from embedlab.last_checkpoint import LAST, LastCheckpoint
 from embedlab.metrics import PRIMARY_METRIC, scalar_metrics
 from embedlab.module import MetricLearningModule, NonFiniteLossError
-from embedlab.protocol import ValHistory, selected
+from embedlab.protocol import ValHistory, selected, tested_checkpoint
 from embedlab.report import BASELINE_ROW, baseline_metrics, print_summary, write_json
 from embedlab.sweep import OptunaTrialCallback
 
@@ -80,7 +83,7 @@ INTERNAL = {"runner", "trial_args"}
 
 def new_run_dir(root: str | Path, name: str) -> Path:
     """Create ``root/name/version_N`` with the first free N (atomic: never reuses a folder)."""
-    base = Path(root) / name
+    base = Path(root).resolve() / name  # absolute: a resumed run names the same folder
     base.mkdir(parents=True, exist_ok=True)
     taken = [int(p.name.split("_")[1]) for p in base.glob("version_*") if p.name[8:].isdigit()]
     version = max(taken, default=-1) + 1
@@ -186,7 +189,13 @@ def tool_parser(fn: Callable[..., int], positional: Sequence[str] = ()) -> Embed
     return parser
 
 
-RESULT_FILES = ("metrics.csv", "summary.json", "evaluation.json", "test_metrics.json")
+RESULT_FILES = (
+    "metrics.csv",
+    "summary.json",
+    "evaluation.json",
+    "test_metrics.json",
+    "val_metrics.json",
+)
 
 
 def resumed_run_dir(ckpt_path: str | None) -> Path | None:
@@ -242,6 +251,8 @@ class EmbedlabCLI(LightningCLI):
             description = TRAINER_COMMANDS[name]
             sub_kwargs = {"description": description, **kwargs.get(name, {})}
             sub = self._prepare_subcommand_parser(Trainer, name, **sub_kwargs)
+            if name in ("validate", "test"):  # embedlab prints its own table, once
+                sub.set_defaults(verbose=False)
             self._subcommand_parsers[name] = sub
             subcommands.add_subcommand(name, sub, help=description)
         groups: dict[str, Any] = {}  # `data` → the subcommands action of `data`
@@ -288,6 +299,15 @@ class EmbedlabCLI(LightningCLI):
         if tool is None:
             try:
                 super()._run_subcommand(subcommand)
+            except SIGTERMException:  # SIGTERM / SIGUSR1: LastCheckpoint saved the state
+                run_dir = getattr(self, "run_dir", None)
+                if run_dir is not None:
+                    print(
+                        f"embedlab: stopped by a signal; resume with --config {run_dir}/config.yaml "
+                        f"--ckpt_path {run_dir}/checkpoints/last.ckpt",
+                        file=sys.stderr,
+                    )
+                self.exit_code = 128 + signal.SIGTERM
             finally:
                 drop_if_empty(getattr(self, "run_dir", None))
             return
@@ -364,7 +384,7 @@ class EmbedlabCLI(LightningCLI):
     def _run_dir(self) -> Path:
         cfg = self.config[self.subcommand]
         if getattr(rank_zero_only, "rank", 0) == 0:  # set from RANK / SLURM_PROCID / LOCAL_RANK
-            resumed = resumed_run_dir(cfg.get("ckpt_path")) if self.subcommand == "fit" else None
+            resumed = resumed_run_dir(cfg.get("ckpt_path"))
             self.run_dir = resumed or new_run_dir(cfg["output_root"], cfg["experiment"])
             print(f"embedlab: run folder {self.run_dir}")
             return self.run_dir
@@ -377,13 +397,30 @@ class EmbedlabCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_cfg = self.config_init[self.subcommand].get("trainer", {})
+        cfg = self.config[self.subcommand]
+        if self.subcommand != "fit" and resumed_run_dir(cfg.get("ckpt_path")) is not None:
+            # validate / test a trained run: results go to its folder, nothing else is written
+            self.run_dir = resumed_run_dir(cfg.get("ckpt_path"))
+            kwargs.setdefault("logger", False)
         if trainer_cfg.get("logger") in (None, True) and "logger" not in kwargs:
             kwargs["logger"] = self._loggers()
         if not trainer_cfg.get("plugins") and "plugins" not in kwargs:
             kwargs["plugins"] = [AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
+        if kwargs.get("logger") is False:  # keep the trained run's config.yaml as it is
+            trainer.callbacks[:] = [  # type: ignore[attr-defined]
+                c
+                for c in trainer.callbacks
+                if not isinstance(c, SaveConfigCallback)  # type: ignore[attr-defined]
+            ]
         # before ModelCheckpoint, so that a checkpoint holds its own validation
         trainer.callbacks.insert(0, ValHistory())  # type: ignore[attr-defined]
+        best = next((c for c in trainer.checkpoint_callbacks if type(c) is ModelCheckpoint), None)
+        if best is not None and best.save_last:
+            # LastCheckpoint writes last.ckpt: Lightning's save_last would copy the best one there
+            every = int(cfg.get("checkpoint", {}).get("every_n_train_steps") or 0)
+            best.save_last = False
+            trainer.callbacks.append(LastCheckpoint(best.dirpath, every))  # type: ignore[attr-defined]
         trial = OptunaTrialCallback.from_env()  # a trial of an offline `embedlab sweep`
         if trial is not None:
             trainer.callbacks.append(trial)  # type: ignore[attr-defined]
@@ -420,22 +457,42 @@ class EmbedlabCLI(LightningCLI):
         if val:
             rows["val"] = {**val, "epochs": float(epochs or 0)}
         rows["test"] = {**test, "epochs": float(epochs or 0)}
-        which = {"best": "best on val", "last": "last"}.get(str(ckpt_path), "final weights")
+        name = Path(ckpt_path).name if ckpt_path else ""
+        which = "final weights" if not name else "last" if name == LAST else "best on val"
         print_summary(rows, title=f"retrieval, {which} checkpoint (epoch {epochs}): val and test")
-        if self.trainer.log_dir:
-            write_json(Path(self.trainer.log_dir) / "summary.json", rows)
+        tested = tested_checkpoint(self.trainer)
+        if "step" in tested:
+            print(
+                f"embedlab: tested {tested['path']} (epoch {tested['epoch']}, step {tested['step']})"
+            )
+        run_dir = getattr(self, "run_dir", None)  # rank 0 (trainer.log_dir is a collective)
+        if run_dir is not None:
+            write_json(Path(run_dir) / "summary.json", {**rows, "checkpoint": tested})
 
     def after_test(self) -> None:
+        self._write_results("test")
+
+    def after_validate(self) -> None:
+        self._write_results("val")
+
+    def _write_results(self, split: str) -> None:
+        """Print and save (``test_metrics.json`` / ``val_metrics.json`` in the run folder) the
+        metrics of ``embedlab test`` / ``validate``, with the checkpoint they come from."""
         if self.trainer.global_rank != 0:
             return
         results = {
-            k.removeprefix("test/"): float(v)
+            k.removeprefix(f"{split}/"): float(v)
             for k, v in self.trainer.callback_metrics.items()
-            if k.startswith("test/")
+            if k.startswith(f"{split}/")
         }
-        print_summary({"test": results})
-        if self.trainer.logger is not None and self.trainer.log_dir:
-            write_json(Path(self.trainer.log_dir) / "test_metrics.json", {"test": results})
+        tested = tested_checkpoint(self.trainer)
+        where = f" of {tested['path']} (epoch {tested['epoch']}, step {tested['step']})"
+        print_summary({split: results}, title=f"{split} split{where if 'step' in tested else ''}")
+        run_dir = getattr(self, "run_dir", None)
+        if run_dir is not None:
+            write_json(
+                Path(run_dir) / f"{split}_metrics.json", {split: results, "checkpoint": tested}
+            )
 
 
 def lightning_main(

@@ -18,8 +18,18 @@ NOISE = (
     r"It is recommended to use `self\.log\(.*sync_dist=True",
     r".*does not have many workers",
     r"The number of training batches .* is smaller than the logging interval",
+    r"Checkpoint directory .* exists and is not empty",  # a resumed run continues in its folder
 )
-NOISY_LINES = ("GPU available:", "TPU available:", "💡 Tip:", "HPU available:")
+NOISY_LINES = (
+    "GPU available:",
+    "TPU available:",
+    "💡 Tip:",
+    "HPU available:",
+    # embedlab prints which checkpoint it tests, with its epoch and step
+    "Restoring states from the checkpoint path",
+    "Loaded model weights from the checkpoint",
+    "Restored all states from the checkpoint",
+)
 
 
 class _DropNoise(logging.Filter):

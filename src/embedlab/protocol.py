@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from embedlab.checkpoint_io import load_checkpoint
+from embedlab.errors import ConfigError
+from embedlab.last_checkpoint import LAST, LastCheckpoint
+
 
 class ValHistory(pl.Callback):
     """Records ``val/*`` after every validation of ``fit``, keyed by epochs trained (1-based).
@@ -46,8 +48,11 @@ class ValHistory(pl.Callback):
 
 
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    """The monitored ``ModelCheckpoint`` (the best ones), not :class:`LastCheckpoint`."""
     callback = trainer.checkpoint_callback
-    return callback if isinstance(callback, ModelCheckpoint) else None
+    if isinstance(callback, ModelCheckpoint) and not isinstance(callback, LastCheckpoint):
+        return callback
+    return None
 
 
 def _from_checkpoint(path: str) -> tuple[int, dict[int, dict[str, float]]] | None:
@@ -63,31 +68,33 @@ def _from_checkpoint(path: str) -> tuple[int, dict[int, dict[str, float]]] | Non
     return int(epochs), history.history
 
 
-def _last_path(trainer: pl.Trainer, callback: ModelCheckpoint) -> str:
-    """The last checkpoint; a ``ddp_spawn`` parent is not told its path, so look for it."""
-    if callback.last_model_path or not callback.save_last:
-        return callback.last_model_path
-    folder = callback.dirpath or (
-        Path(trainer.log_dir) / "checkpoints" if trainer.log_dir is not None else None
-    )
-    if folder is None:
+def _last_path(trainer: pl.Trainer) -> str:
+    """``last.ckpt`` of the run (:class:`LastCheckpoint`), or ``""``; a ``ddp_spawn`` parent,
+    whose callbacks were not set up, looks for it in the run folder."""
+    callbacks = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
+    if not any(isinstance(c, LastCheckpoint) for c in callbacks):
         return ""
-    path = Path(folder) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
-    return str(path) if path.is_file() else ""
+    folder = next((c.dirpath for c in callbacks if c.dirpath), None)
+    if folder is None and trainer.logger is not None and trainer.logger.log_dir is not None:
+        folder = str(
+            Path(trainer.logger.log_dir) / "checkpoints"
+        )  # no collective, unlike trainer.log_dir
+    path = Path(folder or "") / LAST
+    return str(path) if folder and path.is_file() else ""
 
 
 def selected(trainer: pl.Trainer) -> tuple[str | None, int | None, dict[str, float]]:
     """``(ckpt_path for trainer.test, epochs trained at that checkpoint, its val metrics)``.
 
     The best checkpoint by ``checkpoint.monitor`` when validation ran and a best checkpoint
-    exists; otherwise the last checkpoint (``"last"``), or the weights in memory (``None``)
-    when checkpointing is off.
+    exists; otherwise ``last.ckpt``, or the weights in memory (``None``) when checkpointing
+    is off.
     """
     recorder = next((c for c in trainer.callbacks if isinstance(c, ValHistory)), None)  # type: ignore[attr-defined]
     history = dict(recorder.history) if recorder is not None else {}
     epochs: int | None = trainer.current_epoch
     callback = _checkpoint_callback(trainer)
-    saved = _from_checkpoint(_last_path(trainer, callback)) if callback is not None else None
+    saved = _from_checkpoint(_last_path(trainer))
     if saved is not None:  # also what a ddp_spawn parent knows of its workers' validations
         epochs, history = saved[0], {**saved[1], **history}
     monitor = callback.monitor if callback is not None else None
@@ -97,8 +104,23 @@ def selected(trainer: pl.Trainer) -> tuple[str | None, int | None, dict[str, flo
         if scores:
             pick = max if callback.mode == "max" else min
             epoch = pick(scores, key=lambda e: scores[e])  # the first of ties, as ModelCheckpoint
-            return "best", epoch, history[epoch]
+            return callback.best_model_path, epoch, history[epoch]
     val = history.get(epochs, {}) if epochs is not None else {}
     if saved is not None:
-        return "last", epochs, val
+        return _last_path(trainer), epochs, val
     return None, epochs, val
+
+
+def tested_checkpoint(trainer: pl.Trainer) -> dict[str, Any]:
+    """``{"path", "epoch", "step"}`` of the checkpoint the last ``trainer.test`` loaded (the
+    epoch it was saved in, counted from 1 as in ``summary.json``, and the optimiser steps), or
+    ``{}`` when it tested the weights in memory."""
+    path = trainer.ckpt_path
+    if not path or not Path(path).is_file():
+        return {}
+    try:
+        checkpoint = load_checkpoint(path)
+    except ConfigError:  # a checkpoint the user trusted (--weights_only false): no metadata
+        return {"path": str(path)}
+    epoch, step = checkpoint.get("epoch", 0), checkpoint.get("global_step", 0)
+    return {"path": str(path), "epoch": int(epoch) + 1, "step": int(step)}

@@ -39,7 +39,13 @@ from embedlab.data.pairs import (
 )
 from embedlab.data.sampler import PKBatchSampler
 from embedlab.data.source import DataSource, FrameSource
-from embedlab.data.transforms import DMLTransforms, PlainTransforms, ReIDTransforms, Transforms
+from embedlab.data.transforms import (
+    DigitsTransforms,
+    DMLTransforms,
+    PlainTransforms,
+    ReIDTransforms,
+    Transforms,
+)
 
 __all__ = [
     "CUB200",
@@ -60,6 +66,7 @@ __all__ = [
     "Mars",
     "Table",
     "VehicleID",
+    "DigitsTransforms",
     "DMLTransforms",
     "PlainTransforms",
     "ReIDTransforms",

@@ -46,6 +46,12 @@ from embedlab.errors import ConfigError
 Item = tuple[Tensor, int, int, int]
 
 
+def default_transforms(source: Any) -> Transforms:
+    """``source.default_transforms()``, or ``ReIDTransforms()`` for a dataset without one."""
+    make = getattr(source, "default_transforms", None)
+    return make() if callable(make) else ReIDTransforms()
+
+
 class JoinedDataset(Dataset[Item]):
     """Several torch datasets served as one, items numbered across them.
 
@@ -142,8 +148,10 @@ class RetrievalDataModule(pl.LightningDataModule):
         p, k: identities per batch and images per identity (per rank under DDP).
         batches_per_epoch: fixed epoch length; default ``len(train) // (world_size·P·K)``.
         transforms: the train and eval transforms of image datasets, by ``class_path``:
-            ``embedlab.data.ReIDTransforms`` (default; ``height``, ``width``, …),
-            ``DMLTransforms``, ``PlainTransforms`` or ``Transforms(train=..., eval=...)``.
+            ``embedlab.data.ReIDTransforms`` (``height``, ``width``, …), ``DMLTransforms``,
+            ``DigitsTransforms``, ``PlainTransforms`` or ``Transforms(train=..., eval=...)``;
+            default: the first dataset's ``default_transforms()`` (``ReIDTransforms`` for
+            image folders, ``DigitsTransforms`` for digits).
         bad_data: ``error`` stops on an unreadable image naming it; ``skip`` decodes every image
             once at setup, leaves the unreadable ones out with a warning, logs their count as
             ``data/skipped_files`` and lists them in ``skipped_files.tsv`` in the run folder.
@@ -182,7 +190,9 @@ class RetrievalDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self.transforms = transforms if transforms is not None else ReIDTransforms()
+        self.transforms = (
+            transforms if transforms is not None else default_transforms(self.sources[0])
+        )
         self.bad_data = bad_data
         self.balance = balance
         self._frame: pd.DataFrame | None = None

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from embedlab.data.image_dataset import BadData
 from embedlab.data.source import DataSource
-from embedlab.data.transforms import Transforms
+from embedlab.data.transforms import DigitsTransforms, Transform, Transforms
 
 Protocol = Literal["image_disjoint", "class_disjoint"]
 
@@ -54,35 +54,32 @@ def digits_frame(protocol: Protocol = "image_disjoint", seed: int = 0) -> pd.Dat
 
 
 class DigitsDataset(Dataset[tuple[Tensor, int, int, int]]):
-    """Yields ``(image [1, 8, 8] in [-1, 1], label, camera, index)``.
+    """Yields ``(transform(image), label, camera, index)``; images are grey ``[1, 8, 8]`` uint8
+    tensors (the 0–16 pixel values scaled to 0–255), as a PNG of the digit would load."""
 
-    ``augment`` applies a random shift of up to one pixel (zero padding), a light augmentation
-    that suits 8×8 digits.
-    """
-
-    def __init__(self, frame: pd.DataFrame, augment: bool = False) -> None:
-        images = load_digits().images.astype(np.float32) / 16.0
+    def __init__(self, frame: pd.DataFrame, transform: Transform) -> None:
         ids = frame["path"].str.removeprefix("digits/").astype(int).to_numpy()
-        self.images = torch.from_numpy(images[ids] * 2.0 - 1.0).unsqueeze(1)
+        self.images = torch.from_numpy(digit_pixels()[ids]).unsqueeze(1)
         self.paths: list[str] = [str(p) for p in frame["path"]]
         self.labels = frame["label"].to_numpy(dtype=np.int64)
         self.cameras = frame["camera"].to_numpy(dtype=np.int64)
-        self.augment = augment
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int, int, int]:
-        image = self.images[index]
-        if self.augment:
-            padded = torch.nn.functional.pad(image, (1, 1, 1, 1), value=-1.0)
-            dy, dx = torch.randint(0, 3, (2,)).tolist()
-            image = padded[:, dy : dy + 8, dx : dx + 8]
+        image = self.transform(self.images[index])
         return image, int(self.labels[index]), int(self.cameras[index]), index
 
     def raw_pixels(self) -> Tensor:
-        """Flattened pixels, the baseline every trained model must beat."""
-        return self.images.flatten(1)
+        """Flattened pixels in [-1, 1], the baseline every trained model must beat."""
+        return self.images.flatten(1).float() / 127.5 - 1.0
+
+
+def digit_pixels() -> np.ndarray:
+    """The 1,797 digits as ``(n, 8, 8)`` uint8 grey images (0–16 scaled to 0–255)."""
+    return np.round(load_digits().images * (255.0 / 16.0)).astype(np.uint8)
 
 
 class Digits(DataSource):
@@ -109,8 +106,14 @@ class Digits(DataSource):
     def images(
         self, rows: pd.DataFrame, train: bool, transforms: Transforms, bad_data: BadData
     ) -> DigitsDataset:
-        """8×8 tensors with a one-pixel random shift in training; ``transforms`` do not apply."""
-        return DigitsDataset(rows.reset_index(drop=True), augment=train)
+        """8×8 grey images through ``transforms`` (default :class:`DigitsTransforms`)."""
+        return DigitsDataset(
+            rows.reset_index(drop=True), transforms.train if train else transforms.eval
+        )
+
+    def default_transforms(self) -> Transforms:
+        """Grey 8×8 images in [-1, 1], a one-pixel random shift in training."""
+        return DigitsTransforms()
 
     def __repr__(self) -> str:
         return f"Digits(protocol={self.protocol!r}, seed={self.seed})"

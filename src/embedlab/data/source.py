@@ -39,7 +39,7 @@ import pandas as pd
 from torch.utils.data import Dataset
 
 from embedlab.data.image_dataset import BadData, ImageDataset
-from embedlab.data.transforms import Transforms
+from embedlab.data.transforms import ReIDTransforms, Transforms
 
 
 @runtime_checkable
@@ -86,6 +86,10 @@ class DataSource:
         """The torch dataset serving ``rows`` (a slice of :meth:`frame`) for training or not."""
         transform = transforms.train if train else transforms.eval
         return ImageDataset(rows.reset_index(drop=True), self.root, transform, bad_data)
+
+    def default_transforms(self) -> Transforms:
+        """The transforms used when ``data.transforms`` is not given (Bag-of-Tricks ReID)."""
+        return ReIDTransforms()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r})"

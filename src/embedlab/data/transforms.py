@@ -10,6 +10,8 @@
   to 256 and take the centre 224 crop. Both normalise.
 * :class:`PlainTransforms`: no augmentation and no normalisation: resize to
   ``height x width`` and scale to [0, 1], for inspection and quick tests.
+* :class:`DigitsTransforms`: grey 8x8 images scaled to [-1, 1]; training shifts by up to one
+  pixel. The default of :class:`~embedlab.data.Digits`, so a digits model embeds PNG files.
 
 Any other pair is ``Transforms(train=..., eval=...)`` with two callables by ``class_path``
 (e.g. ``torchvision.transforms.v2.Compose``), or a subclass. Each callable takes a PIL image
@@ -145,3 +147,23 @@ class PlainTransforms(Transforms):
             v2.ToDtype(torch.float32, scale=True),
         ]
         super().__init__(v2.Compose(steps), v2.Compose(steps))
+
+
+class DigitsTransforms(Transforms):
+    """Small grey images (scikit-learn's 8x8 digits): grey, resize, scale to [-1, 1].
+
+    Training shifts the image by up to ``shift`` pixels (a random crop of the black-padded
+    image). Colour files are converted to grey first, so a PNG of a digit embeds exactly as
+    the same digit in memory.
+
+    Args:
+        size: side of the square image.
+        shift: largest training shift in pixels (0: no augmentation).
+    """
+
+    def __init__(self, size: int = 8, shift: int = 1) -> None:
+        # Grayscale first: on a PIL image it is PIL's exact conversion, on a 1-channel tensor a no-op
+        start = [v2.Grayscale(1), v2.ToImage(), v2.Resize([size, size], antialias=True)]
+        end = [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5], [0.5])]
+        crop = [v2.RandomCrop(size, padding=shift, fill=0)] if shift else []
+        super().__init__(v2.Compose([*start, *crop, *end]), v2.Compose([*start, *end]))

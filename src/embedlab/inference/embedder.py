@@ -142,7 +142,7 @@ class Embedder(nn.Module):
         """An image file or PIL image as the model's input tensor (the evaluation transform)."""
         if self.transform is None:
             raise ConfigError(
-                "this run has no image transform (it trained on arrays, e.g. digits): "
+                "this embedder has no image transform: "
                 "embed a dataset split or preprocessed batches instead"
             )
         picture = to_rgb(image) if isinstance(image, Image.Image) else load_image(image)
@@ -230,7 +230,5 @@ def load_embedder(
     recipe = files.recipe()
     model, datamodule = build_run({**recipe, "data": merge_data(recipe, data)})
     load_weights(model, files.checkpoint, trust_checkpoint=trust_checkpoint)
-    # in-memory data (digits) has no image files: such a model embeds only its own dataset
-    on_disk = all(getattr(s, "on_disk", True) for s in datamodule.sources)
-    transform = datamodule.transforms.eval if on_disk else None
+    transform = datamodule.transforms.eval
     return Embedder(model, transform, files, datamodule).to(target)

@@ -1,0 +1,224 @@
+"""Every figure the README states, measured by one script (``make readme-figures``).
+
+Each figure has a name, a measurement that writes ``docs/figures/<name>.json`` and a rendering
+of that JSON into the README between ``<!-- figures:<name> -->`` and ``<!-- /figures:<name> -->``.
+
+    python benchmarks/readme_figures.py                    # measure the quick figures, update README
+    python benchmarks/readme_figures.py --only losses      # one figure (the loss table: ~25 min)
+    python benchmarks/readme_figures.py --render           # re-render README from the JSON files
+    python benchmarks/readme_figures.py --check            # exit 1 when README and JSON disagree
+
+``tests/test_readme_figures.py`` checks that the README is the rendering of the recorded JSON and
+re-measures the digits figures within a tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+FIGURES = ROOT / "docs" / "figures"
+METRICS = ("recall@1", "map", "map@r", "r_precision", "minp")
+
+
+def embedlab(*args: str, cwd: Path) -> None:
+    """Run ``embedlab ARGS`` in ``cwd`` (wandb off), failing loudly."""
+    env = {**os.environ, "EMBEDLAB_WANDB": "off", "WANDB_MODE": "disabled", "PYTHONHASHSEED": "0"}
+    command = [sys.executable, "-m", "embedlab", *args]
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+
+
+def rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(values[k]), 4) for k in METRICS if k in values}
+
+
+def summary_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """The selected epoch, val and test metrics and the raw-pixel baseline of ``summary.json``."""
+    return {
+        "epoch": int(summary["checkpoint"]["epoch"]),
+        "val": rounded(summary["val"]),
+        "test": rounded(summary["test"]),
+        "raw": rounded(summary["raw pixels"]),
+    }
+
+
+def measure_run(config: str, *extra: str) -> dict[str, Any]:
+    """Train ``config`` from scratch (a fresh folder) and read its ``summary.json``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        embedlab("fit", "--config", str(ROOT / config), *extra, "--output_root=runs", cwd=Path(tmp))
+        [summary] = Path(tmp).glob("runs/*/version_0/summary.json")
+        figures = summary_figures(json.loads(summary.read_text()))
+    epochs = json.loads(json.dumps(read_yaml(ROOT / config)["trainer"]["max_epochs"]))
+    return {"config": config, "max_epochs": epochs, **figures}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    return dict(yaml.safe_load(path.read_text()))
+
+
+def measure_digits() -> dict[str, Any]:
+    return measure_run("experiments/digits.yaml", "--trainer.enable_progress_bar=false")
+
+
+def measure_class_disjoint() -> dict[str, Any]:
+    return measure_run(
+        "experiments/digits_class_disjoint.yaml", "--trainer.enable_progress_bar=false"
+    )
+
+
+def measure_losses() -> dict[str, Any]:
+    """The loss sweep on digits (17 runs): selected epoch, val MAP@R and test metrics per loss."""
+    rows: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        embedlab("sweep", str(ROOT / "experiments/sweeps/losses.yaml"), "--offline", cwd=Path(tmp))
+        for summary in sorted(Path(tmp).glob("runs/**/summary.json")):
+            config = read_yaml(summary.parent / "config.yaml")
+            loss = str(config["model"]["loss"]["class_path"]).rsplit(".", 1)[-1]
+            name = _preset_of(summary.parent, loss)
+            rows[name] = summary_figures(json.loads(summary.read_text()))
+    return {"sweep": "experiments/sweeps/losses.yaml", "losses": rows}
+
+
+def _preset_of(run: Path, loss: str) -> str:
+    """The preset file name of a sweep trial (``trial.json``), else the loss class."""
+    trial = run / "trial.json"
+    if trial.is_file():
+        params = json.loads(trial.read_text()).get("params", {})
+        value = params.get("model.loss")
+        if value:
+            return Path(str(value)).stem
+    return loss
+
+
+def measure_search() -> dict[str, Any]:
+    """``benchmarks/search.py`` at its defaults: build time, queries/s and recall@10 per index."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "search.json"
+        script = str(ROOT / "benchmarks" / "search.py")
+        subprocess.run([sys.executable, script, "--json", str(out)], check=True, cwd=tmp)
+        return dict(json.loads(out.read_text()))
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def render_run(fig: dict[str, Any]) -> str:
+    val, test, raw = fig["val"], fig["test"], fig["raw"]
+    return (
+        f"selected epoch {fig['epoch']} of {fig['max_epochs']}: val mAP@R {val['map@r']:.3f} "
+        f"(R@1 {val['recall@1']:.3f}, mAP {val['map']:.3f}), test mAP@R {test['map@r']:.3f} "
+        f"(R@1 {test['recall@1']:.3f}, mAP {test['map']:.3f}); raw pixels give "
+        f"{raw['map@r']:.3f} on the test split."
+    )
+
+
+def render_losses(fig: dict[str, Any]) -> str:
+    head = (
+        "| loss | best epoch (val) | val MAP@R | test R@1 | test mAP | test MAP@R "
+        "| test R-Prec | test mINP |\n|:---|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    rows = sorted(fig["losses"].items(), key=lambda kv: -kv[1]["test"]["map@r"])
+    lines = [head]
+    raw = next(iter(fig["losses"].values()))["raw"] if fig["losses"] else None
+    placed = False
+    for name, row in rows:
+        if raw is not None and not placed and row["test"]["map@r"] < raw["map@r"]:
+            lines.append(_loss_line("raw pixels (test)", None, raw))
+            placed = True
+        lines.append(_loss_line(name, row, row["test"]))
+    if raw is not None and not placed:
+        lines.append(_loss_line("raw pixels (test)", None, raw))
+    return "\n".join(lines)
+
+
+def _loss_line(name: str, row: dict[str, Any] | None, test: dict[str, float]) -> str:
+    epoch = str(row["epoch"]) if row else ""
+    val = pct(row["val"]["map@r"]) if row else ""
+    cells = [pct(test[k]) for k in ("recall@1", "map", "map@r", "r_precision", "minp")]
+    return f"| {name} | {epoch} | {val} | " + " | ".join(cells) + " |"
+
+
+def render_search(fig: dict[str, Any]) -> str:
+    head = f"{fig['n']:,} clustered {fig['dim']}-d vectors, {fig['queries']:,} queries, k=10, {fig['threads']} threads:\n\n"
+    lines = [
+        "| method | build s | queries/s | recall@10 | speed-up |",
+        "|:---|---:|---:|---:|---:|",
+    ]
+    for row in fig["rows"]:
+        lines.append(
+            f"| {row['method']} | {row['build s']:.1f} | {row['queries/s']:,.0f} "
+            f"| {row['recall@10']:.3f} | {row['speed-up']:.1f}× |"
+        )
+    return head + "\n".join(lines)
+
+
+#: name → (measure, render, measured by default)
+FIGURES_OF: dict[
+    str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], str], bool]
+] = {
+    "digits": (measure_digits, render_run, True),
+    "class_disjoint": (measure_class_disjoint, render_run, True),
+    # not yet recorded (README text written by hand): "search" and "losses", measured by
+    # measure_search / measure_losses when their JSON is recorded
+}
+
+
+def block(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- figures:{name} -->\n)(.*?)(\n<!-- /figures:{name} -->)", re.S)
+
+
+def recorded(name: str) -> dict[str, Any]:
+    return dict(json.loads((FIGURES / f"{name}.json").read_text()))
+
+
+def render_readme(text: str) -> str:
+    """``text`` with every figure block replaced by the rendering of its recorded JSON."""
+    for name, (_, render, _) in FIGURES_OF.items():
+        pattern = block(name)
+        if not pattern.search(text):
+            raise SystemExit(f"README.md: no <!-- figures:{name} --> block")
+        text = pattern.sub(
+            lambda m, n=name, r=render: m.group(1) + r(recorded(n)) + m.group(3), text
+        )
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(FIGURES_OF), help="figures to measure")
+    parser.add_argument("--render", action="store_true", help="only re-render the README")
+    parser.add_argument("--check", action="store_true", help="README == rendering of the JSON?")
+    args = parser.parse_args(argv)
+    text = README.read_text()
+    if args.check:
+        stale = text != render_readme(text)
+        print("README figures are stale: run make readme-figures" if stale else "README figures ok")
+        return int(stale)
+    if not args.render:
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        names = args.only or [n for n, (_, _, default) in FIGURES_OF.items() if default]
+        for name in names:
+            print(f"measuring {name} ...", flush=True)
+            figure = FIGURES_OF[name][0]()
+            (FIGURES / f"{name}.json").write_text(json.dumps(figure, indent=2) + "\n")
+    README.write_text(render_readme(text))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -186,11 +186,16 @@ def msml(x: Tensor, y: Sequence[int], margin: float) -> Tensor:
     return relu(max(pos, key=val) - min(neg, key=val) + margin)
 
 
-def coupled_clusters(x: Tensor, y: Sequence[int], margin: float) -> Tensor:
+def coupled_clusters(
+    x: Tensor, y: Sequence[int], margin: float, centre_gradient: bool = False
+) -> Tensor:
+    """Without ``centre_gradient`` each class centre is a constant (Liu et al.'s gradient)."""
     terms = []
     for c in sorted(set(y)):
         members = [i for i in range(len(y)) if y[i] == c]
-        centre = sum(x[i] for i in members) / len(members)
+        centre = torch.stack([x[i] for i in members]).sum(0) / len(members)
+        if not centre_gradient:
+            centre = centre.detach()
         others = [j for j in range(len(y)) if y[j] != c]
         nearest = min((torch.sum((x[j] - centre) ** 2) for j in others), key=val)
         for i in members:

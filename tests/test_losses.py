@@ -104,6 +104,10 @@ CASES: dict[str, tuple[Factory, Reference]] = {
     ),
     "improved-triplet": (
         L.ImprovedTripletLoss,
+        lambda m, x, y: ref.improved_triplet(x, y, "batch_hard", 1.0, 1.0, 1.0, 0.002, 0.01),
+    ),
+    "improved-triplet-no-intra": (
+        lambda: L.ImprovedTripletLoss(intra_weight=0.0),
         lambda m, x, y: ref.improved_triplet(x, y, "batch_hard", 1.0, 1.0, 1.0, 0.0, 0.01),
     ),
     "improved-triplet-intra": (
@@ -128,6 +132,10 @@ CASES: dict[str, tuple[Factory, Reference]] = {
     "coupled-clusters-small-margin": (
         lambda: L.CoupledClustersLoss(margin=0.2),
         lambda m, x, y: ref.coupled_clusters(x, y, 0.2),
+    ),
+    "coupled-clusters-centre-gradient": (
+        lambda: L.CoupledClustersLoss(centre_gradient=True),
+        lambda m, x, y: ref.coupled_clusters(x, y, 1.0, centre_gradient=True),
     ),
     "ranked-list": (L.RankedListLoss, lambda m, x, y: ref.ranked_list(x, y, 1.2, 0.4, 10.0, 1.0)),
     "ranked-list-hot": (
@@ -238,14 +246,16 @@ def test_cross_entropy_matches_reference() -> None:
 
 
 # The adaptive quadruplet margins are batch statistics held constant in the backward
-# pass, and the ranked-list paper gradient holds the softmax weights and the other
-# samples of each list constant, so finite differences (which move them) disagree by
-# design; their gradients are checked against the references' in
-# test_matches_brute_force_reference.
+# pass, the ranked-list paper gradient holds the softmax weights and the other samples of
+# each list constant, and the coupled clusters gradient holds the class centres constant,
+# so finite differences (which move them) disagree by design; their gradients are checked
+# against the references' in test_matches_brute_force_reference.
 NOT_TRUE_GRADIENT = (
     "quadruplet-adaptive",
     "ranked-list",
     "ranked-list-hot",
+    "coupled-clusters",  # the class centres are constants in the backward pass (Liu et al.)
+    "coupled-clusters-small-margin",
     "circle",  # its self-paced weights α are constants in the backward pass (authors' code)
     "circle-dml",
     "circle-low-scale",
@@ -428,9 +438,53 @@ def test_defaults_follow_the_papers() -> None:
         1.0,
         1.0,
         1.0,
-        0.0,
+        0.002,
         0.01,
     )
+    assert i.squared and isinstance(i.miner, BatchHardMiner)
+    assert L.CoupledClustersLoss().centre_gradient is False
+
+
+def test_improved_triplet_is_the_papers_value_without_a_constant() -> None:
+    # 1-D, batch hard: anchors 0 and 1 (label 0), 2 and 3 (label 1)
+    x = torch.tensor([[0.0], [0.5], [0.7], [2.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1])
+    # squared distances: (a, p, n) = (0, 1, 2): .25, .49; (1, 0, 2): .25, .04;
+    # (2, 3, 1): 1.69, .04; (3, 2, 1): 1.69, 2.25
+    terms = [
+        max(0.0, 1 + ap - an) + 0.002 * max(0.0, ap - 0.01)
+        for ap, an in ((0.25, 0.49), (0.25, 0.04), (1.69, 0.04), (1.69, 2.25))
+    ]
+    assert L.ImprovedTripletLoss()(x, y).item() == pytest.approx(sum(terms) / 4, abs=1e-12)
+    # the paper's clamp form max{d⁺ − d⁻, τ1} + β·max{d⁺, τ2} is the same plus τ1 + β·τ2
+    clamps = [
+        max(ap - an, -1.0) + 0.002 * max(ap, 0.01)
+        for ap, an in ((0.25, 0.49), (0.25, 0.04), (1.69, 0.04), (1.69, 2.25))
+    ]
+    assert sum(clamps) / 4 - (-1.0 + 0.002 * 0.01) == pytest.approx(sum(terms) / 4, abs=1e-12)
+    # both constraints met (d⁺ ≤ τ2, d⁻ ≥ d⁺ + 1): exactly zero
+    far = torch.tensor([[0.0], [0.05], [3.0], [3.05]], dtype=torch.float64)
+    assert L.ImprovedTripletLoss()(far, y).item() == 0.0
+
+
+def test_coupled_clusters_gradient_holds_the_centre_constant() -> None:
+    # 1-D: class 0 at 0 and 1 (centre 0.5), class 1 at 1.2 and 3 (centre 2.1), margin 1
+    x = torch.tensor([[0.0], [1.0], [1.2], [3.0]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 0, 1, 1])
+    loss = L.CoupledClustersLoss()(x, y)
+    # class 0: f* = 1.2, ‖f* − c‖² = .49; members .25 + 1 − .49 > 0 (both active)
+    # class 1: f* = 1.0, ‖f* − c‖² = 1.21; members .81 + 1 − 1.21 > 0 (both active)
+    assert loss.item() == pytest.approx((2 * 0.5 * 0.76 + 2 * 0.5 * 0.6) / 4, abs=1e-12)
+    (grad,) = torch.autograd.grad(loss, x)
+    # the paper's partials, c held constant: ∂/∂f_i = f_i − c, ∂/∂f* = c − f* per active term
+    by_hand = torch.tensor(
+        [[0.0 - 0.5], [1.0 - 0.5 + 2 * (2.1 - 1.0)], [1.2 - 2.1 + 2 * (0.5 - 1.2)], [3.0 - 2.1]]
+    )
+    torch.testing.assert_close(grad, by_hand.double() / 4)
+    # centre_gradient=True: the same value, the gradient of the mean as well
+    through = L.CoupledClustersLoss(centre_gradient=True)(x, y)
+    assert through.item() == pytest.approx(loss.item(), abs=1e-12)
+    assert not torch.allclose(torch.autograd.grad(through, x)[0], grad)
 
 
 def test_losses_build_from_class_path_config() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from sklearn.metrics import roc_auc_score
 
@@ -19,6 +20,7 @@ from embedlab.data import LFWPairs, YouTubeFacesPairs, open_pairs, read_lfw_pair
 from embedlab.data.formats import DatasetFormatError
 from embedlab.errors import ConfigError
 from embedlab.metrics import pair_distances, set_distances, verify, verify_distances
+from embedlab.metrics.verification import frame_distance
 from fake_datasets import tiny_recipe, write_image
 
 
@@ -123,6 +125,67 @@ def test_set_distances_are_the_mean_over_frame_pairs() -> None:
     )
     with pytest.raises(ConfigError, match=r"pair 0: sets \(0, 3\)"):
         set_distances([torch.zeros(0, 3)], [torch.zeros(2, 3)])
+
+
+def test_set_distances_default_to_facenets_mean_squared_distance() -> None:
+    g = torch.Generator().manual_seed(3)
+    first = [torch.randn(n, 4, generator=g, dtype=torch.float64) for n in (3, 1, 2)]
+    second = [torch.randn(n, 4, generator=g, dtype=torch.float64) for n in (2, 4, 2)]
+    got = set_distances(first, second).tolist()
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        # FaceNet on YouTube Faces: (1 / n·m) Σ_j Σ_k ‖a_j − b_k‖², written out
+        total, count = 0.0, 0
+        for j in range(len(a)):
+            for k in range(len(b)):
+                total += sum((float(a[j, t]) - float(b[k, t])) ** 2 for t in range(a.shape[1]))
+                count += 1
+        assert got[i] == pytest.approx(total / count, abs=1e-12)
+    # not the mean euclidean distance: one frame against two at distances 1 and 3
+    one, two = torch.zeros(1, 1), torch.tensor([[1.0], [3.0]])
+    assert set_distances([one], [two]).tolist() == [5.0]  # (1 + 9) / 2, not (1 + 3) / 2
+    assert set_distances([one.numpy()], [two.numpy()], "euclidean").tolist() == [2.0]
+    # the thresholds of verify_distances are then squared distances: pairs at distance
+    # 1 (same) and 3 (different) split at the squared midpoint (1 + 9) / 2
+    d = set_distances([one, one, one, one], [two[:1], two[1:], two[:1], two[1:]])
+    assert d.tolist() == [1.0, 9.0, 1.0, 9.0]
+    split = verify_distances(d, np.array([True, False, True, False]), folds=2)
+    assert split["fold_threshold"] == [5.0, 5.0] and split["accuracy"] == 1.0
+
+
+def test_frame_distance_of_a_run() -> None:
+    assert frame_distance("euclidean") == "squared_euclidean"
+    assert frame_distance("cosine") == "cosine"
+    # cosine distance = ½ squared euclidean distance on the unit sphere: the same decisions
+    g = torch.Generator().manual_seed(4)
+    first = [F.normalize(torch.randn(3, 5, generator=g), dim=1) for _ in range(4)]
+    second = [F.normalize(torch.randn(2, 5, generator=g), dim=1) for _ in range(4)]
+    torch.testing.assert_close(
+        2 * set_distances(first, second, "cosine"), set_distances(first, second)
+    )
+    with pytest.raises(ConfigError, match="expected euclidean or cosine"):
+        frame_distance("manhattan")
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "squared_euclidean", "cosine"])
+def test_verify_takes_numpy_arrays_and_tensors_alike(distance: str) -> None:
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    b = a + torch.randn(40, 6, generator=g, dtype=torch.float64)
+    same = (torch.arange(40) % 2 == 0).numpy()
+    b[1::2] = torch.randn(20, 6, generator=g, dtype=torch.float64)
+    expected = verify(a, b, same, folds=4, distance=distance)  # type: ignore[arg-type]
+    for x, y in ((a.numpy(), b.numpy()), (a.numpy(), b), (a, b.numpy())):
+        got = verify(x, y, same, folds=4, distance=distance)  # type: ignore[arg-type]
+        assert got["fold_threshold"] == expected["fold_threshold"]
+        assert got["accuracy"] == expected["accuracy"] and got["auc"] == expected["auc"]
+    as_float32 = verify(a.float().numpy(), b.float().numpy(), same, folds=4)
+    assert as_float32["accuracy"] == verify(a.float(), b.float(), same, folds=4)["accuracy"]
+    with pytest.raises(ConfigError, match="embeddings1: expected a torch.Tensor or numpy"):
+        verify(a.tolist(), b, same, folds=4)  # type: ignore[arg-type]
+    nan = a.numpy().copy()
+    nan[0, 0] = np.nan
+    with pytest.raises(ConfigError, match="embeddings1: contains NaN"):
+        verify(nan, b, same, folds=4)
 
 
 def make_lfw(root: Path, folds: int = 2, per_fold: int = 3) -> Path:
@@ -298,3 +361,18 @@ def test_evaluate_verification_end_to_end(tmp_path: Path) -> None:
     expected = verify_distances(d, table["same"].to_numpy(), folds=2)
     assert written["accuracy"] == pytest.approx(expected["accuracy"])
     assert written["fold_threshold"] == pytest.approx(expected["fold_threshold"])
+    assert written["distance"] == "cosine"
+
+    # a euclidean run: FaceNet's mean squared distance, its thresholds squared distances
+    config = yaml.safe_load((tmp_path / "faces" / "version_0" / "config.yaml").read_text())
+    config["model"]["distance"] = "euclidean"
+    (tmp_path / "euclidean.yaml").write_text(yaml.safe_dump(config))
+    squared_out = tmp_path / "ytf_squared"
+    euclidean_argv = [*ytf_argv[:-1], f"--config={tmp_path / 'euclidean.yaml'}"]
+    assert main([*euclidean_argv, f"--out={squared_out}"]) == 0
+    written = json.loads((squared_out / "verification.json").read_text())
+    d = set_distances([sets[v] for v in table["path1"]], [sets[v] for v in table["path2"]])
+    expected = verify_distances(d, table["same"].to_numpy(), folds=2)
+    assert written["distance"] == "squared_euclidean"
+    assert written["fold_threshold"] == pytest.approx(expected["fold_threshold"])
+    assert written["accuracy"] == pytest.approx(expected["accuracy"])

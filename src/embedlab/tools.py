@@ -57,6 +57,7 @@ from embedlab.inference.embedder import (
 from embedlab.inference.export import example_input, export_embedder
 from embedlab.metrics.verification import (
     SetDistance,
+    frame_distance,
     pair_distances,
     set_distances,
     verify_distances,
@@ -121,7 +122,9 @@ def evaluate(
             (:func:`embedlab.metrics.verify`, the folds of the pairs file).
         video_frames: YouTube Faces: the first that many frames of each video (0: all).
         video_distance: YouTube Faces: ``mean_pairwise`` (the mean distance over all frame
-            pairs, FaceNet's protocol) or ``mean_embedding``.
+            pairs, FaceNet's protocol) or ``mean_embedding``. A euclidean run compares frames
+            by the squared euclidean distance, as FaceNet (so its thresholds are squared
+            distances), a cosine run by the cosine distance; ``verification.json`` names it.
         trust_checkpoint: load a checkpoint that a safe (``weights_only``) load refuses, with
             full unpickling, which can run code: only for a file from a trusted source.
     """
@@ -216,7 +219,8 @@ def evaluate_verification(
     first = [sets[p] for p in table["path1"]]
     second = [sets[p] for p in table["path2"]]
     folds = int(table["fold"].max()) + 1
-    if videos:
+    if videos:  # FaceNet's squared euclidean frame distance for a euclidean run
+        distance = frame_distance(distance)
         d = set_distances(first, second, distance, video_distance)
     else:
         d = pair_distances(torch.cat(first), torch.cat(second), distance)
@@ -224,7 +228,10 @@ def evaluate_verification(
     scalars = {k: v for k, v in results.items() if isinstance(v, float)}
     print_summary({"pairs": scalars}, f"verification, {folds} folds, {len(table)} pairs")
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "verification.json", {"checkpoint": str(files.checkpoint), **results})
+    write_json(
+        folder / "verification.json",
+        {"checkpoint": str(files.checkpoint), "distance": distance, **results},
+    )
     roc = pd.DataFrame({"fpr": results.get("fpr", []), "tpr": results.get("tpr", [])})
     roc.to_csv(folder / "roc.csv", index=False)
     from matplotlib.figure import Figure

@@ -16,15 +16,22 @@ class ImprovedTripletLoss(MetricLoss):
 
     The first term is the triplet hinge with separately weighted distances; the second is
     Cheng et al.'s intra-class term, which also bounds the absolute anchor–positive
-    distance. Cheng et al. use the squared euclidean distance in both terms, with
-    τ1 = −1 (margin α = 1), τ2 = τ = 0.01 and β (here γ) = 0.002.
+    distance. The defaults are Cheng et al.'s loss as third-party code sets it up: the
+    squared euclidean distance in both terms, λ = β = 1, α = 1 (τ1 = −1), γ = 0.002 (the
+    paper's β) and τ = τ2 = 0.01, i.e. [1 + d(a,p)² − d(a,n)²]₊ + 0.002·[d(a,p)² − 0.01]₊.
+
+    The paper writes each term as a clamp, max{d(a,p)² − d(a,n)², τ1} + β·max{d(a,p)², τ2},
+    which is the formula above plus the constant τ1 + β·τ2. A constant has no gradient;
+    the value returned here is the hinge form, without it, so a triplet that satisfies both
+    constraints costs exactly 0.
 
     Args:
         margin: α, the margin of the triplet term (1.0 = −τ1).
         pos_weight: λ, weight of the anchor–positive distance (1).
         neg_weight: β, weight of the anchor–negative distance (1).
-        intra_weight: γ, weight of the intra-class term (0 disables it; the paper: 0.002).
-        intra_margin: τ, anchor–positive distances D below it are free (the paper: 0.01).
+        intra_weight: γ, weight of the intra-class term (Cheng et al.'s β = 0.002; 0
+            leaves the plain weighted triplet hinge).
+        intra_margin: τ, anchor–positive distances D below it are free (τ2 = 0.01).
         squared: D = d² (the paper) or D = d.
         miner: triplet selection, ``BatchHardMiner()`` by default.
 
@@ -38,7 +45,7 @@ class ImprovedTripletLoss(MetricLoss):
         margin: float = 1.0,
         pos_weight: float = 1.0,
         neg_weight: float = 1.0,
-        intra_weight: float = 0.0,
+        intra_weight: float = 0.002,
         intra_margin: float = 0.01,
         squared: bool = True,
         miner: TripletMiner | None = None,

@@ -15,8 +15,11 @@ Distance: TypeAlias = Literal["cosine", "euclidean"]
 DISTANCES: tuple[Distance, ...] = ("cosine", "euclidean")
 
 
-def as_embeddings(x: ArrayLike, name: str, device: torch.device | None = None) -> Tensor:
-    """Return ``x`` as a 2-D float32 tensor, raising ``ValueError`` naming ``name`` if invalid."""
+def as_embeddings(
+    x: ArrayLike, name: str, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Return ``x`` as a 2-D ``dtype`` (float32) tensor, raising ``ValueError`` naming ``name``
+    if invalid."""
     if not isinstance(x, Tensor | np.ndarray):
         raise ValueError(f"{name}: expected a torch.Tensor or numpy array, got {type(x).__name__}")
     t = torch.as_tensor(x)
@@ -33,7 +36,7 @@ def as_embeddings(x: ArrayLike, name: str, device: torch.device | None = None) -
     t = t.detach()
     if device is not None:
         t = t.to(device)
-    t = t.to(torch.float32)
+    t = t.to(dtype)
     # A finite sum implies finite entries; only an overflowing sum needs the elementwise check.
     if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name}: contains NaN or infinite values")

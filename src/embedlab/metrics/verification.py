@@ -10,8 +10,14 @@ population standard deviation (as LFW results are reported, e.g. FaceNet's 99.63
 scored by −distance (scikit-learn).
 
 Video pairs (YouTube Faces) compare two sets of frame embeddings: :func:`set_distances` gives
-FaceNet's mean distance over all frame pairs or the distance of the mean embeddings, and
-:func:`verify_distances` runs the same protocol on those distances.
+FaceNet's video distance, the mean of the **squared** euclidean distances over all frame
+pairs (its default), or the distance of the mean embeddings, and :func:`verify_distances`
+runs the same protocol on those distances; the thresholds it reports are then squared
+distances too. :func:`frame_distance` is the frame distance ``embedlab evaluate`` uses for a
+run: squared euclidean for a euclidean run, cosine for a cosine one (for L2-normalised
+embeddings half the squared euclidean distance, so the same decisions at half the threshold).
+
+The embeddings may be torch tensors or numpy arrays; distances are computed in float64.
 """
 
 from __future__ import annotations
@@ -27,19 +33,32 @@ from torch import Tensor
 
 from embedlab.distances import Distance, pairwise_distance
 from embedlab.errors import ConfigError
+from embedlab.metrics._inputs import ArrayLike, as_embeddings
 
-__all__ = ["SetDistance", "pair_distances", "set_distances", "verify", "verify_distances"]
+__all__ = [
+    "SetDistance",
+    "frame_distance",
+    "pair_distances",
+    "set_distances",
+    "verify",
+    "verify_distances",
+]
 
 SetDistance = Literal["mean_pairwise", "mean_embedding"]
 
 FPR_POINTS = (0.001, 0.01)
 
 
-def pair_distances(a: Tensor, b: Tensor, distance: Distance = "euclidean") -> Tensor:
-    """Row-wise distance of ``a[i]`` and ``b[i]`` (float64): euclidean, squared or cosine."""
-    if a.shape != b.shape or a.ndim != 2:
+def pair_distances(a: ArrayLike, b: ArrayLike, distance: Distance = "euclidean") -> Tensor:
+    """Row-wise distance of ``a[i]`` and ``b[i]`` (float64; tensors or numpy arrays):
+    euclidean, squared or cosine."""
+    try:
+        a = as_embeddings(a, "embeddings1", dtype=torch.float64)
+        b = as_embeddings(b, "embeddings2", a.device, dtype=torch.float64)
+    except ValueError as err:  # one line from the command line, as the other input errors
+        raise ConfigError(str(err)) from None
+    if a.shape != b.shape:
         raise ConfigError(f"embeddings1 {tuple(a.shape)} and embeddings2 {tuple(b.shape)} differ")
-    a, b = a.double(), b.double()
     if distance == "cosine":
         return 1.0 - F.cosine_similarity(a, b, dim=1)
     squared = (a - b).square().sum(1)
@@ -57,23 +76,30 @@ def _best_threshold(d: np.ndarray, same: np.ndarray) -> float:
 
 
 def set_distances(
-    first: Sequence[Tensor],
-    second: Sequence[Tensor],
-    distance: Distance = "euclidean",
+    first: Sequence[ArrayLike],
+    second: Sequence[ArrayLike],
+    distance: Distance = "squared_euclidean",
     aggregate: SetDistance = "mean_pairwise",
 ) -> Tensor:
     """Distance of each pair of embedding sets ``(first[i] [n_i, D], second[i] [m_i, D])``
-    (float64): ``mean_pairwise`` — the mean over all n_i × m_i frame pairs (FaceNet on
-    YouTube Faces), ``mean_embedding`` — the distance of the two mean embeddings."""
+    (float64; tensors or numpy arrays), with ``distance`` between two embeddings:
+
+    * ``mean_pairwise``: (1 / n_i·m_i) Σ_j Σ_k distance(first[i][j], second[i][k]), the mean
+      over all frame pairs. With the default ``squared_euclidean`` this is FaceNet's video
+      distance on YouTube Faces, (1 / n·m) Σ_j Σ_k ‖a_j − b_k‖², and a threshold chosen on
+      it (:func:`verify_distances`) is a squared distance.
+    * ``mean_embedding``: distance(mean_j first[i][j], mean_k second[i][k]).
+    """
     if len(first) != len(second):
         raise ConfigError(f"{len(first)} first sets for {len(second)} second sets")
     values = []
-    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+    for i, (a_, b_) in enumerate(zip(first, second, strict=True)):
+        a, b = torch.as_tensor(a_), torch.as_tensor(b_)
         if a.ndim != 2 or b.ndim != 2 or not len(a) or not len(b):
             raise ConfigError(
                 f"pair {i}: sets {tuple(a.shape)} and {tuple(b.shape)} are not [n, D]"
             )
-        a, b = a.double(), b.double()
+        a, b = a.double(), b.to(device=a.device, dtype=torch.float64)
         if aggregate == "mean_embedding":
             values.append(
                 pair_distances(a.mean(0, keepdim=True), b.mean(0, keepdim=True), distance)[0]
@@ -83,15 +109,26 @@ def set_distances(
     return torch.stack(values) if values else torch.zeros(0, dtype=torch.float64)
 
 
+def frame_distance(distance: str) -> Distance:
+    """The frame distance of a run's video pairs: ``squared_euclidean`` for a ``euclidean``
+    run (FaceNet's), otherwise the run's own (``cosine``)."""
+    if distance in ("euclidean", "squared_euclidean"):
+        return "squared_euclidean"
+    if distance == "cosine":
+        return "cosine"
+    raise ConfigError(f"distance: expected euclidean or cosine, got {distance!r}")
+
+
 def verify(
-    embeddings1: Tensor,
-    embeddings2: Tensor,
+    embeddings1: ArrayLike,
+    embeddings2: ArrayLike,
     is_same: Tensor | np.ndarray,
     folds: int = 10,
     distance: Distance = "euclidean",
 ) -> dict[str, Any]:
     """The verification protocol of the module docstring over pairs ``(embeddings1[i],
-    embeddings2[i])``; ``is_same`` (bool, one per pair). Returns ``accuracy``, ``accuracy_std``,
+    embeddings2[i])`` (torch tensors or numpy arrays, [N, D]); ``is_same`` (bool, one per
+    pair). The thresholds are in ``distance`` units. Returns ``accuracy``, ``accuracy_std``,
     ``threshold``, ``fold_accuracy``, ``fold_threshold``, ``auc``, ``eer``, ``tpr@fpr=0.001``,
     ``tpr@fpr=0.01`` and the ROC curve (``fpr``, ``tpr``)."""
     return verify_distances(pair_distances(embeddings1, embeddings2, distance), is_same, folds)

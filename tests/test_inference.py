@@ -368,9 +368,6 @@ def error_line(capsys: pytest.CaptureFixture[str]) -> str:
     return errors[0]
 
 
-@pytest.mark.skip(
-    reason="fails in a fresh clone under xdist (the run's dataset split is read before the import error); to fix"
-)
 def test_embed_names_a_dataset_class_that_cannot_be_imported(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -384,13 +381,13 @@ def test_embed_names_a_dataset_class_that_cannot_be_imported(
         "--out",
         str(tmp_path / "t.parquet"),
     ]
-    assert main([*argv, "--data", "{dataset: mydata.LabelledFiles}"]) == 2
+    assert main([*argv, "--data", "{dataset: no_such_userdata.LabelledFiles}"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "data.dataset" in line and "No module named 'mydata'" in line
+    assert "data.dataset" in line and "No module named 'no_such_userdata'" in line
     evaluate = ["evaluate", "--ckpt_path", ckpt, "--out", str(tmp_path)]
-    assert main([*evaluate, "--data", "{dataset: mydata.LabelledFiles}"]) == 2
+    assert main([*evaluate, "--data", "{dataset: no_such_userdata.LabelledFiles}"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "data.dataset" in line and "No module named 'mydata'" in line
+    assert "data.dataset" in line and "No module named 'no_such_userdata'" in line
     broken = tmp_path / "config.yaml"
     broken.write_text((run / "config.yaml").read_text() + "data: {p: [1\n")
     assert main([*argv, "--config", str(broken)]) == 2

@@ -219,6 +219,48 @@ def test_index_build_add_and_search_find_each_image_first(run: Path, tmp_path: P
     )
 
 
+def test_an_index_refuses_queries_and_additions_of_another_model(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = run / "checkpoints" / "last.ckpt"
+    photos(tmp_path / "a", first=100, count=4)
+    embed = ["embed", "--images", str(tmp_path / "a")]
+    assert main([*embed, "--ckpt_path", str(ckpt), "--out", str(tmp_path / "a.parquet")]) == 0
+    index = str(tmp_path / "a.index")
+    assert main(["index", "build", "--embeddings", str(tmp_path / "a.parquet"), "--out", index]) == 0
+    # the same weights in another folder are the same model; changed weights are not
+    copy = tmp_path / "copy"
+    (copy / "checkpoints").mkdir(parents=True)
+    shutil.copy(run / "config.yaml", copy / "config.yaml")
+    shutil.copy(ckpt, copy / "checkpoints" / "same.ckpt")
+    state = torch.load(ckpt, weights_only=True)
+    name = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    state["state_dict"][name] = state["state_dict"][name] + 0.01
+    torch.save(state, copy / "checkpoints" / "other.ckpt")
+    query = ["search", "--index", index, "--out", str(tmp_path / "hits.csv"), "--k", "2"]
+    images = ["--images", str(tmp_path / "a")]
+    capsys.readouterr()
+    assert main([*query, *images, "--ckpt_path", str(copy / "checkpoints" / "same.ckpt")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    other = str(copy / "checkpoints" / "other.ckpt")
+    assert main([*query, *images, "--ckpt_path", other]) == 2
+    line = error_line(capsys)
+    assert "other.ckpt" in line and "the index holds model" in line, line
+    assert main([*embed, "--ckpt_path", other, "--out", str(tmp_path / "b.parquet")]) == 0
+    assert main([*query, "--embeddings", str(tmp_path / "b.parquet")]) == 2
+    assert "the index holds model" in error_line(capsys)
+    add = ["index", "build", "--embeddings", str(tmp_path / "b.parquet"), "--out", index, "--add"]
+    assert main(add) == 2
+    assert "the index holds model" in error_line(capsys)
+    assert len(Index.load(index)) == 4
+    # resuming an embedding with other weights at the same path is refused as well
+    again = [*embed, "--ckpt_path", str(copy / "checkpoints" / "same.ckpt")]
+    assert main([*again, "--out", str(tmp_path / "c.parquet")]) == 0
+    shutil.copy(other, copy / "checkpoints" / "same.ckpt")
+    assert main([*again, "--out", str(tmp_path / "c.parquet")]) == 2
+    assert "holds embeddings of another model" in error_line(capsys)
+
+
 def clustered(n: int, d: int, seed: int) -> np.ndarray:
     """``n`` vectors around 64 fixed centres (the same for every seed)."""
     centres = np.random.default_rng(42).normal(size=(64, d)).astype(np.float32)

@@ -583,15 +583,10 @@ def index_build(
     paths = frame["path"].astype(str).tolist()
     if add:
         index = Index.load(out)
-        if index.meta.get("checkpoint") != settings.get("checkpoint"):
-            print(
-                f"embedlab index: warning: {embeddings} comes from {settings.get('checkpoint')}, "
-                f"the index from {index.meta.get('checkpoint')}",
-                file=sys.stderr,
-            )
+        check_same_model(index.meta, settings, f"embeddings: {embeddings}")
         added = index.add(vectors, paths, train_size=train_size)
     else:
-        meta = {"checkpoint": settings.get("checkpoint"), "config": settings.get("config")}
+        meta = {key: settings.get(key) for key in ("checkpoint", "config", "model")}
         index = Index.build(vectors, paths, factory, metric, train_size=train_size, meta=meta)
         added = len(index)
     index.save(out)
@@ -615,6 +610,25 @@ def search(
     trust_checkpoint: bool = False,
 ) -> int:
     """Find the k nearest indexed images of each query; write ``query, rank, path, distance``.
+
+def check_same_model(index: dict[str, Any], queries: dict[str, Any], what: str) -> None:
+    """Refuse to mix embeddings of two models (their ``model`` fingerprints differ) in one
+    index or one search: their distances mean nothing. Files without a fingerprint (written
+    before embedlab recorded one) are compared by checkpoint path, with a warning."""
+    if index.get("model") and queries.get("model"):
+        if index["model"] != queries["model"]:
+            raise ConfigError(
+                f"{what} embeds with model {queries['model']} ({queries.get('checkpoint')}), "
+                f"the index holds model {index['model']} ({index.get('checkpoint')}): "
+                "rebuild the index with this model, or query it with the index's"
+            )
+    elif index.get("checkpoint") != queries.get("checkpoint"):
+        print(
+            f"embedlab: warning: {what} comes from {queries.get('checkpoint')}, "
+            f"the index from {index.get('checkpoint')}",
+            file=sys.stderr,
+        )
+
 
     Queries are images (embedded with ``ckpt_path``) or an embeddings file. Rank 1 is the
     nearest; an indexed image finds itself first, at distance 0.
@@ -641,11 +655,9 @@ def search(
         if ckpt_path is None:
             raise ConfigError("ckpt_path: needed to embed the query images")
         embedder = load_embedder(ckpt_path, device, trust_checkpoint=trust_checkpoint)
-        if str(embedder.files.checkpoint if embedder.files else "") != built.meta.get("checkpoint"):
-            print(
-                f"embedlab search: warning: the index was built from {built.meta.get('checkpoint')}",
-                file=sys.stderr,
-            )
+        source = embedder.files.checkpoint if embedder.files else ckpt_path
+        queries = {"checkpoint": str(source), "model": embedder.fingerprint}
+        check_same_model(built.meta, queries, f"ckpt_path: {ckpt_path}")
         files = [str(images)] if Path(images).is_file() else image_files(images)
         if not files:
             raise ConfigError(f"images: no image files ({', '.join(IMAGE_SUFFIXES)}) in {images}")
@@ -683,6 +695,7 @@ def search(
 def export(
     ckpt_path: Path,
     out: Path,
+        check_same_model(built.meta, embedding_settings(embeddings), f"embeddings: {embeddings}")  # type: ignore[arg-type]
     format: Literal["onnx", "torchscript"] = "onnx",
     input_shape: list[int] | None = None,
     config: Path | None = None,

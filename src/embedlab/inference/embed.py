@@ -318,6 +318,7 @@ def embed_to_parquet(
         "checkpoint": str(embedder.files.checkpoint) if embedder.files else None,
         "config": str(embedder.files.config) if embedder.files else None,
         "dim": embedder.embedding_dim,
+        "model": embedder.fingerprint,
     }
     if paths is not None:
         if embedder.transform is None:
@@ -333,10 +334,14 @@ def embed_to_parquet(
         full = [str(roots[i] / p) for p, i in zip(rows["path"], rows["source"], strict=True)]
     earlier = [*([target] if target.is_file() else []), *parts(folder)]
     for file in earlier:
-        written_by = settings_of(file, "out").get("checkpoint")
-        if written_by != metadata["checkpoint"]:
+        earlier_settings = settings_of(file, "out")
+        written_by = earlier_settings.get("checkpoint")
+        if earlier_settings.get("model", metadata["model"]) != metadata["model"] or (
+            written_by != metadata["checkpoint"]
+        ):
             raise ConfigError(
-                f"out: {file} holds embeddings of another checkpoint ({written_by}); "
+                f"out: {file} holds embeddings of another model ({written_by}, model "
+                f"{earlier_settings.get('model')}); "
                 "choose another --out"
             )
     done = done_paths(earlier)

@@ -7,6 +7,7 @@ module is only constructed, for its ``transforms.eval`` (and, on demand, its spl
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,16 @@ class Embedder(nn.Module):
     @property
     def embedding_dim(self) -> int:
         return int(getattr(self.model, "embedding_dim"))  # noqa: B009 (any nn.Module)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the weights and the evaluation transform: two embedders with the
+        same fingerprint give the same embeddings, wherever their checkpoint files lie."""
+        digest = hashlib.sha256(repr(self.transform).encode())
+        for name, value in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)

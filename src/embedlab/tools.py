@@ -596,21 +596,6 @@ def index_build(
     return 0
 
 
-def search(
-    index: Path,
-    out: Path,
-    k: int = 10,
-    ckpt_path: Path | None = None,
-    images: Path | None = None,
-    embeddings: Path | None = None,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
-    batch_size: int = 64,
-    device: str | None = None,
-    trust_checkpoint: bool = False,
-) -> int:
-    """Find the k nearest indexed images of each query; write ``query, rank, path, distance``.
-
 def check_same_model(index: dict[str, Any], queries: dict[str, Any], what: str) -> None:
     """Refuse to mix embeddings of two models (their ``model`` fingerprints differ) in one
     index or one search: their distances mean nothing. Files without a fingerprint (written
@@ -629,6 +614,21 @@ def check_same_model(index: dict[str, Any], queries: dict[str, Any], what: str) 
             file=sys.stderr,
         )
 
+
+def search(
+    index: Path,
+    out: Path,
+    k: int = 10,
+    ckpt_path: Path | None = None,
+    images: Path | None = None,
+    embeddings: Path | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    trust_checkpoint: bool = False,
+) -> int:
+    """Find the k nearest indexed images of each query; write ``query, rank, path, distance``.
 
     Queries are images (embedded with ``ckpt_path``) or an embeddings file. Rank 1 is the
     nearest; an indexed image finds itself first, at distance 0.
@@ -680,6 +680,7 @@ def check_same_model(index: dict[str, Any], queries: dict[str, Any], what: str) 
             )
     else:
         frame, vectors = read_embeddings(embeddings)  # type: ignore[arg-type]
+        check_same_model(built.meta, embedding_settings(embeddings), f"embeddings: {embeddings}")  # type: ignore[arg-type]
         if not len(frame):
             raise ConfigError(f"embeddings: {embeddings} holds no embeddings to search with")
     if len(frame) and vectors.shape[1] != built.dim:
@@ -695,7 +696,6 @@ def check_same_model(index: dict[str, Any], queries: dict[str, Any], what: str) 
 def export(
     ckpt_path: Path,
     out: Path,
-        check_same_model(built.meta, embedding_settings(embeddings), f"embeddings: {embeddings}")  # type: ignore[arg-type]
     format: Literal["onnx", "torchscript"] = "onnx",
     input_shape: list[int] | None = None,
     config: Path | None = None,

@@ -3,13 +3,17 @@ tracklet-level ReID protocol against a loop reference, and one `embedlab fit` ep
 
 from __future__ import annotations
 
+import json
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from scipy.io import savemat
+from torch import Tensor
 
 from embedlab.cli import main
 from embedlab.data import Mars, PlainTransforms, RetrievalDataModule
@@ -195,3 +199,118 @@ def test_fit_one_epoch_on_mars(mars: Path, tmp_path: Path) -> None:
     test = metrics.dropna(subset=["test/map"]).iloc[-1]
     assert test["test/num_valid_queries"] == 3  # the three query tracklets, junk ignored
     assert 0 <= test["test/map"] <= 1 and metrics["val/map"].notna().any()
+
+
+def _count_frames(calls: list[int], module: Any, inputs: tuple[Tensor, ...], out: Any) -> None:
+    calls.append(inputs[0].shape[0])
+
+
+def test_frames_of_long_clips_are_embedded_in_chunks() -> None:
+    """In eval mode a clip's frames go through the backbone `frame_chunk` at a time: the same
+    embedding as all at once, for both temporal poolings."""
+    for temporal in (None, TemporalAttention(4)):
+        torch.manual_seed(0)
+        model = EmbeddingModel(
+            SmallCNN(in_channels=3, width=4, depth=2), embedding_dim=5, temporal=temporal
+        ).eval()
+        clip = torch.randn(1, 7, 3, 16, 8)
+        whole = model(clip)
+        calls: list[int] = []
+        model.backbone.register_forward_hook(partial(_count_frames, calls))
+        model.frame_chunk = 3
+        torch.testing.assert_close(model(clip), whole, atol=1e-5, rtol=1e-5)
+        assert calls == [3, 3, 1]
+
+
+def test_official_convention_puts_the_mars_queries_in_the_gallery(mars: Path) -> None:
+    """The flags the evaluator gets: under `official` a MARS query tracklet is a gallery item
+    too (its own entry is then ignored by dataset index); under `torchreid` it is not."""
+    from types import SimpleNamespace
+
+    from embedlab.evaluation import EvalRoles
+
+    dm = RetrievalDataModule(Mars(mars, frames=2), p=2, k=2, transforms=PlainTransforms(16, 8))
+    dm.setup("test")
+    trainer: Any = SimpleNamespace(test_dataloaders=dm.test_dataloader())
+    everything = torch.arange(len(TEST))
+    query, gallery = EvalRoles()(trainer, "test", everything, 0, "torchreid")
+    assert query.sum() == len(QUERY) and not (query & gallery).any()
+    assert (query | gallery).all()
+    query2, gallery2 = EvalRoles()(trainer, "test", everything, 0, "official")
+    assert torch.equal(query2, query) and gallery2.all()
+
+
+@pytest.mark.slow
+def test_evaluate_convention_official_ranks_all_test_tracklets(
+    mars: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`embedlab evaluate --convention official` on MARS: the queries join the gallery, `map`
+    is the MATLAB code's, and evaluation.json / evaluation.csv record the convention; every
+    frame of a tracklet is embedded (eval_sampling: all) whatever the eval batch size."""
+    from embedlab.analysis.runs import compute_embeddings, load_module
+
+    assert (
+        main(
+            [
+                "fit",
+                f"--config={ROOT / 'experiments' / 'digits.yaml'}",
+                f"--output_root={tmp_path}",
+                "--experiment=mars",
+                "--data.dataset=Mars",
+                f"--data.dataset.root={mars}",
+                "--data.dataset.frames=2",
+                "--data.dataset.eval_sampling=all",
+                "--data.eval_batch_size=4",
+                "--data.p=2",
+                "--data.k=2",
+                "--data.transforms=embedlab.data.PlainTransforms",
+                "--data.transforms.init_args.height=16",
+                "--data.transforms.init_args.width=8",
+                "--data.batches_per_epoch=2",
+                "--model.model.init_args.backbone.init_args.in_channels=3",
+                "--model.lr_scheduler=null",
+                "--trainer.max_epochs=1",
+                "--trainer.enable_progress_bar=false",
+            ]
+        )
+        == 0
+    )
+    run = tmp_path / "mars" / "version_0"
+    assert json.loads((run / "summary.json").read_text())["convention"] == "torchreid"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    results = {}
+    for convention in ("torchreid", "official"):
+        out = tmp_path / convention
+        argv = ["evaluate", f"--ckpt_path={ckpt}", f"--out={out}", f"--convention={convention}"]
+        assert main(argv) == 0
+        written = json.loads((out / "evaluation.json").read_text())
+        assert written["convention"] == convention
+        assert pd.read_csv(out / "evaluation.csv")["convention"].iloc[0] == convention
+        results[convention] = written["metrics"]
+    # the same numbers from the tracklet embeddings, as test_mars.m would rank them
+    module, data = load_module(run, "last")
+    data.setup("test")
+    emb = compute_embeddings(module.model, data.test_dataloader())
+    q = emb.is_query
+    distance = str(module.hparams["distance"])
+    common: dict[str, Any] = {"distance": distance, "chunk_size": 1024}
+    official = evaluate(
+        emb.embeddings[q], emb.labels[q], emb.embeddings, emb.labels,
+        emb.cameras[q], emb.cameras, convention="official", **common,
+    )  # fmt: skip
+    torchreid = evaluate(
+        emb.embeddings[q], emb.labels[q], emb.embeddings[~q], emb.labels[~q],
+        emb.cameras[q], emb.cameras[~q], **common,
+    )  # fmt: skip
+    for key in ("map", "recall@1", "map@r"):
+        assert results["official"][key] == pytest.approx(official[key], abs=1e-6), key
+        assert results["torchreid"][key] == pytest.approx(torchreid[key], abs=1e-6), key
+    assert results["official"]["num_valid_queries"] == 3
+    capsys.readouterr()
+    # the choices are listed, and a bad one is a one-line error
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "official" in capsys.readouterr().out
+    assert main(["evaluate", f"--ckpt_path={ckpt}", "--convention=matlab"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "convention" in err[0]

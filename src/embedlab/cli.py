@@ -459,7 +459,12 @@ class EmbedlabCLI(LightningCLI):
         rows["test"] = {**test, "epochs": float(epochs or 0)}
         name = Path(ckpt_path).name if ckpt_path else ""
         which = "final weights" if not name else "last" if name == LAST else "best on val"
-        print_summary(rows, title=f"retrieval, {which} checkpoint (epoch {epochs}): val and test")
+        convention = getattr(self.model, "eval_convention", "torchreid")
+        print_summary(
+            rows,
+            title=f"retrieval, {which} checkpoint (epoch {epochs}): val and test "
+            f"({convention} convention)",
+        )
         tested = tested_checkpoint(self.trainer)
         if "step" in tested:
             print(
@@ -467,7 +472,10 @@ class EmbedlabCLI(LightningCLI):
             )
         run_dir = getattr(self, "run_dir", None)  # rank 0 (trainer.log_dir is a collective)
         if run_dir is not None:
-            write_json(Path(run_dir) / "summary.json", {**rows, "checkpoint": tested})
+            write_json(
+                Path(run_dir) / "summary.json",
+                {**rows, "checkpoint": tested, "convention": convention},
+            )
 
     def after_test(self) -> None:
         self._write_results("test")
@@ -487,11 +495,16 @@ class EmbedlabCLI(LightningCLI):
         }
         tested = tested_checkpoint(self.trainer)
         where = f" of {tested['path']} (epoch {tested['epoch']}, step {tested['step']})"
-        print_summary({split: results}, title=f"{split} split{where if 'step' in tested else ''}")
+        convention = getattr(self.model, "eval_convention", "torchreid")
+        print_summary(
+            {split: results},
+            title=f"{split} split{where if 'step' in tested else ''} ({convention} convention)",
+        )
         run_dir = getattr(self, "run_dir", None)
         if run_dir is not None:
             write_json(
-                Path(run_dir) / f"{split}_metrics.json", {split: results, "checkpoint": tested}
+                Path(run_dir) / f"{split}_metrics.json",
+                {split: results, "checkpoint": tested, "convention": convention},
             )
 
 

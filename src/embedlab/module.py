@@ -21,6 +21,7 @@ from embedlab.evaluation import EvalRoles
 from embedlab.losses import Loss
 from embedlab.metrics import (
     PRIMARY_METRIC,
+    Convention,
     Distance,
     EvalOptions,
     RankMetric,
@@ -112,6 +113,10 @@ class MetricLearningModule(pl.LightningModule):
         eval_nmi: also report NMI (faiss k-means of the queries, as many clusters as labels).
         test_rerank: the test stage (``embedlab evaluate``, ``embedlab test``) ranks with
             k-reciprocal re-ranking (Zhong et al. 2017; k1 = 20, k2 = 6, λ = 0.3).
+        eval_convention: ``torchreid`` (default: torchreid's ``eval_market1501``) or
+            ``official`` (the ``map`` of the Market-1501 / MARS MATLAB code, and for MARS every
+            test tracklet in the gallery, queries included); validation and test use it
+            (:mod:`embedlab.metrics.retrieval`).
         gather_embeddings: under DDP, mine over the embeddings of all ranks (see README).
         nonfinite: ``error`` stops on a NaN/inf loss naming the term; ``skip`` skips the step.
     """
@@ -131,6 +136,7 @@ class MetricLearningModule(pl.LightningModule):
         metrics: Sequence[RankMetric] | None = None,
         eval_nmi: bool = False,
         test_rerank: bool = False,
+        eval_convention: Convention = "torchreid",
         gather_embeddings: bool = False,
         nonfinite: Literal["error", "skip"] = "error",
     ) -> None:
@@ -167,11 +173,26 @@ class MetricLearningModule(pl.LightningModule):
             *(RecallAtK(int(k)) for k in ks),
             *(scalar_metrics() if metrics is None else metrics),
         ]
-        options = EvalOptions(distance=distance, chunk_size=1024, compute_nmi=eval_nmi)
+        options = EvalOptions(
+            distance=distance, chunk_size=1024, compute_nmi=eval_nmi, convention=eval_convention
+        )
         self.val_metric = RetrievalEvaluator(chosen, options)
         self.test_metric = RetrievalEvaluator(chosen, replace(options, rerank=test_rerank))
         # evaluators of the second and later members of a union of datasets, made on first use
         self._more_metrics: dict[tuple[str, int], RetrievalEvaluator] = {}
+
+    @property
+    def eval_convention(self) -> Convention:
+        """The evaluation convention (``torchreid`` or ``official``) of validation and test;
+        setting it changes every evaluator of this module."""
+        return self.val_metric.options.convention
+
+    @eval_convention.setter
+    def eval_convention(self, convention: Convention) -> None:
+        metrics = [self.val_metric, self.test_metric, *self._more_metrics.values()]
+        for metric in metrics:  # EvalOptions checks the value
+            metric.options = replace(metric.options, convention=convention)
+        self.hparams["eval_convention"] = convention
 
     @property
     def terms(self) -> list[LossTerm]:
@@ -339,7 +360,9 @@ class MetricLearningModule(pl.LightningModule):
 
     def _eval_step(self, batch: Sequence[Tensor], stage: str, loader: int) -> None:
         images, labels, cameras, indices = batch
-        is_query, is_gallery = self._roles(self.trainer, stage, indices, loader)
+        is_query, is_gallery = self._roles(
+            self.trainer, stage, indices, loader, self.eval_convention
+        )
         embeddings = self.model(images).float()
         self._evaluator(stage, loader).update(
             embeddings, labels, cameras, indices, is_query, is_gallery

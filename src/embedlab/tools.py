@@ -55,6 +55,7 @@ from embedlab.inference.embedder import (
     run_files,
 )
 from embedlab.inference.export import example_input, export_embedder
+from embedlab.metrics import Convention
 from embedlab.metrics.verification import (
     SetDistance,
     frame_distance,
@@ -94,6 +95,7 @@ def evaluate(
     flip_test: bool = False,
     data: dict[str, Any] | None = None,
     protocol: Literal["retrieval", "cuhksysu", "verification"] = "retrieval",
+    convention: Convention | None = None,
     gallery_size: int = 50,
     pairs: Path | None = None,
     video_frames: int = 100,
@@ -115,6 +117,11 @@ def evaluate(
         protocol: ``retrieval`` (the run's test split); ``cuhksysu``: person search with each
             query's own gallery (``embedlab.metrics.person_search``) on the run's
             ``embedlab.data.CUHKSYSU`` crops, written to ``evaluation_cuhksysu<size>.json``.
+        convention: with ``--protocol retrieval``: ``torchreid`` (torchreid's
+            ``eval_market1501``) or ``official`` (the Market-1501 / MARS MATLAB code: its
+            trapezoidal ``map``; for MARS every test tracklet in the gallery); default: the
+            run's ``model.eval_convention`` (``torchreid`` unless set). Recorded in
+            ``evaluation.json``.
         gallery_size: with ``--protocol cuhksysu``: the protocol ``TestG<gallery_size>``.
         pairs: with ``--protocol verification``: the LFW folder (``pairs.txt`` and ``lfw/``)
             or the YouTube Faces folder (``splits.txt`` and ``aligned_images_DB/``); writes
@@ -134,6 +141,10 @@ def evaluate(
     model = dict(recipe.get("model") or {})
     if rerank:
         model["test_rerank"] = True
+    if convention is not None:
+        if protocol != "retrieval":
+            raise ConfigError(f"convention: only with --protocol retrieval (not {protocol})")
+        model["eval_convention"] = convention
     if flip_test:
         net = dict(model.get("model") or {})
         net["init_args"] = {**(net.get("init_args") or {}), "flip_test": True}
@@ -179,10 +190,14 @@ def evaluate(
         for k, v in trainer.callback_metrics.items()
         if k.startswith("test/")
     }
-    print_summary({"test": results})
+    used = module.eval_convention
+    print_summary({"test": results}, f"retrieval on held-out data ({used} convention)")
     folder = Path(out) if out else run_dir
-    write_json(folder / "evaluation.json", {"checkpoint": str(ckpt), "metrics": results})
-    pd.DataFrame([results]).to_csv(folder / "evaluation.csv", index=False)
+    write_json(
+        folder / "evaluation.json",
+        {"checkpoint": str(ckpt), "convention": used, "metrics": results},
+    )
+    pd.DataFrame([{**results, "convention": used}]).to_csv(folder / "evaluation.csv", index=False)
     print(f"wrote {folder / 'evaluation.json'} and {folder / 'evaluation.csv'}")
     return 0
 

@@ -88,6 +88,10 @@ class EvalDataset(JoinedDataset):
     both a query and a gallery item.
     """
 
+    #: whether the ``official`` evaluation convention ranks the queries as gallery items too
+    #: (set from the dataset's ``queries_in_official_gallery``, true for MARS)
+    queries_in_official_gallery: bool = False
+
     def __init__(self, query: Any, gallery: Any | None = None) -> None:
         super().__init__([query] if gallery is None else [query, gallery])
         n, offset = len(self), len(query)
@@ -408,6 +412,11 @@ class RetrievalDataModule(pl.LightningDataModule):
                     raise ConfigError(
                         f"dataset {name!r} has no query/gallery or test split (found {splits})"
                     )
+                # MARS's official protocol ranks the queries too (embedlab.evaluation.EvalRoles)
+                official = bool(getattr(self.sources[i], "queries_in_official_gallery", False))
+                for found in (val, test):
+                    if found is not None:
+                        found.queries_in_official_gallery = official
                 if val is not None:
                     self.val_sets.append(val)
                 self.test_sets.append(test)
@@ -481,9 +490,11 @@ class RetrievalDataModule(pl.LightningDataModule):
         if world_size > 1:
             # Pads with duplicates to equal length; the metric drops them by index.
             sampler = DistributedSampler(dataset, world_size, rank, shuffle=False)
+        # clips of different lengths (MARS, eval_sampling: all): one per batch, never padded
+        varying = any(getattr(p, "clip_lengths_vary", False) for p in dataset.parts)
         return DataLoader(
             dataset,
-            batch_size=self.eval_batch_size,
+            batch_size=1 if varying else self.eval_batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
         )

@@ -5,7 +5,8 @@
 * Metric objects (:mod:`embedlab.metrics.rank_metrics`): any object with a ``name`` and
   ``__call__(ranks, num_positives)``; built-ins :class:`RecallAtK`, :class:`MeanAveragePrecision`
   (``map``), :class:`MAPAtR`, :class:`RPrecision`, :class:`PrecisionAt1`, :class:`MINP`,
-  :class:`CMC`.
+  :class:`CMC`; :class:`OfficialAveragePrecision`, the ``map`` of ``convention="official"``
+  (the Market-1501 / MARS MATLAB code).
 * :class:`RetrievalEvaluator` - ``torchmetrics`` wrapper used at validation and test.
 * :func:`k_reciprocal_rerank`, :func:`average_query_expansion` - re-ranking.
 * :func:`knn` - exact faiss k-nearest neighbours with ties broken by index.
@@ -19,15 +20,19 @@ from embedlab.metrics.knn import knn
 from embedlab.metrics.person_search import PersonSearchProtocol, person_search
 from embedlab.metrics.rank_metrics import (
     CMC,
+    CONVENTIONS,
     MINP,
     PRIMARY_METRIC,
+    Convention,
     MAPAtR,
     MeanAveragePrecision,
+    OfficialAveragePrecision,
     PrecisionAt1,
     RankMetric,
     RecallAtK,
     RPrecision,
     default_metrics,
+    for_convention,
     scalar_metrics,
 )
 from embedlab.metrics.rerank import (
@@ -41,14 +46,17 @@ from embedlab.metrics.verification import pair_distances, set_distances, verify,
 
 __all__ = [
     "CMC",
+    "CONVENTIONS",
     "DISTANCES",
     "MINP",
     "PRIMARY_METRIC",
+    "Convention",
     "Distance",
     "EvalOptions",
     "MAPAtR",
     "MeanAveragePrecision",
     "MetricFn",
+    "OfficialAveragePrecision",
     "PersonSearchProtocol",
     "PrecisionAt1",
     "RPrecision",
@@ -58,6 +66,7 @@ __all__ = [
     "average_query_expansion",
     "default_metrics",
     "evaluate",
+    "for_convention",
     "k_reciprocal_rerank",
     "k_reciprocal_scores",
     "knn",

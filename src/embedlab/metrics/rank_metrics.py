@@ -19,23 +19,35 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Literal, TypeAlias, TypeVar
 
 import torch
 from torch import Tensor
 
 __all__ = [
     "CMC",
+    "CONVENTIONS",
     "MINP",
     "PRIMARY_METRIC",
     "MAPAtR",
+    "Convention",
     "MeanAveragePrecision",
+    "OfficialAveragePrecision",
     "PrecisionAt1",
     "RPrecision",
     "RankMetric",
     "RecallAtK",
     "default_metrics",
+    "for_convention",
     "scalar_metrics",
 ]
+
+#: How ``map`` is computed: ``torchreid`` (the mean precision at the positives, as torchreid's
+#: ``eval_market1501``) or ``official`` (the trapezoidal AP of the datasets' MATLAB code).
+Convention: TypeAlias = Literal["torchreid", "official"]
+CONVENTIONS: tuple[Convention, ...] = ("torchreid", "official")
+
+MetricT = TypeVar("MetricT")
 
 #: The metric that selects checkpoints and sorts tables (Musgrave et al., ECCV 2020).
 PRIMARY_METRIC = "map@r"
@@ -90,6 +102,25 @@ class MeanAveragePrecision(RankMetric):
         return (_positions(ranks) / ranks).sum(1) / num_positives
 
 
+class OfficialAveragePrecision(RankMetric):
+    """The AP of the Market-1501 and MARS MATLAB evaluation code (``compute_AP.m``); ``map``.
+
+    That code integrates the precision-recall curve with the trapezoidal rule over the ranking
+    with junk removed. Only the positives move the recall (by ``1/R`` each), so
+    ``AP = (1/R) * sum_j (p_j + p'_j) / 2`` with ``p_j = j / r_j`` and ``p'_j`` the precision
+    one position earlier: ``(j - 1) / (r_j - 1)``, or ``1`` when ``r_j = 1``.
+    """
+
+    name = "map"
+
+    def __call__(self, ranks: Tensor, num_positives: Tensor) -> Tensor:
+        j = _positions(ranks)
+        before = torch.where(ranks > 1, (j - 1) / (ranks - 1).clamp(min=1), 1.0)
+        terms = 0.5 * (j / ranks + before)
+        # padding (rank inf) gives j / inf = 0 and (j - 1) / inf = 0: no term
+        return terms.sum(1) / num_positives
+
+
 class MAPAtR(RankMetric):
     """``MAP@R = (1/R) * sum_{j : r_j <= R} j / r_j`` (Musgrave et al., ECCV 2020)."""
 
@@ -138,6 +169,19 @@ def default_metrics(ks: Sequence[int] = (1, 5, 10), max_rank: int = 50) -> list[
     """The built-ins: ``recall@k`` for each of ``ks``, ``map``, ``map@r``, ``r_precision``,
     ``precision@1``, ``minp`` and the ``cmc`` curve up to ``max_rank``."""
     return [*(RecallAtK(int(k)) for k in ks), *scalar_metrics(), CMC(max_rank)]
+
+
+def for_convention(
+    metrics: Sequence[MetricT], convention: Convention
+) -> list[MetricT | RankMetric]:
+    """``metrics`` as ``convention`` computes them: ``official`` replaces the built-in ``map``
+    (:class:`MeanAveragePrecision`) by :class:`OfficialAveragePrecision`; everything else,
+    and every metric under ``torchreid``, is kept as it is."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention: expected one of {list(CONVENTIONS)}, got {convention!r}")
+    if convention == "torchreid":
+        return list(metrics)
+    return [OfficialAveragePrecision() if type(m) is MeanAveragePrecision else m for m in metrics]
 
 
 def scalar_metrics() -> list[RankMetric]:

@@ -26,6 +26,19 @@ number and ``r_1 < r_2 < ... < r_R`` their 1-based ranks among the remaining ite
 * ``INP = R / r_R`` (inverse negative penalty, Ye et al., "Deep Learning for Person
   Re-identification: A Survey and Outlook", TPAMI 2021: ``NP = (r_R - R) / r_R``, ``INP = 1 - NP``).
 
+Conventions (``convention``, an :class:`EvalOptions` field)
+--------------------------------------------------------------
+Everything above is the ``torchreid`` convention (the default): it equals torchreid's
+``eval_market1501``. ``official`` computes ``map`` as the MATLAB evaluation code released with
+Market-1501 and MARS (``compute_AP.m``; also used for DukeMTMC-reID and CUHK03) does: a
+trapezoidal AP, ``AP = (1/R) * sum_j (j / r_j + p'_j) / 2`` with ``p'_j = (j - 1) / (r_j - 1)``
+(``1`` when ``r_j = 1``), over the same ranking (junk -1 and the query's identity in its own
+camera removed, distractors 0 negatives). CMC and the other metrics do not change. The MATLAB code
+gives a query without any positive an undefined AP; here it is skipped under both conventions.
+For MARS the official code also ranks every test tracklet, the queries included (the query
+itself is ignored as the same identity in the same camera): :func:`evaluate` ranks the gallery
+it is given, and the training pipeline builds that gallery for ``Mars`` under ``official``.
+
 Each is a metric object of :mod:`embedlab.metrics.rank_metrics` (any object with a ``name`` and
 ``__call__(ranks, num_positives)`` can be added); each reported metric is the mean over the valid
 (non-skipped) queries.
@@ -55,7 +68,7 @@ from embedlab.metrics._inputs import (
     check_distance,
     check_ks,
 )
-from embedlab.metrics.rank_metrics import default_metrics
+from embedlab.metrics.rank_metrics import CONVENTIONS, Convention, default_metrics, for_convention
 from embedlab.metrics.ranking import PositiveRanks, ScoreFn, _empty, _padded_ranks, rank_positives
 
 __all__ = ["EvalOptions", "MetricFn", "evaluate", "excluded", "similarity_fn"]
@@ -85,6 +98,9 @@ class EvalOptions:
         compute_nmi: also report ``nmi``, the normalised mutual information between the query
             labels and a faiss k-means clustering of the queries (as many clusters as labels).
         device: where to compute; ``None``: the device of the query embeddings.
+        convention: ``torchreid`` (default) or ``official``: how ``map`` is computed (see the
+            module docstring); a :class:`MeanAveragePrecision` among the metrics becomes an
+            :class:`~embedlab.metrics.rank_metrics.OfficialAveragePrecision` under ``official``.
     """
 
     distance: Distance = "cosine"
@@ -97,9 +113,14 @@ class EvalOptions:
     query_expansion: int = 0
     compute_nmi: bool = False
     device: str | torch.device | None = None
+    convention: Convention = "torchreid"
 
     def __post_init__(self) -> None:
         check_distance(self.distance)
+        if self.convention not in CONVENTIONS:
+            raise ValueError(
+                f"convention: expected one of {list(CONVENTIONS)}, got {self.convention!r}"
+            )
         chunk = self.chunk_size
         if chunk is not None and (
             not isinstance(chunk, int | np.integer) or isinstance(chunk, bool) or chunk < 1
@@ -258,7 +279,8 @@ def evaluate(
         query_ids, gallery_ids: optional sample ids; a gallery item with the id of the query is
             ignored (for query and gallery sets that share samples). Gallery ids must be unique.
         options: an :class:`EvalOptions` (distance, chunking, re-ranking, ...);
-            ``overrides`` replace some of its fields, e.g. ``distance="euclidean"``.
+            ``overrides`` replace some of its fields, e.g. ``distance="euclidean"`` or
+            ``convention="official"`` (the MATLAB code's AP, see the module docstring).
         return_per_query: also return ``per_query``: ``num_positives``, the padded ``ranks`` and
             each metric's per-query values (NaN for skipped queries), as numpy arrays.
 
@@ -275,6 +297,7 @@ def evaluate(
     if metrics is None:
         metrics = default_metrics(check_ks(ks, max_rank), int(max_rank))
     _check_metrics(metrics)
+    metrics = for_convention(metrics, opts.convention)
     distance, junk_label = opts.distance, opts.junk_label
     dev = torch.device(opts.device) if opts.device is not None else None
     if dev is None and isinstance(query, Tensor):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -41,6 +42,10 @@ class EmbeddingModel(nn.Module):
         temporal: for clips ``[B, T, C, H, W]`` (video ReID, ``embedlab.data.Mars``): how
             the T pooled frame features become one, ``embedlab.models.TemporalAverage``
             (default) or ``TemporalAttention``.
+        frame_chunk: in eval mode, the frames of clips go through the backbone at most this
+            many at a time (their pooled features, ``[T, C]``, are then pooled over time as a
+            whole), so a whole tracklet (``eval_sampling: all``) fits in memory. Training
+            embeds a batch at once (batch norm sees all of it).
 
     Under DDP, ``--trainer.sync_batchnorm=true`` turns every batch norm (backbone and BNNeck)
     into ``SyncBatchNorm``.
@@ -56,6 +61,7 @@ class EmbeddingModel(nn.Module):
         dropout: UnitInterval = 0.0,
         flip_test: bool = False,
         temporal: nn.Module | None = None,
+        frame_chunk: PositiveInt = 64,
     ) -> None:
         super().__init__()
         self.backbone = backbone if backbone is not None else SmallCNN()
@@ -78,11 +84,18 @@ class EmbeddingModel(nn.Module):
         self.bnneck = bnneck
         self.normalize = normalize
         self.flip_test = flip_test
+        self.frame_chunk = frame_chunk
+
+    def _frame_features(self, frames: Tensor) -> Tensor:
+        """Pooled features ``[N, C]`` of frames ``[N, C, H, W]`` (chunked in eval mode)."""
+        if self.training or frames.shape[0] <= self.frame_chunk:
+            return self.pool(self.backbone(frames))
+        return torch.cat([self.pool(self.backbone(c)) for c in frames.split(self.frame_chunk)])
 
     def forward_train(self, images: Tensor) -> EmbeddingOutput:
         if images.ndim == 5:  # a clip per item: embed the frames, pool them over time
             b, t = images.shape[:2]
-            frames = self.pool(self.backbone(images.flatten(0, 1)))
+            frames = self._frame_features(images.flatten(0, 1))
             pooled = self.temporal(frames.reshape(b, t, *frames.shape[1:]))
         else:
             pooled = self.pool(self.backbone(images))

@@ -166,6 +166,11 @@ class Tracklets(Dataset[tuple[Tensor, int, int, int]]):
         self.cameras = frames.cameras[first]
         self.paths = [frames.paths[i] for i in first]
 
+    @property
+    def clip_lengths_vary(self) -> bool:
+        """``all`` frames: clips differ in length, so evaluation loads one tracklet per batch."""
+        return self.sampling == "all"
+
     def __len__(self) -> int:
         return len(self.members)
 
@@ -183,17 +188,24 @@ class Mars(DataSource):
         root: the MARS folder (default ``$EMBEDLAB_DATA_ROOT/mars``).
         frames: T, frames per clip.
         train_sampling: ``restricted_random`` (default) or ``evenly``.
-        eval_sampling: ``evenly`` (default), ``restricted_random``, or ``all`` (every frame:
-            clips differ in length, so set ``data.eval_batch_size: 1``).
+        eval_sampling: ``evenly`` (default), ``restricted_random``, or ``all`` (every frame,
+            as the MARS papers evaluate: clips differ in length, so evaluation batches hold one
+            tracklet each, whatever ``data.eval_batch_size``; nothing is padded).
         clips: ``False`` serves single frames instead (MARS as an image dataset, e.g. in MSML's
             union of datasets).
 
     A model embeds a clip [B, T, C, H, W] with ``EmbeddingModel(temporal=...)`` pooling frame
-    features over T (:mod:`embedlab.models.temporal`); the query/gallery ReID protocol then runs
-    on tracklet embeddings.
+    features over T (:mod:`embedlab.models.temporal`; in eval mode the frames go through the
+    backbone ``frame_chunk`` at a time, so a long tracklet under ``all`` fits in memory); the
+    query/gallery ReID protocol then runs on tracklet embeddings. Under the ``official``
+    evaluation convention (``model.eval_convention``) each query tracklet is ranked against all
+    test tracklets, the queries included, as MARS's ``evaluation_mars.m`` does; ``torchreid``
+    ranks it against the test tracklets that are not queries.
     """
 
     folder = "mars"
+    #: the official protocol's gallery holds the query tracklets too
+    queries_in_official_gallery = True
 
     def __init__(
         self,

@@ -288,6 +288,21 @@ def similarities(x: Tensor, y: Tensor | None = None) -> Dist:
     return [[cos_sim(x[i], y[j]) for j in range(len(y))] for i in range(len(x))]
 
 
+def cosine_contrastive(x: Tensor, y: Sequence[int], pos_margin: float, neg_margin: float) -> Tensor:
+    """XBM's contrastive loss: Σ_i [Σ_{p ≠ i} [m₊ − s_ip]₊ + Σ_{n: s_in > m₋} s_in] / N."""
+    s = similarities(x)
+    total = x.sum() * 0.0
+    for i in range(len(y)):
+        for j in range(len(y)):
+            if j == i:
+                continue
+            if y[j] == y[i]:
+                total = total + relu(pos_margin - s[i][j])
+            elif val(s[i][j]) > neg_margin:
+                total = total + s[i][j]
+    return total / len(y)
+
+
 def log1p_sum_exp(values: list[Tensor], like: Tensor) -> Tensor:
     return torch.log(1 + sum(torch.exp(v) for v in values)) if values else like.sum() * 0.0
 

@@ -24,7 +24,9 @@ Numerics
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any, Literal
 
 import torch
@@ -37,6 +39,7 @@ Metric = Distance  # the former name
 __all__ = [
     "Distance",
     "Metric",
+    "batch_as_references",
     "cosine_similarity",
     "label_masks",
     "pairwise_distance",
@@ -192,7 +195,29 @@ def cosine_similarity(embeddings: Tensor, ref_embeddings: Tensor | None = None) 
 
 def references(embeddings: Tensor, ref_embeddings: Tensor | None) -> Tensor | None:
     """The columns of a loss's distance matrix: ``None`` (the batch itself), or the batch
-    followed by extra references (e.g. a cross-batch memory), which carry no gradient."""
+    followed by extra references (e.g. a cross-batch memory), which carry no gradient.
+
+    Inside :func:`batch_as_references` the batch's own columns carry no gradient either.
+    """
     if ref_embeddings is None:
         return None
-    return torch.cat([embeddings, ref_embeddings.detach().to(embeddings.dtype)])
+    batch = embeddings.detach() if _BATCH_AS_REFERENCES.get() else embeddings
+    return torch.cat([batch, ref_embeddings.detach().to(embeddings.dtype)])
+
+
+_BATCH_AS_REFERENCES: ContextVar[bool] = ContextVar("batch_as_references", default=False)
+
+
+@contextmanager
+def batch_as_references() -> Iterator[None]:
+    """Within this block, the columns :func:`references` builds are all detached.
+
+    The batch then stands in its columns as a memory entry would, a constant: the anchors
+    (rows) alone receive the gradient. ``CrossBatchMemory(mode="paper")`` computes its
+    memory term so, as the XBM code does with a memory the batch was just enqueued into.
+    """
+    token = _BATCH_AS_REFERENCES.set(True)
+    try:
+        yield
+    finally:
+        _BATCH_AS_REFERENCES.reset(token)

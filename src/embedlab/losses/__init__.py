@@ -7,7 +7,7 @@ Each is an ``nn.Module`` called as ``loss(embeddings, labels) -> scalar`` (excep
 from embedlab.losses.base import MetricLoss
 from embedlab.losses.center import CenterLoss
 from embedlab.losses.circle import CircleLoss
-from embedlab.losses.contrastive import ContrastiveLoss
+from embedlab.losses.contrastive import ContrastiveLoss, CosineContrastiveLoss
 from embedlab.losses.coupled_clusters import CoupledClustersLoss
 from embedlab.losses.cross_batch_memory import CrossBatchMemory
 from embedlab.losses.cross_entropy import CrossEntropyLoss
@@ -34,6 +34,7 @@ __all__ = [
     "SupConLoss",
     "CenterLoss",
     "ContrastiveLoss",
+    "CosineContrastiveLoss",
     "CoupledClustersLoss",
     "CrossEntropyLoss",
     "ImprovedTripletLoss",

@@ -1,11 +1,18 @@
-"""Contrastive loss (Hadsell, Chopra, LeCun, CVPR 2006, "Dimensionality Reduction by Learning an Invariant Mapping")."""
+"""Contrastive losses: Hadsell, Chopra, LeCun (CVPR 2006, "Dimensionality Reduction by Learning
+an Invariant Mapping") on distances, and the cosine-similarity form of the XBM paper (CVPR 2020)."""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedlab.distances import label_masks, pairwise_distance, references, same_label
+from embedlab.distances import (
+    cosine_similarity,
+    label_masks,
+    pairwise_distance,
+    references,
+    same_label,
+)
 from embedlab.losses.base import MetricLoss, masked_mean
 
 
@@ -64,4 +71,60 @@ class ContrastiveLoss(MetricLoss):
             }
 
         self._keep_stats(stats, usable)
+        return loss
+
+
+class CosineContrastiveLoss(MetricLoss):
+    """L = 1/N·Σ_i Σ_{j≠i} { y_ij·[m₊ − S_ij]₊ + (1 − y_ij)·S_ij·[S_ij > m₋] }.
+
+    The contrastive loss of the cross-batch memory paper (Wang, Zhang, Huang, Scott,
+    CVPR 2020) and its code (``ret_benchmark/losses/contrastive_loss.py``): S are cosine
+    similarities, y_ij = 1 for a same-label pair. A positive pair costs its distance to
+    similarity m₊ (1: every positive pair is pulled); a negative pair more similar than m₋
+    costs its similarity itself, not its excess over m₋ (the gradient is the same as a hinge
+    [S − m₋]₊'s, the value larger by m₋ per active negative).
+
+    Args:
+        pos_margin: m₊, positive pairs at least this similar give no loss (1.0).
+        neg_margin: m₋, negative pairs at most this similar give no loss (0.5).
+
+    Reduction: the sum over all pairs (i, j), i an anchor of the batch, divided by the
+    number N of anchors, not of pairs: references that contribute nothing (easy negatives of
+    a large memory) do not dilute the loss. The authors' code drops positive pairs with
+    S ≥ 1 − 1e-5 to skip each anchor's own copy; here the pair (i, i) is masked instead.
+    ``stats``: ``active_fraction`` (pairs with non-zero loss), ``pos_sim``, ``neg_sim``.
+
+    ``ref_embeddings``/``ref_labels`` (e.g. from ``CrossBatchMemory``) add references: the
+    columns of the similarity matrix are the batch followed by them (without gradient).
+    """
+
+    def __init__(self, pos_margin: float = 1.0, neg_margin: float = 0.5) -> None:
+        super().__init__()
+        self.pos_margin = pos_margin
+        self.neg_margin = neg_margin
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        s = cosine_similarity(embeddings, ref_embeddings)
+        positive, negative = label_masks(labels, ref_labels)
+        # y·[m₊ − S]₊ + (1 − y)·S·[S > m₋], summed over the pairs, divided by N
+        pull = F.relu(self.pos_margin - s) * positive
+        push = s * (negative & (s > self.neg_margin))
+        terms = pull + push
+        loss = terms.sum() / max(len(labels), 1)
+
+        def stats() -> dict[str, Tensor]:
+            pairs = (positive | negative).sum().clamp_min(1)
+            return {
+                "active_fraction": (terms != 0).sum() / pairs,
+                "pos_sim": masked_mean(s, positive),
+                "neg_sim": masked_mean(s, negative),
+            }
+
+        self._keep_stats(stats, (positive | negative).sum())
         return loss

@@ -20,10 +20,18 @@ from embedlab.cli import main
 from embedlab.data import RetrievalDataModule
 from embedlab.data.sampler import PKBatchSampler
 from embedlab.errors import ConfigError
-from embedlab.losses import TripletLoss
-from embedlab.mining import OfflineTripletMining, batch_plan, mine_triplets, shard, unshard
+from embedlab.losses import ContrastiveLoss, ImprovedTripletLoss, TripletLoss
+from embedlab.miners import BatchHardMiner, SemiHardMiner
+from embedlab.mining import (
+    OfflineTripletMining,
+    ServedTripletMiner,
+    batch_plan,
+    mine_triplets,
+    shard,
+    unshard,
+)
 from embedlab.models import EmbeddingModel, SmallCNN
-from embedlab.module import MetricLearningModule
+from embedlab.module import LossTerm, MetricLearningModule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,11 +138,13 @@ class Record(pl.Callback):
         self.mining = mining
         self.batches: list[list[int]] = []
         self.refreshes: list[dict[str, Any]] = []
+        self.blocks: list[list[int | None]] = []  # train_on="mined": the served miners' blocks
 
     def on_train_batch_end(
         self, trainer: Any, module: Any, outputs: Any, batch: Any, i: int
     ) -> None:
         self.batches.append(batch[3].tolist())
+        self.blocks.append([served.block for _, served in self.mining.served])
         self._note()
 
     def on_train_start(self, trainer: Any, module: Any) -> None:
@@ -365,6 +375,7 @@ def test_resume_mid_plan_serves_the_uninterrupted_batches(tmp_path: Path) -> Non
     resumed = _mining_run(8, tmp_path / "epoch=0-step=4.ckpt", None)
     assert len(whole.batches) == 8 and len(resumed.batches) == 4
     assert resumed.batches == whole.batches[4:]
+    assert resumed.blocks == whole.blocks[4:] == [[12]] * 4  # the loss on the served triplets
     # the refresh at step 6 happened after the resume: the plans served were mined ones
     mined = {tuple(t) for t in whole.refreshes[-1]["triplets"].tolist()}
     assert tuple(whole.batches[7][:3]) in mined
@@ -383,3 +394,161 @@ def test_the_subset_is_embedded_without_training_augmentation() -> None:
         image, label, _, _ = view[i]
         torch.testing.assert_close(image, dm.transforms.eval(plain[i]))  # no shift, same item
         assert label == dm.train_set.labels[i]
+
+
+# -- FaceNet's squared distances and training on the mined triplets ------------------------------
+ALPHA = 0.2  # FaceNet's margin, on squared distances
+
+
+def facenet_semi_hard_loop(x: torch.Tensor, y: torch.Tensor, alpha: float) -> set[tuple]:
+    """FaceNet's semi-hard rule written out: for every anchor–positive pair, the negatives with
+    ‖a−p‖² < ‖a−n‖² < ‖a−p‖² + α, of which the closest one makes the triplet."""
+    n = len(y)
+    found: set[tuple] = set()
+    for a in range(n):
+        for p in range(n):
+            if p == a or y[p] != y[a]:
+                continue
+            ap = float(((x[a] - x[p]) ** 2).sum())
+            semi = []
+            for j in range(n):
+                if y[j] == y[a]:
+                    continue
+                an = float(((x[a] - x[j]) ** 2).sum())
+                if ap < an < ap + alpha:
+                    semi.append((an, j))
+            if semi:
+                found.add((a, p, min(semi)[1]))
+    return found
+
+
+def test_squared_semi_hard_mining_equals_the_facenet_loop() -> None:
+    generator = torch.Generator().manual_seed(5)
+    x = torch.nn.functional.normalize(torch.randn(36, 3, generator=generator, dtype=torch.float64))
+    y = torch.arange(36) % 6
+    got = {tuple(t) for t in mine_triplets(x, y, "semi_hard", ALPHA, squared=True).tolist()}
+    want = facenet_semi_hard_loop(x, y, ALPHA)
+    assert got == want and len(want) > 20
+    # the same α on plain distances picks other triplets (the bug this guards against)
+    plain = {tuple(t) for t in mine_triplets(x, y, "semi_hard", ALPHA).tolist()}
+    assert plain != want
+
+
+def test_mining_distance_follows_the_module_loss_unless_given() -> None:
+    def module(loss: Any, *aux: Any) -> MetricLearningModule:
+        model = EmbeddingModel(SmallCNN(width=4, depth=1), embedding_dim=8)
+        terms = [LossTerm(a) for a in aux]
+        return MetricLearningModule(model, loss, aux_losses=terms)
+
+    follow = OfflineTripletMining(every_n_steps=1, subset_size=8)
+    assert follow.mining_squared(module(TripletLoss(squared=True)))
+    assert not follow.mining_squared(module(TripletLoss()))
+    assert not follow.mining_squared(module(ContrastiveLoss()))  # no triplet loss: d
+    assert follow.mining_squared(module(ImprovedTripletLoss()))  # the paper's d²
+    given = OfflineTripletMining(every_n_steps=1, subset_size=8, squared=False)
+    assert not given.mining_squared(module(TripletLoss(squared=True)))
+    both = module(TripletLoss(squared=True), TripletLoss())
+    with pytest.raises(ConfigError, match="OfflineTripletMining.squared: .* disagree"):
+        follow.mining_squared(both)
+
+
+def test_served_miner_reads_the_plan_layout_per_rank_block() -> None:
+    labels = torch.arange(16) % 4
+    dist = torch.rand(16, 16)
+    within = BatchHardMiner()
+    served = ServedTripletMiner(within)
+    own = served(dist, labels)  # no plan: the loss's own miner
+    torch.testing.assert_close(own.positive, within(dist, labels).positive)
+    served.block = 8  # two ranks' batches of 8: triplets (0,1,2), (3,4,5); 6, 7 fill
+    chosen = served(dist, labels)
+    assert chosen.negative is not None
+    anchors = chosen.valid[:, 0].nonzero()[:, 0].tolist()
+    assert anchors == [0, 3, 8, 11]
+    assert chosen.positive[anchors, 0].tolist() == [1, 4, 9, 12]
+    assert chosen.negative[anchors, 0].tolist() == [2, 5, 10, 13]
+
+
+class LossReference(pl.Callback):
+    """Per training batch: the loss the module returned, the loop sum of FaceNet's formula over
+    the batch's served triplets, the loss re-mined within the batch, and whether the batch's
+    triplets are mined ones (of any refresh so far)."""
+
+    def __init__(self, mining: OfflineTripletMining) -> None:
+        self.mining = mining
+        self.mined: set[tuple] = set()
+        self.rows: list[dict[str, Any]] = []
+
+    def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, i: int) -> None:
+        self.mined |= {tuple(t) for t in self.mining.last["triplets"].tolist()}
+        items = batch[3].tolist()
+        with torch.no_grad():  # no batch norm or dropout: the features of the training step
+            x = module.model.forward_train(batch[0]).features.double()
+        count = len(x) // 3
+        total = 0.0
+        for t in range(count):
+            a, p, n = x[3 * t], x[3 * t + 1], x[3 * t + 2]
+            total += max(0.0, float(((a - p) ** 2).sum() - ((a - n) ** 2).sum()) + ALPHA)
+        remined = TripletLoss(margin=ALPHA, squared=True, miner=SemiHardMiner())(x, batch[1])
+        served = all(tuple(items[3 * t : 3 * t + 3]) in self.mined for t in range(count))
+        self.rows.append({"loop": total / count, "remined": float(remined), "served": served})
+
+    def on_train_batch_end(
+        self, trainer: Any, module: Any, outputs: Any, batch: Any, i: int
+    ) -> None:
+        self.rows[-1]["loss"] = float(outputs["loss"])
+
+
+def _facenet_run(train_on: str) -> tuple[LossReference, OfflineTripletMining, TripletLoss]:
+    torch.manual_seed(0)
+    backbone = SmallCNN(width=8, depth=2, batch_norm=False)
+    model = EmbeddingModel(backbone, embedding_dim=16, normalize=True)
+    loss = TripletLoss(margin=ALPHA, squared=True, miner=SemiHardMiner())
+    module = MetricLearningModule(model, loss, optimizer=partial(torch.optim.SGD, lr=0.1))
+    data = RetrievalDataModule(p=4, k=4, batches_per_epoch=4, seed=2)
+    mining = OfflineTripletMining(every_n_steps=3, subset_size=60, train_on=train_on, seed=4)  # type: ignore[arg-type]
+    reference = LossReference(mining)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=6,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[mining, reference],
+    )
+    trainer.fit(module, data)
+    return reference, mining, loss
+
+
+def test_mined_mode_loss_is_the_loop_sum_over_the_served_triplets() -> None:
+    reference, mining, loss = _facenet_run("mined")
+    assert mining.last["squared"] is True  # followed TripletLoss(squared=True)
+    assert len(reference.rows) == 6
+    assert all(row["served"] for row in reference.rows)
+    for row in reference.rows:  # 16 items: 5 triplets and a filler anchor and positive
+        assert row["loss"] == pytest.approx(row["loop"], rel=1e-5, abs=1e-7)
+    assert any(r["remined"] != pytest.approx(r["loop"], rel=1e-3) for r in reference.rows)
+    assert isinstance(loss.miner, SemiHardMiner)  # its own miner again after the fit
+
+
+def test_batch_mode_mines_each_batch_again() -> None:
+    reference, _, _ = _facenet_run("batch")
+    for row in reference.rows:
+        assert row["loss"] == pytest.approx(row["remined"], rel=1e-5, abs=1e-7)
+    assert any(r["remined"] != pytest.approx(r["loop"], rel=1e-3) for r in reference.rows)
+
+
+def test_mined_mode_needs_a_triplet_loss() -> None:
+    model = EmbeddingModel(SmallCNN(width=4, depth=1), embedding_dim=8)
+    module = MetricLearningModule(model, ContrastiveLoss())
+    mining = OfflineTripletMining(every_n_steps=1, subset_size=8)
+    with pytest.raises(ConfigError, match="OfflineTripletMining.train_on: 'mined' needs"):
+        mining.setup(Any, module, "fit")  # type: ignore[arg-type]
+    OfflineTripletMining(every_n_steps=1, subset_size=8, train_on="batch").setup(
+        Any,  # type: ignore[arg-type]
+        module,
+        "fit",
+    )
+    with pytest.raises(ConfigError, match="train_on"):
+        OfflineTripletMining(every_n_steps=1, subset_size=8, train_on="all")  # type: ignore[arg-type]

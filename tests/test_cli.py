@@ -111,12 +111,35 @@ def test_console_script_and_module_entry_point(tmp_path: Path) -> None:
     assert "--model.loss" in out.stdout
 
 
+#: what a run must not print: colour codes in a log, the logger's version, a FLOPs count
+#: of 0, the seed line, Python warnings (Lightning's, wandb's deprecations)
+NOISE = ("\x1b[", "v_num", "FLOPs", "Seed set to", "Warning:", "warn(", "anonymous setting")
+
+
+def assert_quiet(output: str) -> None:
+    for noise in NOISE:
+        assert noise not in output, f"{noise!r} in:\n{output[-3000:]}"
+
+
+def test_a_bad_option_prints_one_line_and_nothing_else(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    argv = [sys.executable, "-m", "embedlab", "fit", "--config", DIGITS]
+    argv += [f"--output_root={tmp_path}", "--data.batches_per_epoch=0"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr.splitlines() == [
+        "embedlab: error: data.batches_per_epoch: expected a positive int or null, got 0"
+    ]
+    assert not tmp_path.joinpath("digits").exists()
+
+
 @pytest.mark.slow
 def test_wandb_offline_run_records_the_validation_metrics(tmp_path: Path) -> None:
     from wandb_records import history
 
     env = {**os.environ, "WANDB_MODE": "offline", "EMBEDLAB_WANDB": "offline"}
-    subprocess.run(
+    env.pop("PYTHONWARNINGS", None)
+    done = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -134,7 +157,9 @@ def test_wandb_offline_run_records_the_validation_metrics(tmp_path: Path) -> Non
         env=env,
         check=True,
         capture_output=True,
+        text=True,
     )
+    assert_quiet(done.stdout + done.stderr)
     run = tmp_path / "digits" / "version_0"
     (log,) = run.glob("wandb/offline-run-*/run-*.wandb")
     rows = history(log)
@@ -177,11 +202,22 @@ def test_evaluate_a_checkpoint_writes_metrics_next_to_the_run(tmp_path: Path) ->
         out = tmp_path / flag.strip("-")
         out.mkdir()
         assert main(["evaluate", "--ckpt_path", str(best), "--out", str(out), flag]) == 0
-        got = json.loads((out / "evaluation.json").read_text())["metrics"]
+        written = json.loads((out / "evaluation.json").read_text())
+        assert written[flag.strip("-")] is True  # the file says how its numbers were made
+        assert pd.read_csv(out / "evaluation.csv")[flag.strip("-")].iloc[0]
+        got = written["metrics"]
         assert got["map"] != pytest.approx(evaluation["map"], abs=1e-6)
         if expected is not None:
             for key in ("recall@1", "map", "map@r", "minp"):
                 assert got[key] == pytest.approx(expected[key], abs=1e-6)
+    # another digits split would test on training images: refused unless --resplit
+    resplit = tmp_path / "resplit"
+    other_split = ["evaluate", "--ckpt_path", str(best), "--out", str(resplit)]
+    other_split += ["--data", "{dataset: {init_args: {seed: 3}}}"]
+    assert main(other_split) == 2
+    assert not (resplit / "evaluation.json").exists()
+    assert main([*other_split, "--resplit"]) == 0
+    assert json.loads((resplit / "evaluation.json").read_text())["resplit"] is True
 
 
 def help_text(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:

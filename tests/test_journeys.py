@@ -167,3 +167,50 @@ def test_default_model_embeds_and_searches_png_files(tmp_path: Path) -> None:
     first = hits[hits["rank"] == 1]
     precision_at_1 = (first["query"].map(label_of) == first["path"].map(label_of)).mean()
     assert precision_at_1 >= 0.9, precision_at_1
+
+
+@pytest.mark.slow
+def test_fit_test_validate_compare_keeps_one_row_per_run_and_each_split_apart(
+    tmp_path: Path,
+) -> None:
+    """(d) Two runs, one without validation; ``embedlab test`` / ``validate`` on the first
+    write into it; ``compare`` lists two rows whose val and test columns come from their
+    own splits."""
+    four = ["--trainer.max_epochs=4", "--trainer.check_val_every_n_epoch=2", *QUIET]
+    run_ok("fit", "--config", DIGITS, *four, cwd=tmp_path)
+    run_ok("fit", "--config", DIGITS, *four, "--data.val=none", cwd=tmp_path)
+    first, second = tmp_path / "runs/digits/version_0", tmp_path / "runs/digits/version_1"
+    summary = json.loads((first / "summary.json").read_text())
+    best = summary["checkpoint"]["path"]
+    again = ["--config", str(first / "config.yaml"), "--ckpt_path", best]
+    test_out = run_ok("test", *again, cwd=tmp_path)
+    run_ok("validate", *again, cwd=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "runs/digits").iterdir()) == [
+        "version_0",
+        "version_1",
+    ]  # test and validate wrote into the run, not into new version folders
+    assert test_out.count("map@r") == 1, test_out  # one table
+    assert "warn" not in test_out.lower(), test_out  # e.g. Lightning's note on callbacks
+    tested = json.loads((first / "test_metrics.json").read_text())
+    validated = json.loads((first / "val_metrics.json").read_text())
+    assert tested["checkpoint"] == summary["checkpoint"]
+    for key in ("map@r", "recall@1", "map"):  # the selected checkpoint, tested again
+        assert tested["test"][key] == pytest.approx(summary["test"][key], abs=1e-6)
+    metrics = pd.read_csv(first / "metrics.csv")
+    done = summary["checkpoint"]["epoch"]  # epochs completed; metrics.csv counts from 0
+    selected_val = metrics.loc[metrics["epoch"] == done - 1, "val/map@r"]
+    assert validated["val"]["map@r"] == pytest.approx(selected_val.dropna().iloc[-1], abs=1e-6)
+
+    run_ok("compare", "runs/digits", "--baseline", "--out", "comparison", cwd=tmp_path)
+    table = pd.read_csv(tmp_path / "comparison" / "comparison.csv")
+    raw = table[table["loss"] == "raw pixels"]
+    runs = table[table["loss"] != "raw pixels"]
+    assert sorted(runs["name"]) == ["digits/version_0", "digits/version_1"], table
+    row = {str(r["name"]).split("/")[1]: r for _, r in runs.iterrows()}
+    assert row["version_0"]["val/map@r"] == pytest.approx(selected_val.dropna().max(), abs=1e-6)
+    assert row["version_0"]["test/map@r"] == pytest.approx(summary["test"]["map@r"], abs=1e-6)
+    assert pd.isna(row["version_1"]["val/map@r"])  # no validation: no val number
+    second_test = json.loads((second / "summary.json").read_text())["test"]["map@r"]
+    assert row["version_1"]["test/map@r"] == pytest.approx(second_test, abs=1e-6)
+    assert len(raw) == 1 and pd.isna(raw.iloc[0]["val/map@r"])  # raw pixels: test only
+    assert raw.iloc[0]["test/map@r"] == pytest.approx(summary["raw pixels"]["map@r"], abs=1e-6)

@@ -46,7 +46,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from embedlab import schedules, tools
 from embedlab.checkpoint_io import AtomicCheckpointIO
-from embedlab.console import quiet_console
+from embedlab.console import quiet_callbacks, quiet_console
 from embedlab.csv_logger import AtomicCSVLogger
 from embedlab.data import RetrievalDataModule
 from embedlab.errors import ConfigError, one_line, read_yaml
@@ -208,6 +208,15 @@ def resumed_run_dir(ckpt_path: str | None) -> Path | None:
     return None
 
 
+def finish_wandb(trainer: Trainer | None, failed: bool = False) -> None:
+    """Close this process's wandb run now, not at interpreter exit, where wandb writes its
+    closing lines with colour codes into logs."""
+    for logger in trainer.loggers if trainer is not None else []:
+        run = getattr(logger, "_experiment", None) if isinstance(logger, WandbLogger) else None
+        if run is not None and hasattr(run, "finish"):
+            run.finish(exit_code=1 if failed else 0)
+
+
 def drop_if_empty(run_dir: Path | None) -> None:
     """Remove a run folder in which nothing was trained or evaluated (only its config).
 
@@ -309,6 +318,7 @@ class EmbedlabCLI(LightningCLI):
                     )
                 self.exit_code = 128 + signal.SIGTERM
             finally:
+                finish_wandb(getattr(self, "trainer", None), failed=sys.exc_info()[0] is not None)
                 drop_if_empty(getattr(self, "run_dir", None))
             return
         fn, config = tool
@@ -369,16 +379,18 @@ class EmbedlabCLI(LightningCLI):
         name, version = run_dir.parent.name, run_dir.name
         loggers: list[Logger] = [AtomicCSVLogger(run_dir.parent.parent, name=name, version=version)]
         if mode not in ("off", "disabled"):
-            loggers.append(
-                WandbLogger(
-                    name=f"{name}/{version}",
-                    save_dir=str(run_dir),
-                    project=os.environ.get("WANDB_PROJECT", "embedlab"),
-                    entity=os.environ.get("WANDB_ENTITY") or None,
-                    offline=mode == "offline",
-                    config=self.config_dump_dict(),
-                )
+            wandb_logger = WandbLogger(
+                name=f"{name}/{version}",
+                save_dir=str(run_dir),
+                project=os.environ.get("WANDB_PROJECT", "embedlab"),
+                entity=os.environ.get("WANDB_ENTITY") or None,
+                offline=mode == "offline",
+                config=self.config_dump_dict(),
+                settings={"quiet": True},  # the run folder says where its files are
             )
+            # Lightning passes anonymous=None, which wandb answers with a deprecation warning
+            wandb_logger._wandb_init.pop("anonymous", None)
+            loggers.append(wandb_logger)
         return loggers
 
     def _run_dir(self) -> Path:
@@ -407,6 +419,7 @@ class EmbedlabCLI(LightningCLI):
         if not trainer_cfg.get("plugins") and "plugins" not in kwargs:
             kwargs["plugins"] = [AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
+        quiet_callbacks(trainer)
         if kwargs.get("logger") is False:  # keep the trained run's config.yaml as it is
             trainer.callbacks[:] = [  # type: ignore[attr-defined]
                 c

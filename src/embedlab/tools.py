@@ -101,6 +101,7 @@ def evaluate(
     video_frames: int = 100,
     video_distance: SetDistance = "mean_pairwise",
     trust_checkpoint: bool = False,
+    resplit: bool = False,
 ) -> int:
     """Embed the evaluation split with a checkpoint; print and save the retrieval metrics.
 
@@ -134,6 +135,8 @@ def evaluate(
             distances), a cosine run by the cosine distance; ``verification.json`` names it.
         trust_checkpoint: load a checkpoint that a safe (``weights_only``) load refuses, with
             full unpickling, which can run code: only for a file from a trusted source.
+        resplit: evaluate although ``data`` puts images the run trained or validated on (its
+            ``splits.csv``) into the evaluation split; without it such options are refused.
     """
     files = run_files(ckpt_path, config)
     ckpt, run_dir = files.checkpoint, files.run_dir
@@ -167,6 +170,8 @@ def evaluate(
             files, run, Path(out) if out else run_dir, gallery_size, trust_checkpoint
         )
     module, datamodule = instantiate_config({**recipe, "model": model, "data": settings_data})
+    if data and not resplit:
+        check_held_out(datamodule, run_dir / "splits.csv")
     settings = recipe.get("trainer") or {}
     trainer = Trainer(
         accelerator=settings.get("accelerator", "auto"),
@@ -193,13 +198,34 @@ def evaluate(
     used = module.eval_convention
     print_summary({"test": results}, f"retrieval on held-out data ({used} convention)")
     folder = Path(out) if out else run_dir
+    options = {"rerank": rerank, "flip_test": flip_test, "data": data or {}, "resplit": resplit}
     write_json(
         folder / "evaluation.json",
-        {"checkpoint": str(ckpt), "convention": used, "metrics": results},
+        {"checkpoint": str(ckpt), "convention": used, **options, "metrics": results},
     )
-    pd.DataFrame([{**results, "convention": used}]).to_csv(folder / "evaluation.csv", index=False)
+    flags = {"rerank": rerank, "flip_test": flip_test, "convention": used}
+    pd.DataFrame([{**results, **flags}]).to_csv(folder / "evaluation.csv", index=False)
     print(f"wrote {folder / 'evaluation.json'} and {folder / 'evaluation.csv'}")
     return 0
+
+
+def check_held_out(datamodule: Any, splits_file: Path) -> None:
+    """Refuse data options that move images the run trained or validated on (``splits.csv``)
+    into the evaluation split: its numbers would no longer be held-out numbers."""
+    if not splits_file.is_file():
+        return
+    before = pd.read_csv(splits_file)
+    seen = before[before["split"].isin(["train", "val"])]
+    now = datamodule.splits_table()
+    keys = [c for c in ("dataset", "path") if c in seen.columns and c in now.columns]
+    evaluated = now[~now["split"].isin(["train", "val"])]
+    leaked = seen.merge(evaluated[keys], on=keys)
+    if len(leaked):
+        raise ConfigError(
+            f"data: with these options {len(leaked)} images the run trained or validated on "
+            f"(in {splits_file}, e.g. {leaked['path'].iloc[0]}) are in the evaluation split; "
+            "add --resplit to evaluate anyway"
+        )
 
 
 def evaluate_verification(

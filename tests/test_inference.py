@@ -227,7 +227,9 @@ def test_an_index_refuses_queries_and_additions_of_another_model(
     embed = ["embed", "--images", str(tmp_path / "a")]
     assert main([*embed, "--ckpt_path", str(ckpt), "--out", str(tmp_path / "a.parquet")]) == 0
     index = str(tmp_path / "a.index")
-    assert main(["index", "build", "--embeddings", str(tmp_path / "a.parquet"), "--out", index]) == 0
+    assert (
+        main(["index", "build", "--embeddings", str(tmp_path / "a.parquet"), "--out", index]) == 0
+    )
     # the same weights in another folder are the same model; changed weights are not
     copy = tmp_path / "copy"
     (copy / "checkpoints").mkdir(parents=True)

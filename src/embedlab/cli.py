@@ -410,9 +410,10 @@ class EmbedlabCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_cfg = self.config_init[self.subcommand].get("trainer", {})
         cfg = self.config[self.subcommand]
-        if self.subcommand != "fit" and resumed_run_dir(cfg.get("ckpt_path")) is not None:
+        trained_run = resumed_run_dir(cfg.get("ckpt_path"))
+        if self.subcommand != "fit" and trained_run is not None:
             # validate / test a trained run: results go to its folder, nothing else is written
-            self.run_dir = resumed_run_dir(cfg.get("ckpt_path"))
+            self.run_dir = trained_run
             kwargs.setdefault("logger", False)
         if trainer_cfg.get("logger") in (None, True) and "logger" not in kwargs:
             kwargs["logger"] = self._loggers()
@@ -423,8 +424,8 @@ class EmbedlabCLI(LightningCLI):
         if kwargs.get("logger") is False:  # keep the trained run's config.yaml as it is
             trainer.callbacks[:] = [  # type: ignore[attr-defined]
                 c
-                for c in trainer.callbacks
-                if not isinstance(c, SaveConfigCallback)  # type: ignore[attr-defined]
+                for c in trainer.callbacks  # type: ignore[attr-defined]
+                if not isinstance(c, SaveConfigCallback)
             ]
         # before ModelCheckpoint, so that a checkpoint holds its own validation
         trainer.callbacks.insert(0, ValHistory())  # type: ignore[attr-defined]

@@ -74,7 +74,9 @@ def quiet_console() -> None:
 class ProgressBar(ProgressBarBase):
     """Mixed into Lightning's progress bars: their metrics without the logger's version."""
 
-    def get_metrics(self, trainer: Trainer, pl_module: Any) -> dict[str, int | str | float]:
+    def get_metrics(
+        self, trainer: Trainer, pl_module: Any
+    ) -> dict[str, int | str | float | dict[str, float]]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items

@@ -173,8 +173,7 @@ FIGURES_OF: dict[
 ] = {
     "digits": (measure_digits, render_run, True),
     "class_disjoint": (measure_class_disjoint, render_run, True),
-    # not yet recorded (README text written by hand): "search" and "losses", measured by
-    # measure_search / measure_losses when their JSON is recorded
+    "search": (measure_search, render_search, True),
 }
 
 

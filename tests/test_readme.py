@@ -28,6 +28,13 @@ NOT_HERE: dict[str, str] = {
     "embedlab embed --ckpt_path runs/shop": "run on a trained model by test_inference.py (README section test)",
     "embedlab index build --embeddings photos": "run by test_inference.py after its embed step",
     "embedlab search --index photos.index": "run by test_inference.py after its index step",
+    "torchrun --nproc_per_node 4": (
+        "needs 4 processes; test_sharded.py runs two ranks with torchrun's RANK/WORLD_SIZE"
+    ),
+    "srun --ntasks 8": "needs SLURM",
+    "embedlab index build --embeddings shards": (
+        "run by test_sharded.py on a folder of shards (streamed, on disk)"
+    ),
     "PYTHONPATH=. embedlab fit --config experiments/digits.yaml --model.loss=": (
         "run by test_own_loss.py with the README's mylosses.py"
     ),

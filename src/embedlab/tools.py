@@ -44,6 +44,7 @@ from embedlab.inference import (
     load_embedder,
     read_embeddings,
 )
+from embedlab.inference.embed import check_shard, shard_from_env
 from embedlab.inference.embed import settings_of as embedding_settings
 from embedlab.inference.embedder import (
     IMAGE_SUFFIXES,
@@ -55,6 +56,8 @@ from embedlab.inference.embedder import (
     run_files,
 )
 from embedlab.inference.export import example_input, export_embedder
+from embedlab.inference.streamed import chunks as stream_chunks
+from embedlab.inference.streamed import embedding_sources, parse_memory, stream_into
 from embedlab.metrics import Convention
 from embedlab.metrics.verification import (
     SetDistance,
@@ -560,6 +563,7 @@ def embed(
     config: Path | None = None,
     data: dict[str, Any] | None = None,
     trust_checkpoint: bool = False,
+    shard: str | None = None,
 ) -> int:
     """Embed every image under a folder, or a split of the run's dataset, into a Parquet file.
 
@@ -581,20 +585,51 @@ def embed(
             ``{root: /data/market1501}``.
         trust_checkpoint: load a checkpoint that a safe (``weights_only``) load refuses, with
             full unpickling, which can run code: only for a file from a trusted source.
+        shard: ``auto`` (the rank and world size of ``torchrun`` or ``srun``: ``RANK`` /
+            ``WORLD_SIZE``, else ``SLURM_PROCID`` / ``SLURM_NTASKS``) or ``RANK/WORLD``, e.g.
+            ``1/4``: ``out`` is a folder and this process embeds its contiguous block of the
+            images into ``<out>/part-<rank>.parquet`` (resumable per shard).
     """
     if (images is None) == (data_split is None):
         raise ConfigError("images, data_split: give one of them")
-    expect_suffix(out, "out", (".parquet", ".pq"), "Parquet embeddings")
+    rank_world = parse_shard(shard) if shard is not None else None
+    if rank_world is None:
+        expect_suffix(out, "out", (".parquet", ".pq"), "Parquet embeddings")
+    else:
+        if out.suffix.lower() in (".parquet", ".pq"):
+            raise ConfigError(
+                f"out: with --shard, a folder that receives part-<rank>.parquet, not {out}"
+            )
+        if device is None and torch.cuda.is_available():  # this process's GPU of the node
+            local = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+            device = f"cuda:{int(local) % torch.cuda.device_count()}"
     embedder = load_embedder(ckpt_path, device, config, data, trust_checkpoint)
     paths = image_files(images) if images is not None else None
     result = embed_to_parquet(
-        embedder, out, paths, data_split, batch_size=batch_size, num_workers=num_workers
+        embedder,
+        out,
+        paths,
+        data_split,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shard=rank_world,
     )
     print(
         f"wrote {result.out}: {result.rows} rows ({result.embedded} embedded now, "
         f"{len(result.skipped)} unreadable skipped)"
     )
     return 0
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+    """``auto`` (from the environment) or ``RANK/WORLD`` as ``(rank, world)``."""
+    if value == "auto":
+        return shard_from_env()
+    rank, _, world = value.partition("/")
+    try:
+        return check_shard(int(rank), int(world))
+    except ValueError:
+        raise ConfigError(f"shard: expected auto or RANK/WORLD (e.g. 1/4), got {value!r}") from None
 
 
 def index_build(
@@ -604,6 +639,8 @@ def index_build(
     metric: Literal["cosine", "euclidean"] = "cosine",
     add: bool = False,
     train_size: int = 262_144,
+    max_memory: str | None = None,
+    on_disk: bool = False,
 ) -> int:
     """Build a faiss index of an embeddings file (``embedlab embed``) and save it in a folder.
 
@@ -611,20 +648,42 @@ def index_build(
     dim, count, the checkpoint and config of the embeddings).
 
     Args:
-        embeddings: Parquet file written by ``embedlab embed``.
+        embeddings: Parquet file written by ``embedlab embed``, or a folder of shards
+            (``embed --shard``: every ``part-*.parquet`` in it, all of one model).
         out: the index folder.
         factory: ``faiss.index_factory`` string: ``Flat`` (exact), ``IVF4096,PQ64``
             (compressed, trained on a sample), ``HNSW32`` (graph), ...
         metric: ``cosine`` (L2-normalised, inner product) or ``euclidean``.
         add: append to the index already in ``out`` (its factory and metric are kept).
         train_size: vectors sampled to train a factory that needs training.
+        max_memory: stream the embeddings in chunks of at most this many bytes of vectors,
+            e.g. ``512MB`` (default for a folder of shards: ``1GB``; a file without it is read
+            at once).
+        on_disk: IVF factories: keep the inverted lists in ``out/index.ivfdata`` instead of
+            memory (searches read them through mmap); streams the embeddings.
     """
+    sources = embedding_sources(embeddings)
+    settings = embedding_settings(sources[0])
+    for file in sources[1:]:
+        other = embedding_settings(file)
+        if settings.get("model") and other.get("model") and settings["model"] != other["model"]:
+            raise ConfigError(
+                f"embeddings: {file} holds model {other['model']} ({other.get('checkpoint')}), "
+                f"{sources[0]} model {settings['model']} ({settings.get('checkpoint')}): "
+                "an index holds the embeddings of one model"
+            )
+        check_same_model(settings, other, f"embeddings: {file}")
+    if len(sources) > 1 or embeddings.is_dir() or max_memory is not None or on_disk:
+        return _index_build_streamed(
+            sources, settings, out, factory, metric, add, train_size, max_memory, on_disk
+        )
     frame, vectors = read_embeddings(embeddings)
-    settings = embedding_settings(embeddings)
     paths = frame["path"].astype(str).tolist()
     if add:
         index = Index.load(out)
         check_same_model(index.meta, settings, f"embeddings: {embeddings}")
+        if index.meta.get("on_disk"):
+            raise ConfigError(f"add: {out} keeps its inverted lists on disk; build it again")
         added = index.add(vectors, paths, train_size=train_size)
     else:
         meta = {key: settings.get(key) for key in ("checkpoint", "config", "model")}
@@ -635,6 +694,51 @@ def index_build(
         f"wrote {out}: {index.factory} index ({index.metric}), {added} added, {len(index)} in all"
     )
     return 0
+
+
+def _index_build_streamed(
+    sources: list[Path],
+    settings: dict[str, Any],
+    out: Path,
+    factory: str,
+    metric: Literal["cosine", "euclidean"],
+    add: bool,
+    train_size: int,
+    max_memory: str | None,
+    on_disk: bool,
+) -> int:
+    """``index build`` reading the embeddings in bounded chunks (:func:`stream_into`)."""
+    budget = parse_memory(max_memory or "1GB")
+    if add:
+        index = Index.load(out)
+        check_same_model(index.meta, settings, f"embeddings: {sources[0]}")
+        if on_disk or index.meta.get("on_disk"):
+            raise ConfigError(
+                f"add: {out} keeps (or would keep) its inverted lists on disk; "
+                "build it again from all the embeddings"
+            )
+    else:
+        dim = settings.get("dim") or read_embeddings_dim(sources)
+        meta = {key: settings.get(key) for key in ("checkpoint", "config", "model")}
+        index = Index.empty(int(dim), factory, metric, meta)
+        if on_disk:
+            out.mkdir(parents=True, exist_ok=True)
+    before = len(index)
+    stream_into(index, sources, budget, train_size, on_disk=out if on_disk else None)
+    index.save(out)
+    where = ", inverted lists on disk" if index.meta.get("on_disk") else ""
+    print(
+        f"wrote {out}: {index.factory} index ({index.metric}{where}), "
+        f"{len(index) - before} added, {len(index)} in all"
+    )
+    return 0
+
+
+def read_embeddings_dim(sources: list[Path]) -> int:
+    """The dimension of the first embedding of ``sources`` (files without a ``dim`` setting)."""
+    for _, _, vectors in stream_chunks(sources, 1):
+        return int(vectors.shape[1])
+    raise ConfigError(f"embeddings: {', '.join(map(str, sources))} hold no embeddings")
 
 
 def check_same_model(index: dict[str, Any], queries: dict[str, Any], what: str) -> None:

@@ -6,6 +6,13 @@ dataset split, ``label`` and ``camera``. Batches are written as part files into
 end, so a killed run loses at most one buffer: the rerun skips every path already in ``<out>``
 or in a part. Unreadable images are skipped, warned about and listed in
 ``<out stem>.skipped.tsv`` (path, reason).
+
+Sharded (``shard=(rank, world)``, e.g. one process of ``torchrun`` or ``srun`` each), ``out`` is
+a folder and each process embeds the contiguous block ``[rank·n/world, (rank+1)·n/world)`` of the
+sorted images into ``<out>/part-<rank>.parquet`` (rank zero-padded to 5 digits) through the
+same parts and resume machinery, with no communication between the processes: a rerun of one
+rank resumes that rank's block only, and the shards read in rank order are the rows of a
+one-process run in the same order.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import pyarrow.parquet as pq
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.plugins.environments import LightningEnvironment
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -43,6 +51,9 @@ __all__ = [
     "embed_to_parquet",
     "image_files",
     "read_embeddings",
+    "shard_file",
+    "shard_from_env",
+    "shard_files",
     "split_rows",
 ]
 
@@ -52,6 +63,34 @@ META_KEY = b"embedlab"
 SPLITS = ("query", "gallery", "test", "train")
 
 Item = tuple[Tensor | None, int, str]
+#: (rank, world size) of a sharded embedding.
+Shard = tuple[int, int]
+
+
+def shard_from_env(environ: dict[str, str] | None = None) -> Shard:
+    """``(rank, world size)`` as ``torchrun`` (``RANK``, ``WORLD_SIZE``) or SLURM
+    (``SLURM_PROCID``, ``SLURM_NTASKS``) set them; ``(0, 1)`` outside both."""
+    env = dict(os.environ if environ is None else environ)
+    for rank_key, world_key in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank_key in env and world_key in env:
+            return check_shard(int(env[rank_key]), int(env[world_key]))
+    return (0, 1)
+
+
+def check_shard(rank: int, world: int) -> Shard:
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"shard: rank {rank} of {world} processes is not a shard")
+    return (rank, world)
+
+
+def shard_file(folder: str | Path, rank: int) -> Path:
+    """The Parquet file that shard ``rank`` writes into ``folder``."""
+    return Path(folder) / f"part-{rank:05d}.parquet"
+
+
+def shard_files(folder: str | Path) -> list[Path]:
+    """The shard files of a sharded embedding's folder, in rank order."""
+    return sorted(Path(folder).glob("part-*.parquet"))
 
 
 def image_files(folder: str | Path) -> list[str]:
@@ -301,25 +340,29 @@ def embed_to_parquet(
     progress: bool = True,
     skipped_file: str | Path | None = None,
     command: str = "embedlab embed",
+    shard: Shard | None = None,
 ) -> EmbedResult:
     """Embed image files (``paths``) or a split of the run's dataset into ``out`` (Parquet).
 
     Rows already in ``out`` or its parts folder are skipped (a rerun resumes); unreadable
     images are listed in ``skipped_file`` (default ``<out stem>.skipped.tsv``) and said in a
-    line on stderr that begins with ``command``.
+    line on stderr that begins with ``command``. ``shard=(rank, world)``: ``out`` is a folder
+    and this process embeds its block of the images into :func:`shard_file` ``(out, rank)``.
     """
     if (paths is None) == (split is None):
         raise ConfigError("give images or data_split (one of them)")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    target = Path(out)
+    target = Path(out) if shard is None else shard_file(out, check_shard(*shard)[0])
     folder = target.with_name(target.name + ".parts")
-    metadata = {
+    metadata: dict[str, Any] = {
         "checkpoint": str(embedder.files.checkpoint) if embedder.files else None,
         "config": str(embedder.files.config) if embedder.files else None,
         "dim": embedder.embedding_dim,
         "model": embedder.fingerprint,
     }
+    if shard is not None:
+        metadata["shard"] = list(shard)
     if paths is not None:
         if embedder.transform is None:
             embedder.preprocess(Path())  # the ConfigError saying why
@@ -332,6 +375,10 @@ def embed_to_parquet(
         rows = split_rows(datamodule, str(split))
         roots = [source_root(s) for s in datamodule.sources]
         full = [str(roots[i] / p) for p, i in zip(rows["path"], rows["source"], strict=True)]
+    if shard is not None:  # this rank's contiguous block
+        rank, world = shard
+        lo, hi = rank * len(rows) // world, (rank + 1) * len(rows) // world
+        rows, full = rows.iloc[lo:hi].reset_index(drop=True), full[lo:hi]
     earlier = [*([target] if target.is_file() else []), *parts(folder)]
     for file in earlier:
         earlier_settings = settings_of(file, "out")
@@ -343,6 +390,12 @@ def embed_to_parquet(
                 f"out: {file} holds embeddings of another model ({written_by}, model "
                 f"{earlier_settings.get('model')}); "
                 "choose another --out"
+            )
+        if earlier_settings.get("shard", metadata.get("shard")) != metadata.get("shard"):
+            rank, world = earlier_settings["shard"]
+            raise ConfigError(
+                f"out: {file} is shard {rank} of {world} processes; resume with {world} "
+                "processes or choose another --out"
             )
     done = done_paths(earlier)
     todo = np.flatnonzero(~rows["path"].astype(str).isin(done).to_numpy())
@@ -372,6 +425,8 @@ def embed_to_parquet(
             enable_model_summary=False,
             enable_progress_bar=progress,
             callbacks=[writer],
+            # one device per process, even inside torchrun or a SLURM job of several tasks
+            plugins=[LightningEnvironment()],
         )
         trainer.predict(EmbedStep(embedder), dataloaders=loader, return_predictions=False)
     files = [*([target] if target.is_file() else []), *parts(folder)]

@@ -4,7 +4,9 @@ An index folder holds ``index.faiss`` (``faiss.write_index``), ``paths.parquet``
 indexed vector, in faiss id order) and ``meta.json`` (metric, factory, dim, count and the
 checkpoint/config the embeddings came from). ``cosine`` L2-normalises every vector and
 searches by inner product, reporting the distance ``1 - cosine``; ``euclidean`` reports the
-(not squared) L2 distance. Either way an indexed vector finds itself at distance 0.
+(not squared) L2 distance. Either way an indexed vector finds itself at distance 0. An IVF
+index built on disk (:mod:`embedlab.inference.streamed`) keeps its inverted lists in
+``index.ivfdata`` of the same folder, read through ``mmap``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ __all__ = ["Index", "IndexMetric"]
 
 IndexMetric = Literal["cosine", "euclidean"]
 INDEX_FILE, PATHS_FILE, META_FILE = "index.faiss", "paths.parquet", "meta.json"
+#: the inverted lists of an index built ``on_disk`` (``faiss.OnDiskInvertedLists``)
+IVFDATA_FILE = "index.ivfdata"
 
 
 def _reason(err: RuntimeError) -> str:
@@ -112,23 +116,33 @@ class Index:
         """An index of ``embeddings`` ``(n, d)``; a factory that needs training (IVF, PQ) is
         trained on a random sample of at most ``train_size`` vectors. ``gpu``: train and add on
         the GPUs when faiss has any."""
-        if metric not in ("cosine", "euclidean"):
-            raise ConfigError(f"metric must be cosine or euclidean, got {metric!r}")
         array = np.asarray(embeddings)
         if array.ndim != 2 or array.shape[0] == 0:
             raise ConfigError(f"embeddings: expected a non-empty (n, d) array, got {array.shape}")
-        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-        try:
-            index = faiss.index_factory(int(array.shape[1]), factory, faiss_metric)
-        except RuntimeError as err:
-            raise ConfigError(
-                f"factory: faiss cannot build {factory!r} for {array.shape[1]}-d vectors: "
-                f"{_reason(err)}"
-            ) from err
-        _no_polysemous_training(index)
-        built = cls(index, [], metric, factory, meta)
+        built = cls.empty(int(array.shape[1]), factory, metric, meta)
         built.add(array, paths, seed=seed, train_size=train_size, gpu=gpu)
         return built
+
+    @classmethod
+    def empty(
+        cls,
+        dim: int,
+        factory: str = "Flat",
+        metric: IndexMetric = "cosine",
+        meta: dict[str, Any] | None = None,
+    ) -> Index:
+        """An empty (untrained where the factory needs training) index of ``dim``-d vectors."""
+        if metric not in ("cosine", "euclidean"):
+            raise ConfigError(f"metric must be cosine or euclidean, got {metric!r}")
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+        try:
+            index = faiss.index_factory(dim, factory, faiss_metric)
+        except RuntimeError as err:
+            raise ConfigError(
+                f"factory: faiss cannot build {factory!r} for {dim}-d vectors: {_reason(err)}"
+            ) from err
+        _no_polysemous_training(index)
+        return cls(index, [], metric, factory, meta)
 
     def add(
         self,
@@ -249,7 +263,8 @@ class Index:
         if missing:
             raise ConfigError(f"index: {source} is not an index folder (missing {missing})")
         meta = json.loads((source / META_FILE).read_text())
-        index = faiss.read_index(str(source / INDEX_FILE))
+        # an on-disk index finds its index.ivfdata next to index.faiss, wherever the folder is
+        index = faiss.read_index(str(source / INDEX_FILE), faiss.IO_FLAG_ONDISK_SAME_DIR)
         paths = pd.read_parquet(source / PATHS_FILE)["path"].astype(str).tolist()
         extra = {k: v for k, v in meta.items() if k not in ("metric", "factory", "dim", "count")}
         return cls(index, paths, meta.get("metric", "cosine"), meta.get("factory", "?"), extra)

@@ -125,7 +125,9 @@ def test_evaluation_metrics_under_ddp_equal_one_process(tmp_path: Path) -> None:
     assert single == ddp
 
 
-def test_cli_fit_with_ddp_spawn_logs_once(tmp_path: Path) -> None:
+def test_cli_fit_with_ddp_spawn_logs_once(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     args = [
         "fit",
         "--config",
@@ -143,6 +145,9 @@ def test_cli_fit_with_ddp_spawn_logs_once(tmp_path: Path) -> None:
         "--model.gather_embeddings=true",
     ]
     assert main(args) == 0
+    out, err = capfd.readouterr()
+    for noise in ("sync_dist", "Warning", "deprecat", "v_num"):  # the ranks' consoles as well
+        assert noise not in out + err, (noise, (out + err)[-3000:])
     runs = list((tmp_path / "digits").iterdir())
     assert [r.name for r in runs] == ["version_0"]
     metrics = pd.read_csv(runs[0] / "metrics.csv")

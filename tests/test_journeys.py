@@ -214,3 +214,20 @@ def test_fit_test_validate_compare_keeps_one_row_per_run_and_each_split_apart(
     assert row["version_1"]["test/map@r"] == pytest.approx(second_test, abs=1e-6)
     assert len(raw) == 1 and pd.isna(raw.iloc[0]["val/map@r"])  # raw pixels: test only
     assert raw.iloc[0]["test/map@r"] == pytest.approx(summary["raw pixels"]["map@r"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_the_readmes_first_override_changes_the_run(tmp_path: Path) -> None:
+    """``--model.loss.init_args.margin=0.3`` (the README's first example) must change what is
+    learned: in a collapsed regime every triplet is active and a margin only adds a constant."""
+    short = ["--trainer.max_epochs=3", "--trainer.check_val_every_n_epoch=3", *QUIET]
+    for margin in ("0.2", "0.3"):
+        run_ok("fit", "--config", DIGITS, *short, f"--model.loss.init_args.margin={margin}",
+               f"--output_root={tmp_path / margin}")  # fmt: skip
+    val = {
+        margin: pd.read_csv(tmp_path / margin / "digits/version_0/metrics.csv")["val/map@r"]
+        .dropna()
+        .iloc[-1]
+        for margin in ("0.2", "0.3")
+    }
+    assert val["0.2"] != val["0.3"], val

@@ -17,6 +17,7 @@ from typing import Any
 
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import (
+    Callback,
     ModelSummary,
     RichModelSummary,
     RichProgressBar,
@@ -103,10 +104,19 @@ class Summary(ModelSummary):
         )
 
 
+class QuietConsole(Callback):
+    """Installs :func:`quiet_console` in every process of a run (``ddp_spawn`` starts fresh
+    interpreters, which would print each rank's warnings again)."""
+
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        quiet_console()
+
+
 def quiet_callbacks(trainer: Trainer) -> None:
-    """Lightning's default progress bar without ``v_num``, and :class:`Summary` for its default
-    model summary (a user's own choice of either is kept as it is)."""
+    """Lightning's default progress bar without ``v_num``, :class:`Summary` for its default
+    model summary (a user's own choice of either is kept as it is) and :class:`QuietConsole`."""
     callbacks = trainer.callbacks  # type: ignore[attr-defined]
+    callbacks.insert(0, QuietConsole())
     for i, callback in enumerate(callbacks):
         if type(callback) in (TQDMProgressBar, RichProgressBar):  # keeps its settings and state
             callback.__class__ = type(type(callback).__name__, (ProgressBar, type(callback)), {})

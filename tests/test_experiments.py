@@ -208,6 +208,9 @@ def test_every_recipe_states_its_protocol_and_selects_on_val(path: Path) -> None
 
 @pytest.mark.filterwarnings("ignore:.*single training class.*:UserWarning")
 def test_the_union_recipe_builds_on_miniature_members(tmp_path: Path) -> None:
+    from embedlab.data.formats import prepare_cuhksysu
+    from test_cuhksysu import make_release
+
     recipe = yaml.safe_load((EXPERIMENTS / "msml_union.yaml").read_text())
     members = recipe["data"]["dataset"]
     assert [m["class_path"] for m in members] == [
@@ -216,10 +219,7 @@ def test_the_union_recipe_builds_on_miniature_members(tmp_path: Path) -> None:
         "embedlab.data.CUHK03NP",
         "embedlab.data.CUHKSYSU",
     ]
-    crops = tmp_path / "cuhksysu" / "cropped_images"
-    for pid in range(3):
-        for n in range(1, 3):
-            fake_datasets.write_image(crops / f"p{pid + 1}_s{10 + n}_{n}.jpg", 50 + pid)
+    prepare_cuhksysu(make_release(tmp_path / "release"), tmp_path / "cuhksysu")
     roots = [
         fake_datasets.make_market1501(tmp_path / "market"),
         fake_datasets.make_mars(tmp_path / "mars"),
@@ -228,14 +228,19 @@ def test_the_union_recipe_builds_on_miniature_members(tmp_path: Path) -> None:
     ]
     for member, root in zip(members, roots, strict=True):
         member["init_args"] = {**(member.get("init_args") or {}), "root": str(root)}
+    assert members[3]["init_args"]["gallery_size"] == 100
+    members[3]["init_args"]["gallery_size"] = 3  # the miniature release's largest protocol
     backbone = recipe["model"]["model"]["init_args"]["backbone"]
     backbone["init_args"]["pretrained"] = False
     _, data = instantiate_config(recipe, {"dataset": members, "num_workers": 0})
     data.setup("fit")
-    # CUHK-SYSU crops only train: two evaluated members, every member's identities trained on
-    assert data.eval_names == ["market1501", "mars", "cuhk03np"]
+    # every member is evaluated, each by its own protocol, and trained on
+    assert data.eval_names == ["market1501", "mars", "cuhk03np", "cuhksysu"]
     frame = data.frame
     assert set(frame.loc[frame["split"] == "train", "source"]) == {0, 1, 2, 3}
-    assert (frame.loc[frame["source"] == 3, "split"] == "train").all()
-    image, *_ = data.train_set[len(data.train_set) // 2]  # MARS frames are single images
+    image, *_ = data.train_set[len(data.train_set) // 2]  # MARS trains on single frames
     assert image.ndim == 3
+    protocols = data.member_protocols("test")
+    assert protocols["mars"].startswith("query/gallery, per tracklet (every frame)")
+    assert protocols["cuhksysu"] == "person search, TestG3"
+    assert protocols["market1501"] == protocols["cuhk03np"] == "query/gallery, torchreid convention"

@@ -54,7 +54,14 @@ from embedlab.last_checkpoint import LAST, LastCheckpoint
 from embedlab.metrics import PRIMARY_METRIC, scalar_metrics
 from embedlab.module import MetricLearningModule, NonFiniteLossError
 from embedlab.protocol import ValHistory, selected, tested_checkpoint
-from embedlab.report import BASELINE_ROW, baseline_metrics, print_summary, write_json
+from embedlab.report import (
+    BASELINE_ROW,
+    baseline_metrics,
+    member_rows,
+    print_members,
+    print_summary,
+    write_json,
+)
 from embedlab.sweep import OptunaTrialCallback
 
 #: Tool subcommands: name → (function, positional parameters). ``data check`` is nested.
@@ -474,11 +481,16 @@ class EmbedlabCLI(LightningCLI):
         name = Path(ckpt_path).name if ckpt_path else ""
         which = "final weights" if not name else "last" if name == LAST else "best on val"
         convention = getattr(self.model, "eval_convention", "torchreid")
+        members = self._member_rows(val, test, convention)
+        # a union: its means here, each member's own metrics in the table after
+        shown = {k: _drop_members(v, members) for k, v in rows.items()}
         print_summary(
-            rows,
+            shown,
             title=f"retrieval, {which} checkpoint (epoch {epochs}): val and test "
-            f"({convention} convention)",
+            f"({convention} convention{', mean over members' if members else ''})",
         )
+        if members:
+            print_members(members, f"each member, {which} checkpoint: the protocol it is scored by")
         tested = tested_checkpoint(self.trainer)
         if "step" in tested:
             print(
@@ -488,8 +500,26 @@ class EmbedlabCLI(LightningCLI):
         if run_dir is not None:
             write_json(
                 Path(run_dir) / "summary.json",
-                {**rows, "checkpoint": tested, "convention": convention},
+                {
+                    **rows,
+                    **({"members": members} if members else {}),
+                    "checkpoint": tested,
+                    "convention": convention,
+                },
             )
+
+    def _member_rows(
+        self, val: dict[str, float], test: dict[str, float], convention: str
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """A union's per-member rows (:func:`embedlab.report.member_rows`); ``{}`` otherwise."""
+        datamodule = self.datamodule
+        if not getattr(datamodule, "eval_names", None):
+            return {}
+        describe = datamodule.member_protocols
+        protocols = {"test": describe("test", convention)}
+        if val:
+            protocols = {"val": describe("val", convention), **protocols}
+        return member_rows({"val": val, "test": test}, protocols)
 
     def after_test(self) -> None:
         self._write_results("test")
@@ -520,6 +550,11 @@ class EmbedlabCLI(LightningCLI):
                 Path(run_dir) / f"{split}_metrics.json",
                 {split: results, "checkpoint": tested, "convention": convention},
             )
+
+
+def _drop_members(row: dict[str, float], members: dict[str, Any]) -> dict[str, float]:
+    """``row`` without the ``<member>/<metric>`` entries of a union's members."""
+    return {k: v for k, v in row.items() if k.split("/", 1)[0] not in members}
 
 
 def lightning_main(

@@ -24,11 +24,14 @@ from embedlab.metrics import (
     Convention,
     Distance,
     EvalOptions,
+    PersonSearchEvaluator,
+    PersonSearchProtocol,
     RankMetric,
     RecallAtK,
     RetrievalEvaluator,
     scalar_metrics,
 )
+from embedlab.metrics.person_search import person_search_metrics
 from embedlab.models import EmbeddingModel
 from embedlab.optim import ChainedOptimizer
 
@@ -347,7 +350,12 @@ class MetricLearningModule(pl.LightningModule):
 
     # -- evaluation ------------------------------------------------------------------------
     def _evaluator(self, stage: str, loader: int) -> RetrievalEvaluator:
-        """The evaluator of ``stage``'s ``loader``-th dataloader (one per member of a union)."""
+        """The evaluator of ``stage``'s ``loader``-th dataloader (one per member of a union):
+        :class:`PersonSearchEvaluator` for a set scored by person search (a union's CUHK-SYSU
+        test split), else the stage's retrieval evaluator (a copy for the second and later)."""
+        protocol = getattr(self._eval_dataset(stage, loader), "person_search", None)
+        if isinstance(protocol, PersonSearchProtocol):
+            return self._search_evaluator(stage, loader, protocol)
         first = self.val_metric if stage == "val" else self.test_metric
         if loader == 0:
             return first
@@ -357,6 +365,31 @@ class MetricLearningModule(pl.LightningModule):
             metric.reset()
             self._more_metrics[key] = metric
         return self._more_metrics[key]
+
+    def _eval_dataset(self, stage: str, loader: int) -> Any:
+        """The dataset of ``stage``'s ``loader``-th dataloader (``None`` outside a trainer loop)."""
+        trainer = self._trainer
+        if trainer is None:
+            return None
+        loaders = trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders
+        if isinstance(loaders, (list, tuple)):
+            loaders = loaders[loader] if loader < len(loaders) else None
+        return getattr(loaders, "dataset", None)
+
+    def _search_evaluator(
+        self, stage: str, loader: int, protocol: PersonSearchProtocol
+    ) -> RetrievalEvaluator:
+        """The person-search evaluator of a loader: ``map`` and the ``recall@k`` of ``ks``,
+        ranked by ``distance`` (no re-ranking, no convention: the protocol fixes them)."""
+        key = (f"{stage}/person_search", loader)
+        metric = self._more_metrics.get(key)
+        if not isinstance(metric, PersonSearchEvaluator) or metric.protocol is not protocol:
+            first = self.val_metric if stage == "val" else self.test_metric
+            metric = PersonSearchEvaluator(
+                protocol, person_search_metrics(self.hparams["ks"]), first.options
+            )
+            self._more_metrics[key] = metric
+        return metric
 
     def _eval_step(self, batch: Sequence[Tensor], stage: str, loader: int) -> None:
         images, labels, cameras, indices = batch

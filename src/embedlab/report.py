@@ -1,4 +1,5 @@
-"""Run summaries: the raw-pixel baseline, a printed metric table, atomic JSON files."""
+"""Run summaries: the raw-pixel baseline, printed metric tables (one row per member of a union
+of datasets too), atomic JSON files."""
 
 from __future__ import annotations
 
@@ -83,3 +84,42 @@ def print_summary(
     """Print the metrics of each entry of ``rows`` (see :func:`summary_frame`)."""
     frame = summary_frame(rows).astype(float)
     print_table(frame.rename_axis("embeddings").reset_index(), title, digits=4)
+
+
+def member_rows(
+    metrics: dict[str, dict[str, float]], protocols: dict[str, dict[str, str]]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each member's own metrics, by member and split: ``{name: {split: {"protocol", metric…}}}``.
+
+    Args:
+        metrics: by split (``val``, ``test``), the run's metrics as logged without the split
+            prefix, a member's under ``<name>/<metric>``.
+        protocols: by split, how each member was scored (``name -> words``); only these
+            members and splits get rows.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for split, by_name in protocols.items():
+        values = metrics.get(split) or {}
+        for name, protocol in by_name.items():
+            own = {
+                k.removeprefix(f"{name}/"): v for k, v in values.items() if k.startswith(f"{name}/")
+            }
+            if own:
+                out.setdefault(name, {})[split] = {"protocol": protocol, **own}
+    return out
+
+
+def print_members(
+    members: dict[str, dict[str, dict[str, Any]]], title: str = "each member, its own protocol"
+) -> None:
+    """Print :func:`member_rows` as one row per member and split, with its protocol."""
+    records = [
+        {"member": name, "split": split, **row}
+        for name, splits in members.items()
+        for split, row in splits.items()
+    ]
+    if not records:
+        return
+    table = pd.DataFrame(records)
+    table = table[[c for c in table.columns if c not in NOT_METRICS]]
+    print_table(table, title, digits=4)

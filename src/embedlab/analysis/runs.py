@@ -158,10 +158,13 @@ def metric_values(row: Any) -> dict[str, float]:
 def read_summary(run_dir: str | Path) -> dict[str, dict[str, float]]:
     """``summary.json``'s metric rows: ``raw pixels`` and ``test`` (the test split), ``val``
     (the validation split, when the run had one); each ``{metric: value}``. Entries that are
-    not metric rows (``checkpoint``) are left out; empty when the file is missing."""
+    not metric rows (``checkpoint``, a union's ``members``) are left out; empty when the file is
+    missing."""
     rows = read_json(Path(run_dir) / SUMMARY_FILE)
     return {
-        k: metric_values(v) for k, v in rows.items() if k != "checkpoint" and isinstance(v, dict)
+        k: metric_values(v)
+        for k, v in rows.items()
+        if k not in ("checkpoint", "members") and isinstance(v, dict)
     }
 
 

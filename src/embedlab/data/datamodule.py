@@ -42,6 +42,7 @@ from embedlab.data.splits import (
 )
 from embedlab.data.transforms import ReIDTransforms, Transforms
 from embedlab.errors import ConfigError
+from embedlab.metrics.person_search import PersonSearchProtocol
 
 Item = tuple[Tensor, int, int, int]
 
@@ -91,6 +92,11 @@ class EvalDataset(JoinedDataset):
     #: whether the ``official`` evaluation convention ranks the queries as gallery items too
     #: (set from the dataset's ``queries_in_official_gallery``, true for MARS)
     queries_in_official_gallery: bool = False
+    #: person search instead of ReID ranking: each query against its own gallery (set for a
+    #: union's CUHK-SYSU test split; queries and gallery items in the protocol's order)
+    person_search: PersonSearchProtocol | None = None
+    #: how the set is evaluated, in words (the per-member summary's ``protocol`` column)
+    protocol: str = ""
 
     def __init__(self, query: Any, gallery: Any | None = None) -> None:
         super().__init__([query] if gallery is None else [query, gallery])
@@ -144,7 +150,11 @@ class RetrievalDataModule(pl.LightningDataModule):
             ``frame()``, see :mod:`embedlab.data.source`), or a list of them: a union trained
             as one set (identities and cameras offset so they never collide) and evaluated on
             each member's own val / test split, logged as ``val/<name>/<metric>`` plus the
-            mean over members as ``val/<metric>``.
+            mean over members as ``val/<metric>``. Inside a union a MARS member is evaluated
+            per tracklet even when it trains on frames (``Mars(clips=False)``), and a
+            CUHK-SYSU member with ``test: true`` has its test split scored by person search
+            (each query against its own gallery, ``TestG<gallery_size>``); its val split,
+            held-out training identities, is ranked as ReID query/gallery.
         val: the validation split held out of the training split
             (:class:`~embedlab.data.splits.ValSplit`: ``size``, ``seed``, ``folds``, ``fold``),
             or ``none``: train on the whole training split, validate nothing (then the CLI
@@ -407,6 +417,8 @@ class RetrievalDataModule(pl.LightningDataModule):
                     continue  # a train-only member of a union
                 val = self._eval_set(rows, "val_query", "val_gallery", "val")
                 test = self._eval_set(rows, "query", "gallery", "test")
+                if test is not None and len(self.sources) > 1:
+                    self._person_search(i, rows, test)
                 if test is None:
                     splits = sorted(set(rows["split"]))
                     raise ConfigError(
@@ -417,6 +429,7 @@ class RetrievalDataModule(pl.LightningDataModule):
                 for found in (val, test):
                     if found is not None:
                         found.queries_in_official_gallery = official
+                        found.protocol = found.protocol or _protocol_of(found)
                 if val is not None:
                     self.val_sets.append(val)
                 self.test_sets.append(test)
@@ -436,16 +449,60 @@ class RetrievalDataModule(pl.LightningDataModule):
     def _eval_set(
         self, frame: pd.DataFrame, query: str, gallery: str, both: str
     ) -> EvalDataset | None:
-        """Query + gallery rows, or leave-one-out rows (``both``); ``None`` when there are none."""
+        """Query + gallery rows, or leave-one-out rows (``both``) of one member; ``None`` when
+        there are none."""
         split = frame["split"]
         if (split == query).any() or (split == gallery).any():
             return EvalDataset(
-                self.torch_dataset(frame[split == query], train=False),
-                self.torch_dataset(frame[split == gallery], train=False),
+                self._eval_items(frame[split == query]), self._eval_items(frame[split == gallery])
             )
         if (split == both).any():
-            return EvalDataset(self.torch_dataset(frame[split == both], train=False))
+            return EvalDataset(self._eval_items(frame[split == both]))
         return None
+
+    def _eval_items(self, rows: pd.DataFrame) -> Any:
+        """The torch dataset evaluating ``rows`` (one member's): per tracklet for a video member
+        of a union (``tracklet_images``, e.g. MARS trained on frames), else as it serves them."""
+        source = self.sources[int(rows["source"].iloc[0])] if len(rows) else None
+        tracklets = getattr(source, "tracklet_images", None)
+        if len(self.sources) > 1 and callable(tracklets) and "tracklet" in rows.columns:
+            own = rows.drop(columns="source").reset_index(drop=True)
+            return tracklets(own, self.transforms, self.bad_data)
+        return self.torch_dataset(rows, train=False)
+
+    def _person_search(self, i: int, rows: pd.DataFrame, test: EvalDataset) -> None:
+        """Score member ``i``'s test split by its person-search protocol when it has one
+        (``search_protocol()``, e.g. CUHK-SYSU with ``test: true``)."""
+        search = getattr(self.sources[i], "search_protocol", None)
+        protocol = search() if callable(search) else None
+        if protocol is None:
+            return
+        name = self.names[i]
+        for split, table in (("query", protocol.queries), ("gallery", protocol.gallery)):
+            served = rows.loc[rows["split"] == split, "path"].astype(str).tolist()
+            if table is not None and served != table["path"].astype(str).tolist():
+                raise ConfigError(
+                    f"{name}: the {split} images served ({len(served)}) are not the person-search "
+                    f"protocol's ({len(table)}) in its order (unreadable images skipped?)"
+                )
+        test.person_search = protocol
+        size = getattr(self.sources[i], "gallery_size", None)
+        test.protocol = "person search" + (f", TestG{size}" if size is not None else "")
+
+    def member_protocols(self, stage: str, convention: str = "torchreid") -> dict[str, str]:
+        """How each evaluated member's ``stage`` (``val`` / ``test``) split is scored, in words,
+        by member name (the dataset's name when it is alone), after :meth:`setup`."""
+        sets = self.val_sets if stage == "val" else self.test_sets
+        names = self.eval_names or [self.dataset_name]
+        out = {}
+        for name, found in zip(names, sets, strict=False):
+            words = found.protocol or _protocol_of(found)
+            if found.person_search is None:
+                words += f", {convention} convention"
+                if convention == "official" and found.queries_in_official_gallery:
+                    words += " (queries in the gallery)"
+            out[name] = words
+        return out
 
     # -- loaders ---------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:
@@ -511,6 +568,17 @@ class RetrievalDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.eval_dataloader(self.test_set)
+
+
+def _protocol_of(found: EvalDataset) -> str:
+    """``query/gallery`` or ``leave-one-out`` ReID ranking, per tracklet for clips."""
+    words = "leave-one-out" if found.is_query.all() and found.is_gallery.all() else "query/gallery"
+    clips = [p for p in found.parts if hasattr(p, "tracklet_ids")]
+    if clips:
+        sampling = getattr(clips[0], "sampling", "")
+        frames = "every frame" if sampling == "all" else f"{clips[0].length} frames {sampling}"
+        words += f", per tracklet ({frames})"
+    return words
 
 
 def _unique_names(names: list[str]) -> list[str]:

@@ -17,7 +17,11 @@
 
 from embedlab.metrics._inputs import DISTANCES, Distance
 from embedlab.metrics.knn import knn
-from embedlab.metrics.person_search import PersonSearchProtocol, person_search
+from embedlab.metrics.person_search import (
+    PersonSearchEvaluator,
+    PersonSearchProtocol,
+    person_search,
+)
 from embedlab.metrics.rank_metrics import (
     CMC,
     CONVENTIONS,
@@ -57,6 +61,7 @@ __all__ = [
     "MeanAveragePrecision",
     "MetricFn",
     "OfficialAveragePrecision",
+    "PersonSearchEvaluator",
     "PersonSearchProtocol",
     "PrecisionAt1",
     "RPrecision",

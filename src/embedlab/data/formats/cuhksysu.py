@@ -535,15 +535,24 @@ class CUHKSYSU(DataSource):
     Args:
         root: the prepared root (``cropped_images/``, ``test/``); default
             ``$EMBEDLAB_DATA_ROOT/cuhksysu``.
-        test: ``False`` (default): training crops only, as torchreid and MSML use the dataset;
+        test: ``False`` (default): training crops only, as torchreid uses the dataset;
             ``True``: also the test queries and gallery boxes (see :func:`read_cuhksysu`).
+        gallery_size: the person-search protocol (``TestG<gallery_size>``) that scores the test
+            split when this dataset is a member of a union (``data.dataset: [...]``): each query
+            against its own gallery, :func:`embedlab.metrics.person_search`, as
+            ``embedlab evaluate --protocol cuhksysu`` does. Alone, the test split is the shared
+            ReID gallery of :func:`read_cuhksysu` (``evaluate --protocol cuhksysu`` scores the
+            person search).
     """
 
     folder = "cuhksysu"
 
-    def __init__(self, root: str | Path | None = None, test: bool = False) -> None:
+    def __init__(
+        self, root: str | Path | None = None, test: bool = False, gallery_size: int = 50
+    ) -> None:
         super().__init__(root)
         self.test = test
+        self.gallery_size = gallery_size
 
     def frame(self) -> pd.DataFrame:
         return read_cuhksysu(self.root, test=self.test)
@@ -551,3 +560,8 @@ class CUHKSYSU(DataSource):
     def protocol(self, gallery_size: int = 50) -> PersonSearchProtocol:
         """The official per-query galleries (``TestG<gallery_size>``) on the prepared crops."""
         return read_protocol(self.root, gallery_size)
+
+    def search_protocol(self) -> PersonSearchProtocol | None:
+        """The protocol a union scores the test split by (``TestG<gallery_size>``); ``None``
+        without ``test``."""
+        return self.protocol(self.gallery_size) if self.test else None

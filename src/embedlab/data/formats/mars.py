@@ -192,7 +192,9 @@ class Mars(DataSource):
             as the MARS papers evaluate: clips differ in length, so evaluation batches hold one
             tracklet each, whatever ``data.eval_batch_size``; nothing is padded).
         clips: ``False`` serves single frames instead (MARS as an image dataset, e.g. in MSML's
-            union of datasets).
+            union of datasets). Alone, such a MARS is then evaluated frame by frame; as a member
+            of a union (``data.dataset: [...]``) it is still evaluated per tracklet, with the
+            clips ``eval_sampling`` and ``frames`` describe (:meth:`tracklet_images`).
 
     A model embeds a clip [B, T, C, H, W] with ``EmbeddingModel(temporal=...)`` pooling frame
     features over T (:mod:`embedlab.models.temporal`; in eval mode the frames go through the
@@ -227,9 +229,20 @@ class Mars(DataSource):
     def images(
         self, rows: pd.DataFrame, train: bool, transforms: Transforms, bad_data: BadData
     ) -> Any:
+        if self.clips and not train:
+            return self.tracklet_images(rows, transforms, bad_data)
         transform = transforms.train if train else transforms.eval
         frames = ImageDataset(rows.reset_index(drop=True), self.root, transform, bad_data)
         if not self.clips:
             return frames
-        sampling = self.train_sampling if train else self.eval_sampling
-        return Tracklets(frames, rows["tracklet"].to_numpy(), self.frames, sampling)
+        return Tracklets(frames, rows["tracklet"].to_numpy(), self.frames, self.train_sampling)
+
+    def tracklet_images(
+        self, rows: pd.DataFrame, transforms: Transforms, bad_data: BadData
+    ) -> Tracklets:
+        """Evaluation items per tracklet (clips as ``eval_sampling`` draws them), whatever
+        ``clips`` says: how a union evaluates MARS. A frame model embeds such a clip like any
+        clip: frame features pooled over time by ``EmbeddingModel.temporal``
+        (``TemporalAverage``, the mean of the frames, unless configured otherwise)."""
+        frames = ImageDataset(rows.reset_index(drop=True), self.root, transforms.eval, bad_data)
+        return Tracklets(frames, rows["tracklet"].to_numpy(), self.frames, self.eval_sampling)

@@ -42,11 +42,13 @@ NOT_HERE: dict[str, str] = {
         "run by test_extending.py with the README's mydata.py, mylosses.py and mymetrics.py"
     ),
     "embedlab fit --config experiments/market1501_bot.yaml": "needs 4 GPUs and Market-1501",
-    "NNODES=2": "needs a cluster of two nodes",
+    "NNODES=2": (
+        "needs a second node; test_cluster.py launches two torchrun nodes on one CPU machine"
+    ),
     "embedlab evaluate --ckpt_path runs/faces": (
         "needs LFW / YouTube Faces; test_verification.py runs both on miniature trees"
     ),
-    "sbatch": "needs SLURM",
+    "sbatch": "needs Slurm; test_cluster.py runs two tasks with the variables srun sets",
 }
 # the budget: documented overrides appended to each command of that kind
 BUDGET: dict[str, list[str]] = {

@@ -75,9 +75,10 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
         step = trainer.global_step
         due = self.every and step % self.every == 0
-        if (due or trainer.received_sigterm) and step != self._saved_step:
+        stop = stop_requested(trainer)
+        if (due or stop) and step != self._saved_step:
             self.save(trainer)
-            if trainer.received_sigterm:
+            if stop:
                 rank_zero_info(f"embedlab: stopping; {self.path} holds step {step}")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -101,6 +102,21 @@ class LastCheckpoint(ModelCheckpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Nothing to restore: the file name is fixed."""
+
+
+def stop_requested(trainer: pl.Trainer) -> bool:
+    """Whether any rank was told to stop (SIGTERM / SIGUSR1), the same answer on every rank.
+
+    A launcher signals its processes one by one, so at a batch end one rank may have the signal
+    and another not yet; saving on the first alone would leave it in ``save_checkpoint``'s
+    barrier while the others train on (a hang). Under DDP the flag is therefore all-reduced on
+    every rank at every batch end (one small all-reduce; Lightning's own broadcast of rank 0's
+    flag at the next batch start already waits on the device each step).
+    """
+    received = bool(trainer.received_sigterm)
+    if trainer.world_size > 1:
+        return bool(trainer.strategy.reduce_boolean_decision(received, all=False))
+    return received
 
 
 def _as_sigterm(signum: int, frame: Any) -> None:

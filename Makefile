@@ -19,7 +19,7 @@ $(foreach v,$(ENV_VARS),$(if $(filter-out undefined,$(origin _env_$(v))),$(eval 
 export
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint bench readme-figures sweep notebooks clean clean-runs
+.PHONY: help install train test test-fast lint bench readme-figures sweep notebooks clean clean-runs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,15 +38,21 @@ install: $(VENV)/.installed ## create .venv (if missing) and install embedlab wi
 train: install ## train the default experiment (CONFIG=experiments/digits.yaml) on the CPU
 	$(BIN)/embedlab fit --config $(CONFIG)
 
-test: install ## run the whole test suite (slow tests included)
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+test: install ## run the whole test suite (slow tests included), the 15 slowest tests listed
+	@$(BIN)/python -m pytest $(PYTEST_ARGS) --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests — treating as a failure" >&2; exit 1; fi; \
 	exit $$rc
 
-lint: install ## ruff + mypy
+test-fast: install ## the suite without the slow-marked tests (-m "not slow"), 15 slowest listed
+	@$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow" --durations=15; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests — treating as a failure" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: install ## ruff + mypy + import-linter (the library layer imports no Lightning)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install ## benchmarks against pytorch-metric-learning (tables, not pass/fail)
 	$(BIN)/python benchmarks/losses.py

@@ -61,3 +61,12 @@ def test_clean_keeps_runs_and_clean_runs_says_what_it_deletes(folder: Path) -> N
     out = make(folder, "clean-runs")
     assert "deleting runs/" in out and not (folder / "runs").exists()
     assert "clean-runs" in make(folder, "help")
+
+
+def test_test_fast_skips_slow_tests_and_both_list_durations(folder: Path) -> None:
+    assert "test-fast" in make(folder, "help")
+    (folder / "pyproject.toml").touch()  # `install`'s prerequisite; -n runs nothing
+    fast = make(folder, "-n", "test-fast", "PYTEST_ARGS=")
+    full = make(folder, "-n", "test", "PYTEST_ARGS=")
+    assert '-m "not slow"' in fast and "--durations=15" in fast
+    assert "not slow" not in full and "--durations=15" in full

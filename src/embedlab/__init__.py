@@ -1,6 +1,10 @@
-"""embedlab: a PyTorch Lightning research template for deep metric learning."""
+"""embedlab: a PyTorch Lightning research template for deep metric learning.
 
-import embedlab.ddp  # noqa: F401  (registers ddp_spawn workers that tear down together)
+Importing the package (or its library modules: losses, miners, distances, metrics, models,
+data readers) does not import Lightning; :mod:`embedlab.module`, :mod:`embedlab.data.datamodule`
+and :mod:`embedlab.cli` do, and register the DDP strategies of :mod:`embedlab.ddp` with it.
+"""
+
 from embedlab.errors import ConfigError
 
 __version__ = "0.1.0"

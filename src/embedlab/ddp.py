@@ -6,9 +6,9 @@ down by each rank's ``atexit`` handler at a different moment. gloo can then abor
 teardown ("terminate called without an active exception", SIGABRT) after a run that
 completed. :class:`OrderlyDDPStrategy` ends every worker with a barrier and
 ``destroy_process_group`` on all ranks, after rank 0 has sent its results. Importing this
-module registers it as ``ddp_spawn``, ``ddp_fork`` and ``ddp_notebook`` (embedlab imports it
-with :mod:`embedlab.data`), so ``Trainer(strategy="ddp_spawn")`` and
-``--trainer.strategy=ddp_spawn`` use it.
+module registers it as ``ddp_spawn``, ``ddp_fork`` and ``ddp_notebook`` (the Lightning layer,
+:mod:`embedlab.module` and :mod:`embedlab.data.datamodule`, imports it), so
+``Trainer(strategy="ddp_spawn")`` and ``--trainer.strategy=ddp_spawn`` use it.
 """
 
 from __future__ import annotations

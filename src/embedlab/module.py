@@ -15,6 +15,7 @@ import torch.distributed as dist
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+import embedlab.ddp  # noqa: F401  (registers ddp_spawn workers that tear down together)
 from embedlab.constraints import PositiveFloat, PositiveInt
 from embedlab.errors import ConfigError
 from embedlab.evaluation import EvalRoles

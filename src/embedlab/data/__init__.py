@@ -1,6 +1,13 @@
-"""Data: datasets (``frame()`` tables) → torch datasets → P×K batches."""
+"""Data: datasets (``frame()`` tables) → torch datasets → P×K batches.
 
-from embedlab.data.datamodule import EvalDataset, RetrievalDataModule
+The readers, sources, sampler and transforms import no Lightning; the Lightning data module
+(:class:`RetrievalDataModule`, with :class:`EvalDataset`) is loaded on first access of its name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from embedlab.data.digits import Digits, DigitsDataset, digits_frame
 from embedlab.data.formats import (
     CUB200,
@@ -46,6 +53,24 @@ from embedlab.data.transforms import (
     ReIDTransforms,
     Transforms,
 )
+
+if TYPE_CHECKING:
+    from embedlab.data.datamodule import EvalDataset, RetrievalDataModule
+
+# Lightning only for the data module.
+_LAZY = {"EvalDataset", "RetrievalDataModule"}
+
+
+def __getattr__(name: str) -> Any:
+    """``RetrievalDataModule`` and ``EvalDataset`` are imported on first access of their names."""
+    if name in _LAZY:
+        from embedlab.data import datamodule
+
+        value = getattr(datamodule, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CUB200",

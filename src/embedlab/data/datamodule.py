@@ -21,6 +21,7 @@ from jsonargparse import lazy_instance
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+import embedlab.ddp  # noqa: F401  (registers ddp_spawn workers that tear down together)
 from embedlab.constraints import NonNegativeInt, PositiveInt
 from embedlab.data.digits import Digits
 from embedlab.data.formats import SPLITS

@@ -14,7 +14,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.datasets import load_digits
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -27,6 +26,8 @@ Protocol = Literal["image_disjoint", "class_disjoint"]
 
 def digits_frame(protocol: Protocol = "image_disjoint", seed: int = 0) -> pd.DataFrame:
     """One row per image: ``path`` (``digits/<n>``), ``label``, ``camera`` (−1), ``split``."""
+    from sklearn.datasets import load_digits
+
     labels = load_digits().target
     rng = np.random.default_rng(seed)
     split = np.empty(len(labels), dtype=object)
@@ -79,6 +80,8 @@ class DigitsDataset(Dataset[tuple[Tensor, int, int, int]]):
 
 def digit_pixels() -> np.ndarray:
     """The 1,797 digits as ``(n, 8, 8)`` uint8 grey images (0–16 scaled to 0–255)."""
+    from sklearn.datasets import load_digits
+
     return np.round(load_digits().images * (255.0 / 16.0)).astype(np.uint8)
 
 

@@ -7,7 +7,8 @@
   (``map``), :class:`MAPAtR`, :class:`RPrecision`, :class:`PrecisionAt1`, :class:`MINP`,
   :class:`CMC`; :class:`OfficialAveragePrecision`, the ``map`` of ``convention="official"``
   (the Market-1501 / MARS MATLAB code).
-* :class:`RetrievalEvaluator` - ``torchmetrics`` wrapper used at validation and test.
+* :class:`RetrievalEvaluator`, :class:`PersonSearchEvaluator` - ``torchmetrics`` wrappers used
+  at validation and test (imported on first use of their names).
 * :func:`k_reciprocal_rerank`, :func:`average_query_expansion` - re-ranking.
 * :func:`knn` - exact faiss k-nearest neighbours with ties broken by index.
 * :func:`person_search` - the person-search protocol (CUHK-SYSU): each query has its own gallery.
@@ -15,13 +16,13 @@
   :func:`set_distances` / :func:`verify_distances` for video pairs (YouTube Faces).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from embedlab.metrics._inputs import DISTANCES, Distance
 from embedlab.metrics.knn import knn
-from embedlab.metrics.person_search import (
-    PersonSearchEvaluator,
-    PersonSearchProtocol,
-    person_search,
-)
+from embedlab.metrics.person_search import PersonSearchProtocol, person_search
 from embedlab.metrics.rank_metrics import (
     CMC,
     CONVENTIONS,
@@ -45,8 +46,25 @@ from embedlab.metrics.rerank import (
     k_reciprocal_scores,
 )
 from embedlab.metrics.retrieval import EvalOptions, MetricFn, evaluate
-from embedlab.metrics.torchmetric import RetrievalEvaluator
 from embedlab.metrics.verification import pair_distances, set_distances, verify, verify_distances
+
+if TYPE_CHECKING:
+    from embedlab.metrics.torchmetric import PersonSearchEvaluator, RetrievalEvaluator
+
+# torchmetrics (which imports matplotlib when it is installed) only for the evaluators.
+_LAZY = {"PersonSearchEvaluator", "RetrievalEvaluator"}
+
+
+def __getattr__(name: str) -> Any:
+    """The torchmetrics evaluators are imported on first access of their names."""
+    if name in _LAZY:
+        from embedlab.metrics import torchmetric
+
+        value = getattr(torchmetric, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CMC",

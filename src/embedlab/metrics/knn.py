@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,6 +16,8 @@ def _faiss_search(
     query: np.ndarray, gallery: np.ndarray, k: int, distance: str, use_gpu: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw faiss exact search; returns (distance-like values ascending, indices)."""
+    import faiss
+
     faiss_metric = faiss.METRIC_INNER_PRODUCT if distance == "cosine" else faiss.METRIC_L2
     if use_gpu:
         res = faiss.StandardGpuResources()
@@ -71,6 +72,8 @@ def knn(
     if distance == "cosine":
         q = F.normalize(q, dim=1)
         g = F.normalize(g, dim=1)
+    import faiss
+
     use_gpu = device.type == "cuda" and hasattr(faiss, "StandardGpuResources")
     qn = q.cpu().numpy()
     gn = g.cpu().numpy()

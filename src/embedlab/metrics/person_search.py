@@ -47,11 +47,10 @@ from torch import Tensor
 from embedlab.metrics._inputs import ArrayLike, Distance, as_embeddings, check_distance
 from embedlab.metrics.rank_metrics import MeanAveragePrecision, RecallAtK
 from embedlab.metrics.ranking import PositiveRanks, ScoreFn, rank_positives
-from embedlab.metrics.retrieval import EvalOptions, MetricFn, _check_metrics, similarity_fn
-from embedlab.metrics.torchmetric import RetrievalEvaluator
+from embedlab.metrics.retrieval import MetricFn, _check_metrics, similarity_fn
 
+# PersonSearchEvaluator, the torchmetrics wrapper, lives in embedlab.metrics.torchmetric.
 __all__ = [
-    "PersonSearchEvaluator",
     "PersonSearchProtocol",
     "person_search",
     "person_search_metrics",
@@ -237,54 +236,6 @@ def person_search(
     if return_per_query:
         out["per_query"] = per_query
     return out
-
-
-class PersonSearchEvaluator(RetrievalEvaluator):
-    """:func:`person_search` over a whole evaluation set, accumulated batch by batch.
-
-    The items are numbered as the data module's evaluation set numbers them: the protocol's
-    queries first (``protocol.queries`` order), then its gallery items (``protocol.gallery``
-    order); items flagged as queries are the queries. Accumulation, de-duplication and DDP
-    reduction are :class:`RetrievalEvaluator`'s; only ``compute()`` differs.
-
-    Args:
-        protocol: each query's own gallery, positives and ``num_gt``.
-        metrics: default :func:`person_search_metrics` (``map``, ``recall@1/5/10``).
-        options: ``distance`` and ``chunk_size`` are used; ``rerank`` and ``convention`` do not
-            apply to person search.
-    """
-
-    def __init__(
-        self,
-        protocol: PersonSearchProtocol,
-        metrics: Sequence[MetricFn] | None = None,
-        options: EvalOptions | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            list(person_search_metrics() if metrics is None else metrics), options, **kwargs
-        )
-        self.protocol = protocol
-
-    def compute(self) -> dict[str, Any]:  # type: ignore[override]
-        emb, _, _, _, flags = self.gathered()
-        is_query = (flags & 1) != 0
-        query, gallery = emb[is_query], emb[~is_query]
-        expected = (self.protocol.num_queries, _num_gallery(self.protocol))
-        if (query.shape[0], gallery.shape[0]) != expected:
-            raise ValueError(
-                f"PersonSearchEvaluator: {query.shape[0]} queries and {gallery.shape[0]} gallery "
-                f"items were accumulated; the protocol has {expected[0]} and {expected[1]}"
-            )
-        results = person_search(
-            query,
-            gallery,
-            self.protocol,
-            metrics=self.metrics,
-            distance=self.options.distance,
-            chunk_size=self.options.chunk_size,
-        )
-        return results
 
 
 def _num_gallery(protocol: PersonSearchProtocol) -> int:

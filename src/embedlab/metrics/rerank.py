@@ -25,14 +25,18 @@ items (found with :func:`embedlab.metrics.knn`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from embedlab.metrics._inputs import ArrayLike, as_embeddings, check_distance
 from embedlab.metrics.knn import knn
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 from embedlab.metrics.ranking import DEFAULT_BLOCK_ELEMENTS, ScoreFn, _float_order_key
 
 #: Pairs of embeddings gathered at once when computing the weights of the k-reciprocal sets.
@@ -180,6 +184,8 @@ class _KReciprocal:
         w = torch.exp(-d / self.row_max[rows].double())
         row_sum = torch.zeros(n, dtype=torch.float64, device=x.device).index_add_(0, rows, w)
         w = w / row_sum[rows]
+        import scipy.sparse as sp
+
         v = sp.csr_matrix((w.cpu().numpy(), (rows.cpu().numpy(), cols.cpu().numpy())), shape=(n, n))
         if k2 != 1:
             qe_rows = np.repeat(np.arange(n), k2)
@@ -195,6 +201,8 @@ class _KReciprocal:
 
     def overlap(self, start: int, stop: int) -> sp.csr_matrix:
         """``S[i, j] = sum_k min(V[i, k], V[j, k])`` for queries ``[start, stop)`` x gallery."""
+        import scipy.sparse as sp
+
         vq = self.v[start:stop].tocoo()
         csc = self.v_gallery_csc
         counts = np.diff(csc.indptr)[vq.col]

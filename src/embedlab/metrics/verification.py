@@ -28,7 +28,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score, roc_curve
 from torch import Tensor
 
 from embedlab.distances import Distance, pairwise_distance
@@ -165,6 +164,8 @@ def verify_distances(
     }
     if same.all() or not same.any():
         return results  # no ROC with a single class
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     fpr, tpr, _ = roc_curve(same, -d)
     fnr = 1.0 - tpr
     at = int(np.argmin(np.abs(fnr - fpr)))

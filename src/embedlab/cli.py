@@ -62,7 +62,6 @@ from embedlab.report import (
     print_summary,
     write_json,
 )
-from embedlab.sweep import OptunaTrialCallback
 
 #: Tool subcommands: name → (function, positional parameters). ``data check`` is nested.
 TOOLS: dict[str, tuple[Callable[..., int], tuple[str, ...]]] = {
@@ -442,6 +441,8 @@ class EmbedlabCLI(LightningCLI):
             every = int(cfg.get("checkpoint", {}).get("every_n_train_steps") or 0)
             best.save_last = False
             trainer.callbacks.append(LastCheckpoint(best.dirpath, every))  # type: ignore[attr-defined]
+        from embedlab.sweep import OptunaTrialCallback  # optuna only when a trial runs
+
         trial = OptunaTrialCallback.from_env()  # a trial of an offline `embedlab sweep`
         if trial is not None:
             trainer.callbacks.append(trial)  # type: ignore[attr-defined]

@@ -17,7 +17,6 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import numpy as np
-import optuna
 import pandas as pd
 import torch
 from pytorch_lightning import Trainer
@@ -67,24 +66,6 @@ from embedlab.metrics.verification import (
     verify_distances,
 )
 from embedlab.report import print_summary, write_json
-from embedlab.sweep import (
-    SweepRun,
-    check_metric,
-    embedlab_args,
-    load_sweep,
-    open_storage,
-    open_study,
-    run_online,
-    run_sweep,
-    storage_file,
-    study_cap,
-    suggest,
-    trials_to_start,
-    wandb_command,
-)
-from embedlab.sweep import (
-    report as write_report,
-)
 
 #: Runs ``embedlab`` in this process on an argument list (``embedlab.cli.main``).
 Runner = Callable[[list[str]], int]
@@ -496,6 +477,28 @@ def sweep(
         trial_args: arguments appended to every trial's command.
         runner: runs one trial in this process (``embedlab.cli.main``) with ``in_process``.
     """
+    # optuna, scipy and the sweep machinery only for this subcommand (fast `embedlab --help`)
+    import optuna
+
+    from embedlab.sweep import (
+        SweepRun,
+        check_metric,
+        embedlab_args,
+        load_sweep,
+        open_storage,
+        open_study,
+        run_online,
+        run_sweep,
+        storage_file,
+        study_cap,
+        suggest,
+        trials_to_start,
+        wandb_command,
+    )
+    from embedlab.sweep import (
+        report as write_report,
+    )
+
     if count is not None and count < 1:
         raise ConfigError(f"count must be >= 1, got {count}")
     if workers < 1 or (in_process and workers > 1):

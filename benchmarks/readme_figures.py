@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FIGURES = ROOT / "docs" / "figures"
 METRICS = ("recall@1", "map", "map@r", "r_precision", "minp")
+SWEEP_LOSSES = "experiments/sweeps/losses.yaml"
 
 
 def embedlab(*args: str, cwd: Path) -> None:
@@ -81,27 +82,45 @@ def measure_class_disjoint() -> dict[str, Any]:
 
 
 def measure_losses() -> dict[str, Any]:
-    """The loss sweep on digits (17 runs): selected epoch, val MAP@R and test metrics per loss."""
-    rows: dict[str, Any] = {}
+    """The loss sweep on digits (17 runs): selected epoch, val MAP@R and test metrics per preset."""
     with tempfile.TemporaryDirectory() as tmp:
-        embedlab("sweep", str(ROOT / "experiments/sweeps/losses.yaml"), "--offline", cwd=Path(tmp))
-        for summary in sorted(Path(tmp).glob("runs/**/summary.json")):
-            config = read_yaml(summary.parent / "config.yaml")
-            loss = str(config["model"]["loss"]["class_path"]).rsplit(".", 1)[-1]
-            name = _preset_of(summary.parent, loss)
-            rows[name] = summary_figures(json.loads(summary.read_text()))
-    return {"sweep": "experiments/sweeps/losses.yaml", "losses": rows}
+        # the sweep names its presets relative to the repository: run it there, write to tmp
+        embedlab(
+            "sweep", SWEEP_LOSSES, "--offline", "--no_compare", f"--output_root={tmp}", cwd=ROOT
+        )
+        return losses_figure(Path(tmp))
 
 
-def _preset_of(run: Path, loss: str) -> str:
-    """The preset file name of a sweep trial (``trial.json``), else the loss class."""
-    trial = run / "trial.json"
-    if trial.is_file():
-        params = json.loads(trial.read_text()).get("params", {})
-        value = params.get("model.loss")
-        if value:
-            return Path(str(value)).stem
-    return loss
+def losses_figure(output_root: Path) -> dict[str, Any]:
+    """The figure of a finished loss sweep written under ``output_root`` (one run per preset)."""
+    rows: dict[str, Any] = {}
+    conventions: set[str] = set()
+    for summary in sorted(output_root.glob("**/summary.json")):
+        name = _preset_of(summary.parent)
+        if name in rows:
+            raise RuntimeError(f"{output_root}: two runs of the loss sweep for {name}")
+        figures = json.loads(summary.read_text())
+        conventions.add(str(figures.get("convention", "torchreid")))
+        rows[name] = summary_figures(figures)
+    presets = read_yaml(ROOT / SWEEP_LOSSES)["parameters"]["model.loss"]["values"]
+    missing = {Path(v).stem for v in presets} - set(rows)
+    if missing:
+        raise RuntimeError(f"{output_root}: no finished run for {sorted(missing)}")
+    [convention] = conventions  # one evaluation convention for the whole table
+    return {
+        "sweep": SWEEP_LOSSES,
+        "config": "experiments/digits_compare.yaml",
+        "convention": convention,
+        "losses": rows,
+    }
+
+
+def _preset_of(run: Path) -> str:
+    """The preset file name of a sweep trial (its ``model.loss`` in ``sweep_trial.json``)."""
+    from embedlab.analysis.runs import TRIAL_FILE
+
+    params = json.loads((run / TRIAL_FILE).read_text()).get("params", {})
+    return Path(str(params["model.loss"])).stem
 
 
 def measure_search() -> dict[str, Any]:
@@ -132,7 +151,7 @@ def render_losses(fig: dict[str, Any]) -> str:
         "| loss | best epoch (val) | val MAP@R | test R@1 | test mAP | test MAP@R "
         "| test R-Prec | test mINP |\n|:---|---:|---:|---:|---:|---:|---:|---:|"
     )
-    rows = sorted(fig["losses"].items(), key=lambda kv: -kv[1]["test"]["map@r"])
+    rows = sorted(fig["losses"].items(), key=lambda kv: (-kv[1]["test"]["map@r"], kv[0]))
     lines = [head]
     raw = next(iter(fig["losses"].values()))["raw"] if fig["losses"] else None
     placed = False
@@ -185,15 +204,18 @@ def recorded(name: str) -> dict[str, Any]:
     return dict(json.loads((FIGURES / f"{name}.json").read_text()))
 
 
+def _replacement(body: str) -> Callable[[re.Match[str]], str]:
+    """A ``re.sub`` replacement keeping the block's markers around ``body`` (taken literally)."""
+    return lambda m: m.group(1) + body + m.group(3)
+
+
 def render_readme(text: str) -> str:
     """``text`` with every figure block replaced by the rendering of its recorded JSON."""
     for name, (_, render, _) in FIGURES_OF.items():
         pattern = block(name)
         if not pattern.search(text):
             raise SystemExit(f"README.md: no <!-- figures:{name} --> block")
-        text = pattern.sub(
-            lambda m, n=name, r=render: m.group(1) + r(recorded(n)) + m.group(3), text
-        )
+        text = pattern.sub(_replacement(render(recorded(name))), text)
     return text
 
 
@@ -203,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true", help="only re-render the README")
     parser.add_argument("--check", action="store_true", help="README == rendering of the JSON?")
     args = parser.parse_args(argv)
-    text = README.read_text()
     if args.check:
+        text = README.read_text()
         stale = text != render_readme(text)
         print("README figures are stale: run make readme-figures" if stale else "README figures ok")
         return int(stale)
@@ -215,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"measuring {name} ...", flush=True)
             figure = FIGURES_OF[name][0]()
             (FIGURES / f"{name}.json").write_text(json.dumps(figure, indent=2) + "\n")
+    text = README.read_text()  # read after measuring: the loss sweep takes half an hour
     README.write_text(render_readme(text))
     return 0
 

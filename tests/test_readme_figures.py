@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -39,3 +40,46 @@ def test_figures_reproduce(name: str) -> None:
     for split in ("test", "raw"):
         for metric, value in recorded[split].items():
             assert again[split][metric] == pytest.approx(value, abs=0.02), (split, metric)
+
+
+def _metrics(map_at_r: float) -> dict[str, float]:
+    return {k: map_at_r for k in readme_figures.METRICS}
+
+
+def _fake_run(folder: Path, preset: str, map_at_r: float) -> None:
+    folder.mkdir(parents=True)
+    summary = {
+        "raw pixels": _metrics(0.5),
+        "val": _metrics(map_at_r),
+        "test": _metrics(map_at_r),
+        "checkpoint": {"epoch": 7},
+        "convention": "torchreid",
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+    trial = {"params": {"model.loss": f"experiments/losses/{preset}.yaml"}}
+    (folder / "sweep_trial.json").write_text(json.dumps(trial))
+
+
+def test_the_loss_table_is_read_from_the_sweep_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sweep = tmp_path / "sweep.yaml"
+    values = ["experiments/losses/a.yaml", "experiments/losses/b.yaml"]
+    sweep.write_text(json.dumps({"parameters": {"model.loss": {"values": values}}}))
+    monkeypatch.setattr(readme_figures, "ROOT", tmp_path)
+    monkeypatch.setattr(readme_figures, "SWEEP_LOSSES", "sweep.yaml")
+    runs = tmp_path / "runs" / "digits_losses"
+    _fake_run(runs / "version_0", "a", 0.4)
+    _fake_run(runs / "version_1", "b", 0.9)
+    figure = readme_figures.losses_figure(tmp_path / "runs")
+    assert set(figure["losses"]) == {"a", "b"} and figure["convention"] == "torchreid"
+    table = readme_figures.render_losses(figure).splitlines()
+    # best first, the raw-pixel baseline between the losses above it and those below it
+    assert [line.split(" | ")[0] for line in table[2:]] == [
+        "| b",
+        "| raw pixels (test)",
+        "| a",
+    ]
+    _fake_run(runs / "version_2", "a", 0.5)  # one preset twice: refused
+    with pytest.raises(RuntimeError, match="two runs"):
+        readme_figures.losses_figure(tmp_path / "runs")

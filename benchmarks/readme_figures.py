@@ -213,6 +213,7 @@ FIGURES_OF: dict[
 ] = {
     "digits": (measure_digits, render_run, True),
     "class_disjoint": (measure_class_disjoint, render_run, True),
+    "losses": (measure_losses, render_losses, False),  # 17 runs, ~25-40 min: --only losses
     "search": (measure_search, render_search, True),
     "search_1m": (measure_search_1m, render_search, False),
 }

@@ -42,6 +42,18 @@ def test_figures_reproduce(name: str) -> None:
             assert again[split][metric] == pytest.approx(value, abs=0.02), (split, metric)
 
 
+def test_the_loss_table_is_a_figure_measured_only_on_request() -> None:
+    # the 17-run sweep takes half an hour: `--only losses`, never by default nor in this suite
+    measure, render, by_default = readme_figures.FIGURES_OF["losses"]
+    assert measure is readme_figures.measure_losses and not by_default
+    text = readme_figures.README.read_text()
+    table = render(readme_figures.recorded("losses"))
+    assert table in text
+    presets = readme_figures.read_yaml(ROOT / readme_figures.SWEEP_LOSSES)["parameters"]
+    names = {Path(v).stem for v in presets["model.loss"]["values"]}
+    assert set(readme_figures.recorded("losses")["losses"]) == names
+
+
 def _metrics(map_at_r: float) -> dict[str, float]:
     return {k: map_at_r for k in readme_figures.METRICS}
 

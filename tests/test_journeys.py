@@ -177,6 +177,7 @@ def test_fit_test_validate_compare_keeps_one_row_per_run_and_each_split_apart(
     write into it; ``compare`` lists two rows whose val and test columns come from their
     own splits."""
     four = ["--trainer.max_epochs=4", "--trainer.check_val_every_n_epoch=2", *QUIET]
+    four += ["--data.batches_per_epoch=4"]
     run_ok("fit", "--config", DIGITS, *four, cwd=tmp_path)
     run_ok("fit", "--config", DIGITS, *four, "--data.val=none", cwd=tmp_path)
     first, second = tmp_path / "runs/digits/version_0", tmp_path / "runs/digits/version_1"

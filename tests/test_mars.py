@@ -169,32 +169,35 @@ def test_tracklet_evaluation_is_the_reid_protocol(mars: Path) -> None:
     assert ours["num_valid_queries"] == 3
 
 
+def mars_fit(mars: Path, out: Path, *extra: str) -> list[str]:
+    """One epoch of two batches on the miniature MARS tree, 16×8 colour frames."""
+    return [
+        "fit",
+        f"--config={ROOT / 'experiments' / 'digits.yaml'}",
+        f"--output_root={out}",
+        "--experiment=mars",
+        "--data.dataset=Mars",
+        f"--data.dataset.root={mars}",
+        "--data.dataset.frames=2",
+        "--data.p=2",
+        "--data.k=2",
+        "--data.transforms=embedlab.data.PlainTransforms",
+        "--data.transforms.init_args.height=16",
+        "--data.transforms.init_args.width=8",
+        "--data.batches_per_epoch=2",
+        "--model.model.init_args.backbone.init_args.in_channels=3",
+        "--model.lr_scheduler=null",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        *extra,
+    ]
+
+
 @pytest.mark.slow
 def test_fit_one_epoch_on_mars(mars: Path, tmp_path: Path) -> None:
-    code = main(
-        [
-            "fit",
-            f"--config={ROOT / 'experiments' / 'digits.yaml'}",
-            f"--output_root={tmp_path}",
-            "--experiment=mars",
-            "--data.dataset=Mars",
-            f"--data.dataset.root={mars}",
-            "--data.dataset.frames=2",
-            "--data.p=2",
-            "--data.k=2",
-            "--data.transforms=embedlab.data.PlainTransforms",
-            "--data.transforms.init_args.height=16",
-            "--data.transforms.init_args.width=8",
-            "--data.batches_per_epoch=2",
-            "--model.model.init_args.backbone.init_args.in_channels=3",
-            "--model.model.init_args.temporal=embedlab.models.TemporalAttention",
-            "--model.lr_scheduler=null",
-            "--trainer.max_epochs=1",
-            "--trainer.check_val_every_n_epoch=1",
-            "--trainer.enable_progress_bar=false",
-        ]
-    )
-    assert code == 0
+    temporal = "--model.model.init_args.temporal=embedlab.models.TemporalAttention"
+    every_epoch = "--trainer.check_val_every_n_epoch=1"
+    assert main(mars_fit(mars, tmp_path, temporal, every_epoch)) == 0
     metrics = pd.read_csv(tmp_path / "mars" / "version_0" / "metrics.csv")
     test = metrics.dropna(subset=["test/map"]).iloc[-1]
     assert test["test/num_valid_queries"] == 3  # the three query tracklets, junk ignored
@@ -249,32 +252,8 @@ def test_evaluate_convention_official_ranks_all_test_tracklets(
     frame of a tracklet is embedded (eval_sampling: all) whatever the eval batch size."""
     from embedlab.analysis.runs import compute_embeddings, load_module
 
-    assert (
-        main(
-            [
-                "fit",
-                f"--config={ROOT / 'experiments' / 'digits.yaml'}",
-                f"--output_root={tmp_path}",
-                "--experiment=mars",
-                "--data.dataset=Mars",
-                f"--data.dataset.root={mars}",
-                "--data.dataset.frames=2",
-                "--data.dataset.eval_sampling=all",
-                "--data.eval_batch_size=4",
-                "--data.p=2",
-                "--data.k=2",
-                "--data.transforms=embedlab.data.PlainTransforms",
-                "--data.transforms.init_args.height=16",
-                "--data.transforms.init_args.width=8",
-                "--data.batches_per_epoch=2",
-                "--model.model.init_args.backbone.init_args.in_channels=3",
-                "--model.lr_scheduler=null",
-                "--trainer.max_epochs=1",
-                "--trainer.enable_progress_bar=false",
-            ]
-        )
-        == 0
-    )
+    every_frame = ["--data.dataset.eval_sampling=all", "--data.eval_batch_size=4"]
+    assert main(mars_fit(mars, tmp_path, *every_frame)) == 0
     run = tmp_path / "mars" / "version_0"
     assert json.loads((run / "summary.json").read_text())["convention"] == "torchreid"
     ckpt = run / "checkpoints" / "last.ckpt"

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from embedlab.cli import main, new_run_dir
+from embedlab.cli import main
+from embedlab.runs import new_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "experiments" / "digits.yaml")

@@ -2,7 +2,7 @@
 
 Importing the package (or its library modules: losses, miners, distances, metrics, models,
 data readers) does not import Lightning; :mod:`embedlab.module`, :mod:`embedlab.data.datamodule`
-and :mod:`embedlab.cli` do, and register the DDP strategies of :mod:`embedlab.ddp` with it.
+and :mod:`embedlab.trainer_cli` do, and register the DDP strategies of :mod:`embedlab.ddp` with it.
 """
 
 from embedlab.errors import ConfigError

@@ -5,8 +5,11 @@ the helpers that make such a line: :func:`one_line` (a jsonargparse error) and
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +130,65 @@ def read_yaml(path: str | Path, key: str = "") -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(prefix + yaml_problem(err, file)) from err
+
+
+def reported_error(
+    err: BaseException, argv: Sequence[str] = (), also: tuple[type[BaseException], ...] = ()
+) -> BaseException | None:
+    """The ``ConfigError`` (or an exception of the types ``also``) behind ``err``, also when
+    jsonargparse wrapped it while instantiating a class (``raise ... from``); ``None`` for any
+    other exception. A YAML syntax error names the file of ``argv`` and the line."""
+    seen: BaseException | None = err
+    found: BaseException | None = None
+    while seen is not None:
+        if found is None and isinstance(seen, (ConfigError, *also)):
+            found = seen
+        if found is not None and isinstance(seen, yaml.YAMLError):  # in a file jsonargparse read
+            return found if found.__cause__ is seen else (_broken_yaml_file(argv) or found)
+        seen = seen.__cause__
+    return found
+
+
+def _broken_yaml_file(argv: Sequence[str]) -> ConfigError | None:
+    """The syntax error, with file and line, of the first YAML file named in ``argv``
+    (``--config FILE``, ``--config=FILE``, ``--data FILE``) that does not parse."""
+    option = ""
+    for token in argv:
+        key, equals, value = token.partition("=") if token.startswith("--") else ("", "", token)
+        if token.startswith("--") and not equals:
+            option = token
+            continue
+        file = Path(value)
+        if file.suffix.lower() in (".yaml", ".yml", ".json") and file.is_file():
+            try:
+                read_yaml(file, (key or option).lstrip("-"))
+            except ConfigError as err:
+                return err
+        option = ""
+    return None
+
+
+def hidden_bug(err: BaseException) -> BaseException | None:
+    """The exception raised in a user's code that jsonargparse listed, as a message only, among
+    the reasons a value fits no type of a union (``__init__`` of a ``data.dataset`` class)."""
+    for frame, _ in traceback.walk_tb(err.__traceback__):
+        if frame.f_code.co_name != "raise_union_unexpected_value":
+            continue
+        for reason in frame.f_locals.get("exceptions") or ():
+            frames = [f for f, _ in traceback.walk_tb(getattr(reason, "__traceback__", None))]
+            if frames and "jsonargparse" not in Path(frames[-1].f_code.co_filename).parts:
+                return hidden_bug(reason) or reason
+    return None
+
+
+def report_or_raise(err: BaseException, cause: BaseException | None) -> int:
+    """Print ``cause`` as ``embedlab: error: <cause>`` and return the exit status 2; without a
+    cause (a bug, e.g. in a user's loss) or with ``EMBEDLAB_DEBUG`` set, raise with the
+    traceback: that of the user's code when jsonargparse kept only its message."""
+    if cause is None or os.environ.get("EMBEDLAB_DEBUG"):
+        bug = hidden_bug(err)
+        if bug is not None:  # the bug's own traceback, not only its message
+            raise bug from err
+        raise err
+    print(f"embedlab: error: {cause}", file=sys.stderr)
+    return 2

@@ -8,6 +8,7 @@ module is only constructed, for its ``transforms.eval`` (and, on demand, its spl
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,15 @@ from embedlab.data.image_dataset import load_image, to_rgb
 from embedlab.errors import ConfigError, one_line, read_yaml
 from embedlab.models import EmbeddingModel
 
-__all__ = ["Embedder", "RunFiles", "build_run", "load_embedder", "merge_data", "run_files"]
+__all__ = [
+    "Embedder",
+    "RunFiles",
+    "build_run",
+    "check_same_model",
+    "load_embedder",
+    "merge_data",
+    "run_files",
+]
 
 #: Image file suffixes ``embedlab embed --images`` reads (lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -243,3 +252,22 @@ def load_embedder(
     load_weights(model, files.checkpoint, trust_checkpoint=trust_checkpoint)
     transform = datamodule.transforms.eval
     return Embedder(model, transform, files, datamodule).to(target)
+
+
+def check_same_model(index: dict[str, Any], queries: dict[str, Any], what: str) -> None:
+    """Refuse to mix embeddings of two models (their ``model`` fingerprints differ) in one
+    index or one search: their distances mean nothing. Files without a fingerprint (written
+    before embedlab recorded one) are compared by checkpoint path, with a warning."""
+    if index.get("model") and queries.get("model"):
+        if index["model"] != queries["model"]:
+            raise ConfigError(
+                f"{what} embeds with model {queries['model']} ({queries.get('checkpoint')}), "
+                f"the index holds model {index['model']} ({index.get('checkpoint')}): "
+                "rebuild the index with this model, or query it with the index's"
+            )
+    elif index.get("checkpoint") != queries.get("checkpoint"):
+        print(
+            f"embedlab: warning: {what} comes from {queries.get('checkpoint')}, "
+            f"the index from {index.get('checkpoint')}",
+            file=sys.stderr,
+        )

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Literal, TypeAlias, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import Tensor
+
+from embedlab.options import CONVENTIONS, PRIMARY_METRIC, Convention
 
 __all__ = [
     "CMC",
@@ -42,15 +44,8 @@ __all__ = [
     "scalar_metrics",
 ]
 
-#: How ``map`` is computed: ``torchreid`` (the mean precision at the positives, as torchreid's
-#: ``eval_market1501``) or ``official`` (the trapezoidal AP of the datasets' MATLAB code).
-Convention: TypeAlias = Literal["torchreid", "official"]
-CONVENTIONS: tuple[Convention, ...] = ("torchreid", "official")
 
 MetricT = TypeVar("MetricT")
-
-#: The metric that selects checkpoints and sorts tables (Musgrave et al., ECCV 2020).
-PRIMARY_METRIC = "map@r"
 
 
 class RankMetric(ABC):

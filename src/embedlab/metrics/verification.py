@@ -23,7 +23,7 @@ The embeddings may be torch tensors or numpy arrays; distances are computed in f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from torch import Tensor
 from embedlab.distances import Distance, pairwise_distance
 from embedlab.errors import ConfigError
 from embedlab.metrics._inputs import ArrayLike, as_embeddings
+from embedlab.options import SetDistance
 
 __all__ = [
     "SetDistance",
@@ -43,7 +44,6 @@ __all__ = [
     "verify_distances",
 ]
 
-SetDistance = Literal["mean_pairwise", "mean_embedding"]
 
 FPR_POINTS = (0.001, 0.01)
 

@@ -1,0 +1,41 @@
+"""``embedlab index build``: a faiss index of embeddings, saved in a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+
+def build(
+    embeddings: Path,
+    out: Path,
+    factory: str = "Flat",
+    metric: Literal["cosine", "euclidean"] = "cosine",
+    add: bool = False,
+    train_size: int = 262_144,
+    max_memory: str | None = None,
+    on_disk: bool = False,
+) -> int:
+    """Build a faiss index of an embeddings file (``embedlab embed``) and save it in a folder.
+
+    The folder holds ``index.faiss``, ``paths.parquet`` and ``meta.json`` (metric, factory,
+    dim, count, the checkpoint and config of the embeddings).
+
+    Args:
+        embeddings: Parquet file written by ``embedlab embed``, or a folder of shards
+            (``embed --shard``: every ``part-*.parquet`` in it, all of one model).
+        out: the index folder.
+        factory: ``faiss.index_factory`` string: ``Flat`` (exact), ``IVF4096,PQ64``
+            (compressed, trained on a sample), ``HNSW32`` (graph), ...
+        metric: ``cosine`` (L2-normalised, inner product) or ``euclidean``.
+        add: append to the index already in ``out`` (its factory and metric are kept).
+        train_size: vectors sampled to train a factory that needs training.
+        max_memory: stream the embeddings in chunks of at most this many bytes of vectors,
+            e.g. ``512MB`` (default for a folder of shards: ``1GB``; a file without it is read
+            at once).
+        on_disk: IVF factories: keep the inverted lists in ``out/index.ivfdata`` instead of
+            memory (searches read them through mmap); streams the embeddings.
+    """
+    from embedlab.tools import index_build
+
+    return index_build(embeddings, out, factory, metric, add, train_size, max_memory, on_disk)

@@ -1,0 +1,38 @@
+"""``embedlab data prepare``: a dataset's training crops written from its official release."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from embedlab.errors import ConfigError
+
+
+def prepare(
+    dataset: str,
+    source: Path,
+    out: Path,
+    persons: Literal["train", "all"] = "train",
+    test: bool = True,
+    gallery_sizes: list[int] | None = None,
+) -> int:
+    """Write a dataset's crops from its official release (``cuhksysu``: CUHK-SYSU person crops).
+
+    Args:
+        dataset: which dataset: ``cuhksysu``.
+        source: the official release root (``Image/SSM``, ``annotation``).
+        out: the dataset root to write (``cropped_images/``, ``test/``).
+        persons: ``train``: the persons of ``Train.mat``; ``all``: every person of ``Person.mat``.
+        test: also write the test protocol's crops and tables (``--no_test``: training crops only).
+        gallery_sizes: the protocols ``TestG<size>.mat`` to write, e.g. ``[50,100]`` (default: every
+            one there; TestG4000 lists about 11.6 million gallery scenes and takes minutes).
+    """
+    if dataset != "cuhksysu":
+        raise ConfigError(f"dataset: {dataset!r} has no prepare step (choose from: cuhksysu)")
+    from embedlab.data.formats.cuhksysu import prepare_cuhksysu
+
+    counts = prepare_cuhksysu(source, out, persons, test, gallery_sizes)
+    print(", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {out}")
+    if counts["unmatched"]:
+        print(f"{counts['unmatched']} ground-truth boxes match no annotated box of their scene")
+    return 0

@@ -27,6 +27,8 @@ COMMANDS: dict[str, list[str]] = {
     "embedlab --help": [*EMBEDLAB, "--help"],
     "embedlab fit --help": [*EMBEDLAB, "fit", "--help"],
     "embedlab search --help": [*EMBEDLAB, "search", "--help"],
+    "embedlab evaluate --help": [*EMBEDLAB, "evaluate", "--help"],
+    "embedlab data check --help": [*EMBEDLAB, "data", "check", "--help"],
 }
 
 

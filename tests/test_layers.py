@@ -89,3 +89,37 @@ def test_strategy_registration_comes_with_the_lightning_layer() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "embedlab.ddp"
+
+
+def loaded_by_help(args: list[str], names: list[str]) -> list[str]:
+    """The ``names`` in ``sys.modules`` after ``embedlab ARGS --help`` in a fresh interpreter."""
+    code = (
+        "import sys\nfrom embedlab.cli import main\n"
+        f"try:\n    main({[*args, '--help']!r})\nexcept SystemExit as stop:\n    assert stop.code == 0\n"
+        f"print('LOADED', ' '.join(n for n in {names!r} if n in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.rsplit("LOADED", 1)[1].split()
+
+
+HEAVY = ["torch", "pytorch_lightning", "optuna", "faiss", "pyarrow", "matplotlib"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["data"], ["evaluate"], ["compare"], ["sweep"], ["embed"], ["index", "build"]]
+    + [["search"], ["export"], ["data", "prepare"]],
+)
+def test_help_loads_no_heavy_package(args: list[str]) -> None:
+    assert loaded_by_help(args, HEAVY) == []
+
+
+def test_help_of_a_command_with_dataset_options_loads_no_lightning() -> None:
+    # `data check --dataset` is typed by the dataset classes: torch, but no Lightning
+    loaded = loaded_by_help(["data", "check"], HEAVY)
+    assert "torch" in loaded
+    assert not {"pytorch_lightning", "optuna", "faiss", "matplotlib"} & set(loaded), loaded
+
+
+def test_fit_help_loads_lightning() -> None:  # the probe sees what a command imports
+    assert "pytorch_lightning" in loaded_by_help(["fit"], HEAVY)

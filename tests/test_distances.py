@@ -9,16 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedlab.distances import (
-    Metric,
+    Distance,
     label_masks,
     pairwise_distance,
     same_label,
 )
 
-METRICS: list[Metric] = ["euclidean", "squared_euclidean", "cosine"]
+METRICS: list[Distance] = ["euclidean", "squared_euclidean", "cosine"]
 
 
-def reference(x: torch.Tensor, y: torch.Tensor, metric: Metric) -> torch.Tensor:
+def reference(x: torch.Tensor, y: torch.Tensor, metric: Distance) -> torch.Tensor:
     out = torch.empty(len(x), len(y), dtype=x.dtype)
     for i in range(len(x)):
         for j in range(len(y)):
@@ -31,7 +31,7 @@ def reference(x: torch.Tensor, y: torch.Tensor, metric: Metric) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_matches_pairwise_loops_float64(metric: Metric) -> None:
+def test_matches_pairwise_loops_float64(metric: Distance) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(9, 6, generator=g, dtype=torch.float64)
     y = torch.randn(4, 6, generator=g, dtype=torch.float64)
@@ -47,7 +47,7 @@ def test_matches_pairwise_loops_float64(metric: Metric) -> None:
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_gradcheck(metric: Metric) -> None:
+def test_gradcheck(metric: Distance) -> None:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(20, 4, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
@@ -59,7 +59,7 @@ def test_gradcheck(metric: Metric) -> None:
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_coincident_points_have_zero_distance_and_finite_gradient(metric: Metric) -> None:
+def test_coincident_points_have_zero_distance_and_finite_gradient(metric: Distance) -> None:
     base = torch.randn(4, 8)
     x = torch.cat([base, base, torch.ones(2, 8), torch.ones(2, 8)]).requires_grad_()
     d = pairwise_distance(x, distance=metric)
@@ -81,7 +81,7 @@ def test_euclidean_gradient_at_coincidence_is_the_zero_subgradient() -> None:
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_bf16_autocast_is_float32_and_finite(metric: Metric) -> None:
+def test_bf16_autocast_is_float32_and_finite(metric: Distance) -> None:
     lin = torch.nn.Linear(6, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         e = lin(torch.randn(12, 6))
@@ -94,7 +94,7 @@ def test_bf16_autocast_is_float32_and_finite(metric: Metric) -> None:
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_twice_differentiable_and_torch_func(metric: Metric) -> None:
+def test_twice_differentiable_and_torch_func(metric: Distance) -> None:
     g = torch.Generator().manual_seed(3)
     x = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
@@ -162,7 +162,9 @@ def test_label_masks() -> None:
     duplicates=st.integers(0, 4),
     seed=st.integers(0, 2**16),
 )
-def test_property_finite(metric: Metric, scale: float, n: int, duplicates: int, seed: int) -> None:
+def test_property_finite(
+    metric: Distance, scale: float, n: int, duplicates: int, seed: int
+) -> None:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 5, generator=g) * scale
     x = torch.cat([x, x[:duplicates]]).requires_grad_()

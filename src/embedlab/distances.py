@@ -34,11 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Distance = Literal["euclidean", "squared_euclidean", "cosine"]
-Metric = Distance  # the former name
 
 __all__ = [
     "Distance",
-    "Metric",
     "batch_as_references",
     "cosine_similarity",
     "label_masks",

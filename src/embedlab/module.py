@@ -449,15 +449,6 @@ class MetricLearningModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
 
-    def predict_step(self, batch: Sequence[Tensor], batch_idx: int) -> dict[str, Tensor]:
-        images, labels, cameras, indices = batch
-        return {
-            "embeddings": self.model(images),
-            "labels": labels,
-            "cameras": cameras,
-            "indices": indices,
-        }
-
     # -- optimisation ----------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
         """Model and classifier in one group; each loss term's parameters in a group of its own

@@ -29,7 +29,7 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from embedlab import schedules
+from embedlab import schedules  # noqa: F401  (--help lists its schedulers)
 from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.commands import TRAINER_COMMANDS
 from embedlab.commands.parsing import CompactHelpFormatter
@@ -50,9 +50,6 @@ from embedlab.report import (
     write_json,
 )
 from embedlab.runs import drop_if_empty, new_run_dir, resumed_run_dir
-
-#: Imported so that ``--help`` lists them among the known schedulers.
-SCHEDULES = (schedules.WarmupMultiStep, schedules.WarmupCosine, schedules.ExponentialDecay)
 
 
 class EmbedlabParser(LightningArgumentParser):

@@ -30,7 +30,6 @@ from embedlab.metrics import PRIMARY_METRIC
 from embedlab.report import BASELINE_ROW, NOT_METRICS, format_cell
 from embedlab.report import print_table as _print_table
 
-PRIMARY = PRIMARY_METRIC
 METRIC_NAMES = {
     "recall@1": "R@1",
     "map": "mAP",
@@ -94,7 +93,7 @@ def _trained_epochs(run: Run, history: pd.DataFrame) -> int | None:
     return int(trained.index.max()) if not trained.empty else None
 
 
-def run_row(run: Run, primary: str = PRIMARY) -> dict[str, Any]:
+def run_row(run: Run, primary: str = PRIMARY_METRIC) -> dict[str, Any]:
     """One row of the comparison: identification, training settings, and metrics that each name
     their split: ``val/`` and ``final/``, ``best/`` (validation), ``test/`` (test)."""
     config = run.config
@@ -175,7 +174,7 @@ def _unique_labels(frame: pd.DataFrame) -> pd.Series:
 
 def compare_runs(
     run_dirs: str | Path | Iterable[str | Path],
-    primary: str = PRIMARY,
+    primary: str = PRIMARY_METRIC,
     baseline: bool = False,
 ) -> pd.DataFrame:
     """One row per training run, every metric column naming its split.
@@ -240,7 +239,7 @@ def trained_rows(frame: pd.DataFrame) -> pd.Series:
 def summary_table(
     frame: pd.DataFrame,
     metrics: Sequence[str] | None = None,
-    primary: str = PRIMARY,
+    primary: str = PRIMARY_METRIC,
     percent: bool = True,
     sort: str | None = None,
 ) -> pd.DataFrame:
@@ -482,8 +481,8 @@ def write_comparison(
     frame: pd.DataFrame,
     out_dir: str | Path,
     metrics: Sequence[str] | None = None,
-    primary: str = PRIMARY,
-    sort: str | None = PRIMARY,
+    primary: str = PRIMARY_METRIC,
+    sort: str | None = PRIMARY_METRIC,
     plots: bool = True,
 ) -> dict[str, Path]:
     """Write ``comparison.csv`` (every column), ``comparison.md`` (the summary table, followed by

@@ -567,9 +567,6 @@ class RetrievalDataModule(pl.LightningDataModule):
         loaders = [self.eval_dataloader(s) for s in self.test_sets]
         return loaders[0] if len(loaders) == 1 else loaders
 
-    def predict_dataloader(self) -> DataLoader:
-        return self.eval_dataloader(self.test_set)
-
 
 def _protocol_of(found: EvalDataset) -> str:
     """``query/gallery`` or ``leave-one-out`` ReID ranking, per tracklet for clips."""

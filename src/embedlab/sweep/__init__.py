@@ -61,7 +61,6 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from embedlab.analysis.compare import (
-    PRIMARY,
     compare_runs,
     print_table,
     summary_table,
@@ -70,6 +69,7 @@ from embedlab.analysis.compare import (
 from embedlab.analysis.runs import TRIAL_FILE, read_metrics, validation_history
 from embedlab.errors import ConfigError, read_yaml
 from embedlab.metrics import RecallAtK, scalar_metrics
+from embedlab.options import PRIMARY_METRIC
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 METHODS = ("grid", "random", "bayes")
@@ -319,7 +319,9 @@ def draw(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
 # -- the study -------------------------------------------------------------------------------
 def metric_name(config: dict[str, Any]) -> str:
     """The sweep's metric without its ``val/`` prefix (default: embedlab's primary metric)."""
-    return str((config.get("metric") or {}).get("name", f"val/{PRIMARY}")).removeprefix("val/")
+    return str((config.get("metric") or {}).get("name", f"val/{PRIMARY_METRIC}")).removeprefix(
+        "val/"
+    )
 
 
 #: What every validation logs besides the metrics: the query counts.

@@ -117,7 +117,7 @@ def losses_figure(output_root: Path) -> dict[str, Any]:
 
 def _preset_of(run: Path) -> str:
     """The preset file name of a sweep trial (its ``model.loss`` in ``sweep_trial.json``)."""
-    from embedlab.analysis.runs import TRIAL_FILE
+    from embedlab.runs import TRIAL_FILE
 
     params = json.loads((run / TRIAL_FILE).read_text()).get("params", {})
     return Path(str(params["model.loss"])).stem

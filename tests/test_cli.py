@@ -186,8 +186,9 @@ def test_evaluate_a_checkpoint_writes_metrics_next_to_the_run(tmp_path: Path) ->
     assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["version_0"]
     assert not (Path.cwd() / "config.yaml").exists()  # nothing written outside the run folder
     # --rerank / --flip_test: the same numbers as evaluate() on the checkpoint's embeddings
-    from embedlab.analysis.runs import compute_embeddings, load_module
+    from embedlab.analysis.runs import compute_embeddings
     from embedlab.metrics import evaluate
+    from embedlab.runs import load_module
 
     module, data = load_module(run, "best")
     data.setup("test")

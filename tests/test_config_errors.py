@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from embedlab.cli import main
 from embedlab.data.sampler import PKBatchSampler
-from embedlab.inference.embedder import build_run
+from embedlab.runs import build_run
 
 DIGITS = str(Path(__file__).resolve().parents[1] / "experiments" / "digits.yaml")
 QUICK = [

@@ -13,10 +13,10 @@ import torch
 import yaml
 
 import fake_datasets
-from embedlab.analysis.runs import instantiate_config
 from embedlab.cli import main
 from embedlab.data import RetrievalDataModule
 from embedlab.module import MetricLearningModule
+from embedlab.runs import instantiate_config
 from embedlab.sweep import embedlab_args, grid_values, load_sweep, sampler, suggest, trial_command
 
 ROOT = Path(__file__).resolve().parents[1]

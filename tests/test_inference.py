@@ -18,11 +18,11 @@ import yaml
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from embedlab.analysis.runs import load_module
 from embedlab.cli import main
 from embedlab.errors import ConfigError
 from embedlab.inference import Index, embed_to_parquet, image_files, load_embedder, read_embeddings
 from embedlab.inference.embed import EmbedStep
+from embedlab.runs import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16

@@ -16,6 +16,7 @@ LIBRARY = [
     "embedlab.losses",
     "embedlab.miners",
     "embedlab.distances",
+    "embedlab.distributed",
     "embedlab.metrics",
     "embedlab.models",
     "embedlab.data",

@@ -250,7 +250,8 @@ def test_evaluate_convention_official_ranks_all_test_tracklets(
     """`embedlab evaluate --convention official` on MARS: the queries join the gallery, `map`
     is the MATLAB code's, and evaluation.json / evaluation.csv record the convention; every
     frame of a tracklet is embedded (eval_sampling: all) whatever the eval batch size."""
-    from embedlab.analysis.runs import compute_embeddings, load_module
+    from embedlab.analysis.runs import compute_embeddings
+    from embedlab.runs import load_module
 
     every_frame = ["--data.dataset.eval_sampling=all", "--data.eval_batch_size=4"]
     assert main(mars_fit(mars, tmp_path, *every_frame)) == 0

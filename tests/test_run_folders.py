@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from embedlab.analysis.runs import find_runs
 from embedlab.cli import main
+from embedlab.runs import find_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "experiments" / "digits.yaml")

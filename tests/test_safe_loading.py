@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from digits_runs import ROOT, TINY_BUDGET
-from embedlab.analysis.runs import load_module
 from embedlab.checkpoint_io import SAFE_GLOBALS, load_checkpoint
 from embedlab.cli import main
 from embedlab.data.splits import ValSplit
 from embedlab.errors import ConfigError
 from embedlab.inference import load_embedder
+from embedlab.runs import load_module
 from test_inference import write_digit
 
 

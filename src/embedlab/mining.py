@@ -29,6 +29,7 @@ from torch.utils.data import default_collate
 
 from embedlab.data.sampler import PKBatchSampler
 from embedlab.distances import pairwise_distance
+from embedlab.distributed import all_gather_parts
 from embedlab.errors import ConfigError
 from embedlab.miners import BatchHardMiner, SemiHardMiner, TripletMiner, TripletSelection
 
@@ -420,9 +421,7 @@ class OfflineTripletMining(pl.Callback):
         local = self.embed(pl_module, dataset, subset[mine])
         embeddings = local
         if world > 1:
-            gathered = pl_module.all_gather(local)
-            assert isinstance(gathered, Tensor)
-            embeddings = unshard(gathered, len(subset))
+            embeddings = unshard(torch.stack(all_gather_parts(local)), len(subset))
         subset_labels = torch.as_tensor(labels[subset], device=embeddings.device)
         squared = self.mining_squared(pl_module)
         found = mine_triplets(embeddings, subset_labels, self.strategy, self.margin, squared)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 import embedlab.ddp  # noqa: F401  (registers ddp_spawn workers that tear down together)
 from embedlab.constraints import PositiveFloat, PositiveInt
+from embedlab.distributed import gather_batch
 from embedlab.errors import ConfigError
 from embedlab.evaluation import EvalRoles
 from embedlab.losses import Loss
@@ -206,13 +207,6 @@ class MetricLearningModule(pl.LightningModule):
         return self.model(images)
 
     # -- training --------------------------------------------------------------------------
-    def _gather(self, x: Tensor) -> Tensor:
-        """All-gather along the batch; the local block keeps its gradient."""
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.detach().contiguous())
-        parts[dist.get_rank()] = x
-        return torch.cat(parts)
-
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
         images, labels = batch[0], batch[1]
         out = self.model.forward_train(images)
@@ -231,7 +225,11 @@ class MetricLearningModule(pl.LightningModule):
             if distributed and term.input != "logits":
                 # Gradients of the global loss reach each rank only through its own block;
                 # DDP averages over W ranks, so scale by W to match one process.
-                x, y, scale = self._gather(x), self._gather(labels), float(dist.get_world_size())
+                x, y, scale = (
+                    gather_batch(x, keep_grad=True),
+                    gather_batch(labels),
+                    float(dist.get_world_size()),
+                )
             value = term.loss(x, y)
             total = total + term.weight * scale * value
             reported = reported + term.weight * value.detach()

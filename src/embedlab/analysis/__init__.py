@@ -28,14 +28,8 @@ from embedlab.analysis.pictures import (
     run_pictures,
     save_figure,
 )
-from embedlab.analysis.runs import (
-    Embeddings,
-    Run,
-    compute_embeddings,
-    find_runs,
-    load_module,
-    run_embeddings,
-)
+from embedlab.analysis.runs import Embeddings, Run, compute_embeddings, run_embeddings
+from embedlab.runs import find_runs, load_module
 
 __all__ = [
     "Embeddings",

@@ -25,10 +25,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from embedlab.analysis.pictures import save_figure
-from embedlab.analysis.runs import Run, find_runs, loss_label, short_class, training_history
+from embedlab.analysis.runs import Run, loss_label, short_class, training_history
 from embedlab.metrics import PRIMARY_METRIC
 from embedlab.report import BASELINE_ROW, NOT_METRICS, format_cell
 from embedlab.report import print_table as _print_table
+from embedlab.runs import find_runs
 
 METRIC_NAMES = {
     "recall@1": "R@1",

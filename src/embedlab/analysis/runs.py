@@ -15,7 +15,6 @@ them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,78 +22,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from jsonargparse import ArgumentError
-from pytorch_lightning.cli import LightningArgumentParser
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from embedlab.checkpoint_io import load_checkpoint
-from embedlab.data import RetrievalDataModule
-from embedlab.errors import ConfigError, one_line, read_yaml
-from embedlab.module import MetricLearningModule
-
-TRIAL_FILE = "sweep_trial.json"
-
-
-SUMMARY_FILE = "summary.json"
-TEST_FILE = "test_metrics.json"
-
-
-def is_run_dir(path: Path) -> bool:
-    """A folder holding a training run: its ``summary.json`` (written after ``embedlab fit``), or
-    a ``metrics.csv`` with logged ``train/`` values (a run in progress, or killed).
-
-    A folder holding only a config, or only what ``embedlab test`` / ``embedlab validate`` wrote
-    (``test_metrics.json``, a ``metrics.csv`` of ``test/`` or ``val/`` rows), is no run.
-    """
-    if not path.is_dir():
-        return False
-    if (path / SUMMARY_FILE).is_file():
-        return True
-    metrics = read_metrics(path)
-    trained = [c for c in metrics.columns if str(c).startswith("train/")]
-    return bool(trained) and bool(metrics[trained].notna().to_numpy().any())
-
-
-def _version_key(path: Path) -> tuple[str, int, str]:
-    suffix = path.name.removeprefix("version_")
-    return (str(path.parent), int(suffix) if suffix.isdigit() else -1, path.name)
-
-
-def find_runs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Run directories named by ``paths``, or found below them (sorted, without duplicates).
-
-    Each path may be a run directory, an experiment folder holding ``version_*`` runs, or an
-    output root holding experiment folders.
-    """
-    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    found: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if not path.exists():
-            raise FileNotFoundError(f"no such run directory: {path}")
-        if is_run_dir(path):
-            found.append(path)
-            continue
-        below = [p for p in path.glob("version_*") if is_run_dir(p)]
-        if not below:
-            below = [p for p in path.glob("*/version_*") if is_run_dir(p)]
-        found.extend(sorted(below, key=_version_key))
-    unique: dict[Path, None] = {}
-    for path in found:
-        unique.setdefault(path.resolve(), None)
-    return list(unique)
-
-
-def read_metrics(run_dir: str | Path) -> pd.DataFrame:
-    """``metrics.csv`` of a run (an empty frame when the run logged nothing yet)."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.is_file() or path.stat().st_size == 0:
-        return pd.DataFrame()
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:  # whitespace only
-        return pd.DataFrame()
+from embedlab.runs import (
+    SUMMARY_FILE,
+    TEST_FILE,
+    TRIAL_FILE,
+    load_module,
+    read_config,
+    read_metrics,
+)
 
 
 def validation_history(metrics: pd.DataFrame, prefix: str = "val/") -> pd.DataFrame:
@@ -121,15 +59,6 @@ def training_history(metrics: pd.DataFrame, column: str = "train/loss") -> pd.Se
     series.index = series.index.astype(int) + 1
     series.index.name = "epochs"
     return series
-
-
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """The run's ``config.yaml`` as a plain dict (empty when missing)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        return {}
-    loaded = read_yaml(path, "config")
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -269,70 +198,6 @@ class Run:
     def params(self) -> dict[str, Any]:
         params = self.trial.get("params")
         return dict(params) if isinstance(params, dict) else {}
-
-
-def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
-    """``best`` (the newest ``best-*.ckpt``, else ``last``), ``last``, or a file name."""
-    folder = Path(run_dir) / "checkpoints"
-    if which == "best":
-        best = sorted(folder.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if best:
-            return best[-1]
-        which = "last"
-    path = folder / (f"{which}.ckpt" if which == "last" else which)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint {which!r} in {folder}")
-    return path
-
-
-def instantiate_config(
-    config: dict[str, Any], data_overrides: dict[str, Any] | None = None
-) -> tuple[Any, Any]:
-    """Build the ``MetricLearningModule`` and ``RetrievalDataModule`` of an ``embedlab fit``
-    configuration (a dict with ``model`` and ``data`` sections, as in ``config.yaml``).
-
-    ``model.num_classes`` is taken from the data, as the command line does; ``data_overrides``
-    replace data options (e.g. ``root``).
-    """
-    parser = LightningArgumentParser(exit_on_error=False)
-    parser.add_lightning_class_args(MetricLearningModule, "model", subclass_mode=False)
-    parser.add_lightning_class_args(RetrievalDataModule, "data", subclass_mode=False)
-    parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-    data = {**(config.get("data") or {}), **(data_overrides or {})}
-    model = {k: v for k, v in (config.get("model") or {}).items() if k != "num_classes"}
-    try:
-        parsed = parser.parse_object({"model": model, "data": data})
-    except ArgumentError as err:  # jsonargparse's errors name the key at fault
-        raise ConfigError(one_line(str(err))) from err
-    objects = parser.instantiate(parsed)  # a bug in a user's class keeps its traceback
-    return objects["model"], objects["data"]
-
-
-def load_module(
-    run_dir: str | Path,
-    checkpoint: str | None = "best",
-    data_overrides: dict[str, Any] | None = None,
-    trust_checkpoint: bool = False,
-) -> tuple[Any, Any]:
-    """Rebuild a run's ``MetricLearningModule`` and ``RetrievalDataModule`` from ``config.yaml``.
-
-    The weights of ``checkpoint`` (see :func:`checkpoint_path`; ``None`` keeps the fresh
-    initialisation) are loaded; ``data_overrides`` replace data options (e.g. ``root``).
-    The module is returned in eval mode on the CPU.
-
-    The checkpoint is read with a safe (``weights_only``) load, which refuses a file that would
-    run code when unpickled (:func:`embedlab.checkpoint_io.load_checkpoint`);
-    ``trust_checkpoint=True`` loads such a file, from a trusted source, with full unpickling.
-    """
-    config = read_config(run_dir)
-    if not config:
-        raise FileNotFoundError(f"{run_dir}: no config.yaml")
-    module, datamodule = instantiate_config(config, data_overrides)
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint_path(run_dir, checkpoint), trust_checkpoint)
-        module.load_state_dict(state["state_dict"])
-    module.eval()
-    return module, datamodule
 
 
 @dataclass

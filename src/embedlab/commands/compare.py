@@ -36,7 +36,7 @@ def compare(
         summary_table,
         write_comparison,
     )
-    from embedlab.analysis.runs import find_runs
+    from embedlab.runs import find_runs
 
     try:
         run_dirs = find_runs([str(r) for r in runs])

@@ -9,15 +9,14 @@ from typing import Any
 import pandas as pd
 from pytorch_lightning import Trainer
 
-from embedlab.analysis.runs import instantiate_config
 from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.data.pairs import open_pairs
 from embedlab.errors import ConfigError
 from embedlab.evaluation.person_search import evaluate_person_search
 from embedlab.evaluation.verification import evaluate_verification
-from embedlab.inference.embedder import merge_data, run_files
 from embedlab.options import Convention, Protocol, SetDistance
 from embedlab.report import print_summary, write_json
+from embedlab.runs import instantiate_config, merge_data, run_files
 
 __all__ = ["check_held_out", "evaluate_checkpoint"]
 

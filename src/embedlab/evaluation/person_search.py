@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 
 from embedlab.errors import ConfigError
-from embedlab.inference.embedder import Embedder, RunFiles, build_run, load_weights
+from embedlab.inference.embedder import Embedder, load_weights
 from embedlab.report import print_summary, write_json
+from embedlab.runs import RunFiles, build_run
 
 __all__ = ["evaluate_person_search"]
 
@@ -42,8 +43,13 @@ def evaluate_person_search(
     assert protocol.queries is not None and protocol.gallery is not None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     embedder = Embedder(model, datamodule.transforms.eval, files, datamodule).to(device)
-    query = embedder.embed_images([str(source.root / p) for p in protocol.queries["path"]])
-    gallery = embedder.embed_images([str(source.root / p) for p in protocol.gallery["path"]])
+    workers = datamodule.num_workers
+    query = embedder.embed_images(
+        [str(source.root / p) for p in protocol.queries["path"]], num_workers=workers
+    )
+    gallery = embedder.embed_images(
+        [str(source.root / p) for p in protocol.gallery["path"]], num_workers=workers
+    )
     distance = (recipe.get("model") or {}).get("distance", "cosine")
     results = person_search(query, gallery, protocol, distance=distance)
     scalars = {k: float(v) for k, v in results.items() if np.ndim(v) == 0}

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from embedlab.data.pairs import LFWPairs, YouTubeFacesPairs
-from embedlab.inference.embedder import Embedder, RunFiles, build_run, load_weights
+from embedlab.inference.embedder import Embedder, load_weights
 from embedlab.metrics.verification import (
     frame_distance,
     pair_distances,
@@ -19,6 +19,7 @@ from embedlab.metrics.verification import (
 )
 from embedlab.options import SetDistance
 from embedlab.report import print_summary, write_json
+from embedlab.runs import RunFiles, build_run
 
 __all__ = ["evaluate_verification"]
 
@@ -47,7 +48,9 @@ def evaluate_verification(
     if isinstance(source, YouTubeFacesPairs):
         members = [source.frames(p) for p in unique]
     embedded = torch.from_numpy(
-        embedder.embed_images([str(source.root / f) for m in members for f in m])
+        embedder.embed_images(
+            [str(source.root / f) for m in members for f in m], num_workers=datamodule.num_workers
+        )
     )
     ends = np.cumsum([len(m) for m in members])
     sets = dict(zip(unique, torch.tensor_split(embedded, ends[:-1].tolist()), strict=True))

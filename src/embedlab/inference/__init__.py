@@ -7,9 +7,10 @@
 """
 
 from embedlab.inference.embed import EmbedResult, embed_to_parquet, image_files, read_embeddings
-from embedlab.inference.embedder import Embedder, load_embedder, run_files
+from embedlab.inference.embedder import Embedder, load_embedder
 from embedlab.inference.export import export_embedder
 from embedlab.inference.index import Index
+from embedlab.runs import run_files
 
 __all__ = [
     "EmbedResult",

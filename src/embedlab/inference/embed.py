@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,18 +33,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.plugins.environments import LightningEnvironment
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from embedlab.atomic import atomic_write
 from embedlab.data.datamodule import RetrievalDataModule
-from embedlab.data.image_dataset import BadImageError, load_image
 from embedlab.data.source import source_root
 from embedlab.errors import ConfigError
-from embedlab.inference.embedder import IMAGE_SUFFIXES, Embedder
+from embedlab.inference.embedder import IMAGE_SUFFIXES, Batch, Embedder, ImageFiles, Item, collate
 
 __all__ = [
     "EmbedResult",
@@ -62,7 +59,6 @@ META_KEY = b"embedlab"
 #: ``embedlab embed --data_split`` values.
 SPLITS = ("query", "gallery", "test", "train")
 
-Item = tuple[Tensor | None, int, str]
 #: (rank, world size) of a sharded embedding.
 Shard = tuple[int, int]
 
@@ -116,24 +112,6 @@ def split_rows(datamodule: RetrievalDataModule, split: str) -> pd.DataFrame:
     return rows[["path", "label", "camera", "source"]]
 
 
-class ImageFiles(Dataset[Item]):
-    """Image files through a transform: ``(tensor, index, "")``, or ``(None, index, reason)``
-    for a file that cannot be read."""
-
-    def __init__(self, paths: Sequence[str | Path], transform: Any) -> None:
-        self.paths = [Path(p) for p in paths]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> Item:
-        try:
-            return self.transform(load_image(self.paths[index])), index, ""
-        except BadImageError as err:
-            return None, index, err.reason
-
-
 class DatasetImages(Dataset[Item]):
     """The images of a dataset yielding ``(image, ...)`` items (e.g. digits), as :class:`ImageFiles`."""
 
@@ -145,21 +123,6 @@ class DatasetImages(Dataset[Item]):
 
     def __getitem__(self, index: int) -> Item:
         return self.dataset[index][0], index, ""
-
-
-class Batch(NamedTuple):
-    """The readable images of a batch, their dataset positions, and the unreadable ones."""
-
-    images: Tensor
-    indices: Tensor
-    bad: list[tuple[int, str]]
-
-
-def collate(items: list[Item]) -> Batch:
-    good = [(x, i) for x, i, _ in items if x is not None]
-    bad = [(i, reason) for x, i, reason in items if x is None]
-    images = torch.stack([x for x, _ in good]) if good else torch.zeros(0)
-    return Batch(images, torch.tensor([i for _, i in good], dtype=torch.long), bad)
 
 
 class EmbedStep(pl.LightningModule):

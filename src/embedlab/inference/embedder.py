@@ -10,102 +10,63 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from jsonargparse import ArgumentError, ArgumentParser
 from PIL import Image
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from embedlab.checkpoint_io import load_checkpoint
 from embedlab.data.datamodule import RetrievalDataModule
-from embedlab.data.image_dataset import load_image, to_rgb
-from embedlab.errors import ConfigError, one_line, read_yaml
-from embedlab.models import EmbeddingModel
+from embedlab.data.image_dataset import BadImageError, load_image, to_rgb
+from embedlab.errors import ConfigError
+from embedlab.runs import RunFiles, build_run, merge_data, run_files
 
-__all__ = [
-    "Embedder",
-    "RunFiles",
-    "build_run",
-    "check_same_model",
-    "load_embedder",
-    "merge_data",
-    "run_files",
-]
+__all__ = ["Embedder", "check_same_model", "load_embedder"]
 
 #: Image file suffixes ``embedlab embed --images`` reads (lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 ImageInput = str | Path | Image.Image
+Item = tuple[Tensor | None, int, str]
 
 
-@dataclass(frozen=True)
-class RunFiles:
-    """A checkpoint, its run folder and the run configuration."""
+class ImageFiles(Dataset[Item]):
+    """Image files (or PIL images) through a transform: ``(tensor, index, "")``, or
+    ``(None, index, reason)`` for a file that cannot be read."""
 
-    checkpoint: Path
-    run_dir: Path
-    config: Path
+    def __init__(self, paths: Sequence[ImageInput], transform: Any) -> None:
+        self.paths = [p if isinstance(p, Image.Image) else Path(p) for p in paths]
+        self.transform = transform
 
-    def recipe(self) -> dict[str, Any]:
-        """``config.yaml`` as a dict (empty when the file is empty)."""
-        loaded = read_yaml(self.config, "config")
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config: {self.config} is not a mapping of settings")
-        return loaded or {}
+    def __len__(self) -> int:
+        return len(self.paths)
 
-
-def run_files(ckpt_path: str | Path, config: str | Path | None = None) -> RunFiles:
-    """The run of ``ckpt_path``: ``runs/X/version_N/checkpoints/last.ckpt`` → ``runs/X/version_N``.
-
-    ``config`` defaults to the run folder's ``config.yaml``; either missing is a ConfigError.
-    """
-    ckpt = Path(ckpt_path)
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    config_file = Path(config) if config else run_dir / "config.yaml"
-    if not ckpt.is_file():
-        raise ConfigError(f"ckpt_path: checkpoint not found: {ckpt}")
-    if not config_file.is_file():
-        raise ConfigError(f"config: no run configuration at {config_file}; pass --config")
-    return RunFiles(ckpt, run_dir, config_file)
+    def __getitem__(self, index: int) -> Item:
+        try:
+            image = self.paths[index]
+            picture = to_rgb(image) if isinstance(image, Image.Image) else load_image(image)
+            return self.transform(picture), index, ""
+        except BadImageError as err:
+            return None, index, err.reason
 
 
-def merge_data(recipe: dict[str, Any], data: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's ``data`` section with ``data`` replacing its keys (mappings merged at every
-    depth: ``{dataset: {init_args: {seed: 3}}}`` keeps the dataset's other arguments)."""
-    return _merged(dict(recipe.get("data") or {}), data or {})
+class Batch(NamedTuple):
+    """The readable images of a batch, their dataset positions, and the unreadable ones."""
+
+    images: Tensor
+    indices: Tensor
+    bad: list[tuple[int, str]]
 
 
-def _merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    out = dict(old)
-    for key, value in new.items():
-        before = out.get(key)
-        both = isinstance(before, dict) and isinstance(value, dict)
-        out[key] = _merged(before, value) if both else value  # type: ignore[arg-type]
-    return out
-
-
-def build_run(recipe: dict[str, Any]) -> tuple[EmbeddingModel, RetrievalDataModule]:
-    """The embedding network (``model.model``) and the data module of a run configuration.
-
-    Unlike the whole ``MetricLearningModule``, neither needs the number of training classes,
-    so the dataset is not read.
-    """
-    net = (recipe.get("model") or {}).get("model")
-    if net is None:
-        raise ConfigError("config: the run configuration has no model.model section")
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--model.model", type=EmbeddingModel)
-    parser.add_class_arguments(RetrievalDataModule, "data")
-    try:
-        parsed = parser.parse_object({"model": {"model": net}, "data": recipe.get("data") or {}})
-    except ArgumentError as err:  # jsonargparse's errors name the key at fault
-        raise ConfigError(one_line(str(err))) from err
-    objects = parser.instantiate(parsed)  # a bug in a user's class keeps its traceback
-    return objects["model.model"], objects["data"]
+def collate(items: list[Item]) -> Batch:
+    good = [(x, i) for x, i, _ in items if x is not None]
+    bad = [(i, reason) for x, i, reason in items if x is None]
+    images = torch.stack([x for x, _ in good]) if good else torch.zeros(0)
+    return Batch(images, torch.tensor([i for _, i in good], dtype=torch.long), bad)
 
 
 class Embedder(nn.Module):
@@ -169,15 +130,24 @@ class Embedder(nn.Module):
         return self.transform(picture)
 
     @torch.no_grad()
-    def embed_images(self, images: Sequence[ImageInput], batch_size: int = 64) -> np.ndarray:
-        """Embeddings ``(len(images), embedding_dim)``, float32; an unreadable file raises
-        :class:`~embedlab.data.image_dataset.BadImageError` naming it."""
+    def embed_images(
+        self, images: Sequence[ImageInput], batch_size: int = 64, num_workers: int = 0
+    ) -> np.ndarray:
+        """Embeddings ``(len(images), embedding_dim)``, float32, decoded by ``num_workers``
+        loader processes (the dataset and batches of ``embedlab embed``); an unreadable file
+        raises :class:`~embedlab.data.image_dataset.BadImageError` naming it."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if self.transform is None and len(images):
+            self.preprocess(images[0])  # raises the error that says what to do instead
+        dataset = ImageFiles(images, self.transform)
+        loader = DataLoader(dataset, batch_size, num_workers=num_workers, collate_fn=collate)
         chunks: list[np.ndarray] = []
-        for start in range(0, len(images), batch_size):
-            batch = torch.stack([self.preprocess(x) for x in images[start : start + batch_size]])
-            chunks.append(self(batch.to(self.device)).float().cpu().numpy())
+        for batch in loader:
+            if batch.bad:  # the first unreadable image, named
+                index, reason = batch.bad[0]
+                raise BadImageError(str(images[index]), reason)
+            chunks.append(self(batch.images.to(self.device)).float().cpu().numpy())
         if not chunks:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -9,6 +9,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from embedlab.distances import batch_as_references
+from embedlab.distributed import gather_batch
 from embedlab.losses.base import MetricLoss
 
 Mode = Literal["paper", "joint"]
@@ -173,12 +174,8 @@ class CrossBatchMemory(MetricLoss):
         """The batch of all ranks (or this one's), and where this rank's rows start in it."""
         if not (self.gather and dist.is_available() and dist.is_initialized()):
             return embeddings, labels, 0
-        world = dist.get_world_size()
-        parts = [torch.empty_like(embeddings) for _ in range(world)]
-        label_parts = [torch.empty_like(labels) for _ in range(world)]
-        dist.all_gather(parts, embeddings.contiguous())
-        dist.all_gather(label_parts, labels.contiguous())
-        return torch.cat(parts), torch.cat(label_parts), dist.get_rank() * len(labels)
+        start = dist.get_rank() * len(labels)
+        return gather_batch(embeddings), gather_batch(labels), start
 
     def _inner_stats(self) -> dict[str, Tensor]:
         read = getattr(self.loss, "read_stats", None)

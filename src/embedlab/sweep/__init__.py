@@ -66,10 +66,11 @@ from embedlab.analysis.compare import (
     summary_table,
     write_comparison,
 )
-from embedlab.analysis.runs import TRIAL_FILE, read_metrics, validation_history
+from embedlab.analysis.runs import validation_history
 from embedlab.errors import ConfigError, read_yaml
 from embedlab.metrics import RecallAtK, scalar_metrics
 from embedlab.options import PRIMARY_METRIC
+from embedlab.runs import TRIAL_FILE, read_metrics
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 METHODS = ("grid", "random", "bayes")

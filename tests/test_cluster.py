@@ -27,8 +27,8 @@ import pandas as pd
 import pytest
 import torch
 
+from embedlab.callbacks.last_checkpoint import stop_requested
 from embedlab.checkpoint_io import load_checkpoint
-from embedlab.last_checkpoint import stop_requested
 
 ROOT = Path(__file__).resolve().parents[1]
 

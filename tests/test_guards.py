@@ -10,10 +10,11 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from embedlab.callbacks import NonFiniteLossError
 from embedlab.data import RetrievalDataModule
 from embedlab.losses import TripletLoss
 from embedlab.models import EmbeddingModel, SmallCNN
-from embedlab.module import LossTerm, MetricLearningModule, NonFiniteLossError
+from embedlab.module import LossTerm, MetricLearningModule
 
 
 class NaNOnSecondCall(nn.Module):

@@ -16,13 +16,7 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from embedlab.cli import main
-from embedlab.data import RetrievalDataModule
-from embedlab.data.sampler import PKBatchSampler
-from embedlab.errors import ConfigError
-from embedlab.losses import ContrastiveLoss, ImprovedTripletLoss, TripletLoss
-from embedlab.miners import BatchHardMiner, SemiHardMiner
-from embedlab.mining import (
+from embedlab.callbacks.offline_mining import (
     OfflineTripletMining,
     ServedTripletMiner,
     batch_plan,
@@ -30,6 +24,12 @@ from embedlab.mining import (
     shard,
     unshard,
 )
+from embedlab.cli import main
+from embedlab.data import RetrievalDataModule
+from embedlab.data.sampler import PKBatchSampler
+from embedlab.errors import ConfigError
+from embedlab.losses import ContrastiveLoss, ImprovedTripletLoss, TripletLoss
+from embedlab.miners import BatchHardMiner, SemiHardMiner
 from embedlab.models import EmbeddingModel, SmallCNN
 from embedlab.module import LossTerm, MetricLearningModule
 
@@ -208,7 +208,7 @@ def test_fit_on_digits_with_the_callback_by_class_path(tmp_path: Path) -> None:
                 "trainer": {
                     "callbacks": [
                         {
-                            "class_path": "embedlab.mining.OfflineTripletMining",
+                            "class_path": "embedlab.callbacks.OfflineTripletMining",
                             "init_args": {"every_n_steps": 2, "subset_size": 100},
                         }
                     ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import random
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
@@ -16,6 +15,8 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 import embedlab.ddp  # noqa: F401  (registers ddp_spawn workers that tear down together)
+from embedlab.callbacks.nonfinite import NonFiniteGuard
+from embedlab.callbacks.random_state import RandomState
 from embedlab.constraints import PositiveFloat, PositiveInt
 from embedlab.distributed import gather_batch
 from embedlab.errors import ConfigError
@@ -85,10 +86,6 @@ def check_lr(optimizer: Any, key: str) -> None:
     lr = (getattr(optimizer, "keywords", None) or {}).get("lr")
     if isinstance(lr, (int, float)) and not isinstance(lr, bool) and not lr > 0:
         raise ConfigError(f"{key}: expected a positive learning rate, got {lr}")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a loss term or gradient is NaN or infinite."""
 
 
 class MetricLearningModule(pl.LightningModule):
@@ -171,9 +168,9 @@ class MetricLearningModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self._roles = EvalRoles()  # query/gallery flags per evaluation stage
-        # this step's loss-term values and labels, checked in on_before_optimizer_step
-        self._step_losses: Tensor | None = None
-        self._step_labels: Tensor | None = None
+        # this step's loss-term values and labels, checked by NonFiniteGuard before the step
+        self.step_losses: Tensor | None = None
+        self.step_labels: Tensor | None = None
         chosen = [
             *(RecallAtK(int(k)) for k in ks),
             *(scalar_metrics() if metrics is None else metrics),
@@ -243,58 +240,16 @@ class MetricLearningModule(pl.LightningModule):
                 logs[f"train/{term.name}/{key}"] = (
                     stat.detach() if isinstance(stat, Tensor) else stat  # a number: as it is
                 )
-        # checked with the gradients, in one go, in on_before_optimizer_step
+        # checked with the gradients, in one go, by NonFiniteGuard before the optimiser step
         # (with gradient accumulation, the values of every micro-batch since the last step)
         current = torch.stack(values)[None]
-        pending = self._step_losses
-        self._step_losses = current if pending is None else torch.cat([pending, current])
-        self._step_labels = labels
+        pending = self.step_losses
+        self.step_losses = current if pending is None else torch.cat([pending, current])
+        self.step_labels = labels
         logs["train/loss"] = reported
         self.log_dict(logs, prog_bar=False, batch_size=len(labels))
         self.log("loss", reported, prog_bar=True, logger=False, batch_size=len(labels))
         return total
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """One fused finiteness check of this step's loss terms and every gradient.
-
-        The only host synchronisation of a training step. Under DDP the flag is all-reduced
-        first, so with ``nonfinite: skip`` every rank skips the same step (the gradients are
-        dropped, so the optimiser leaves the parameters as they were).
-        """
-        named = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None]
-        norms = list(torch._foreach_norm([g for _, g in named])) if named else []
-        losses, self._step_losses = self._step_losses, None
-        parts = [*(n.reshape(()) for n in norms), *([] if losses is None else [losses])]
-        if not parts:
-            return
-        finite = torch.cat([t.reshape(-1).float() for t in parts]).isfinite().all()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            flag = finite.to(torch.int32)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            finite = flag.bool()
-        if bool(finite):  # the step's one host synchronisation
-            return
-        message = self._nonfinite_message(named, norms, losses)
-        if self.hparams["nonfinite"] == "error":
-            raise NonFiniteLossError(message)
-        optimizer.zero_grad(set_to_none=True)
-        self.print(f"skipping step: {message}")
-
-    def _nonfinite_message(
-        self, named: list[tuple[str, Tensor]], norms: list[Tensor], losses: Tensor | None
-    ) -> str:
-        """What was not finite (only computed when something was)."""
-        where = f"at global step {self.global_step} (epoch {self.current_epoch})"
-        if losses is not None and not bool(losses.isfinite().all()):
-            finite = losses.isfinite().all(0)  # (terms,): over the accumulated micro-batches
-            bad = [t.name for t, ok in zip(self.terms, finite, strict=True) if not ok]
-            labels = self._step_labels
-            shown = labels.tolist() if labels is not None else []
-            return f"non-finite value in loss term {bad[0]!r} {where}; batch labels: {shown}"
-        bad_params = [n for (n, _), norm in zip(named, norms, strict=True) if not norm.isfinite()]
-        if bad_params:
-            return f"non-finite gradient of {bad_params[0]} {where}"
-        return f"non-finite value on another rank {where}"
 
     def on_train_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -311,18 +266,11 @@ class MetricLearningModule(pl.LightningModule):
         ):
             datamodule.write_skipped(self.trainer.log_dir)
 
-    # -- checkpoints -----------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Plain tensors and numbers only, so that `weights_only` loading accepts them.
-        kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
-        keys = np.asarray(keys)
-        checkpoint["embedlab_rng"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-            "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The finiteness check of every step and the random state of checkpoints."""
+        return [NonFiniteGuard(self.hparams["nonfinite"]), RandomState()]
 
+    # -- checkpoints -----------------------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         own = self.state_dict()
         for key, value in checkpoint.get("state_dict", {}).items():
@@ -331,21 +279,6 @@ class MetricLearningModule(pl.LightningModule):
                     f"checkpoint parameter {key} has shape {tuple(value.shape)} but this model has "
                     f"{tuple(own[key].shape)}: check model.model.init_args.embedding_dim and the backbone"
                 )
-        # Applied just before the next training batch, so that the random stream continues
-        # exactly where the checkpointed run was (see on_train_batch_start).
-        self._pending_rng = checkpoint.get("embedlab_rng")
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        state = getattr(self, "_pending_rng", None)
-        if state is not None:
-            torch.set_rng_state(state["torch"])
-            kind, keys, pos, has_gauss, gauss = state["numpy"]
-            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-            version, internal, gauss_next = state["python"]
-            random.setstate((version, tuple(internal), gauss_next))
-            if state["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda"])
-            self._pending_rng = None
 
     # -- evaluation ------------------------------------------------------------------------
     def _evaluator(self, stage: str, loader: int) -> RetrievalEvaluator:

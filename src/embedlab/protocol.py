@@ -1,6 +1,7 @@
 """Selection on val, one evaluation on test: what ``embedlab fit`` does after training.
 
-:class:`ValHistory` keeps the ``val/*`` metrics of every validation; :func:`selected` names
+:class:`~embedlab.callbacks.ValHistory` keeps the ``val/*`` metrics of every validation;
+:func:`selected` names
 the checkpoint a run reports (the best on val, or the last one when nothing is monitored) and
 the validation metrics it was chosen with, so that ``fit`` can evaluate it once on the test
 split.
@@ -14,37 +15,10 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from embedlab.callbacks.last_checkpoint import LAST, LastCheckpoint
+from embedlab.callbacks.val_history import ValHistory
 from embedlab.checkpoint_io import load_checkpoint
 from embedlab.errors import ConfigError
-from embedlab.last_checkpoint import LAST, LastCheckpoint
-
-
-class ValHistory(pl.Callback):
-    """Records ``val/*`` after every validation of ``fit``, keyed by epochs trained (1-based).
-
-    The history is saved in checkpoints, so a resumed run selects among all its epochs and a
-    ``ddp_spawn`` parent (whose callbacks did not run) reads it from the last checkpoint.
-    """
-
-    def __init__(self) -> None:
-        self.history: dict[int, dict[str, float]] = {}
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit":
-            return
-        values = {
-            k.removeprefix("val/"): float(v)
-            for k, v in trainer.callback_metrics.items()
-            if k.startswith("val/")
-        }
-        if values:
-            self.history[trainer.current_epoch + 1] = values
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": {str(e): dict(v) for e, v in self.history.items()}}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = {int(e): dict(v) for e, v in state_dict.get("history", {}).items()}
 
 
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:

@@ -50,6 +50,8 @@ __all__ = [
 #: The files of a run folder.
 CONFIG_FILE, METRICS_FILE, SPLITS_FILE = "config.yaml", "metrics.csv", "splits.csv"
 SUMMARY_FILE, TRIAL_FILE = "summary.json", "sweep_trial.json"
+#: Set for a sweep trial's ``embedlab fit``: JSON with the Optuna study and trial it reports to.
+TRIAL_ENV = "EMBEDLAB_OPTUNA_TRIAL"
 TEST_FILE, VAL_FILE, EVALUATION_FILE = "test_metrics.json", "val_metrics.json", "evaluation.json"
 CHECKPOINTS = "checkpoints"
 

@@ -30,17 +30,18 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from embedlab import schedules  # noqa: F401  (--help lists its schedulers)
+from embedlab.callbacks import NonFiniteLossError, ValHistory
+from embedlab.callbacks.console import quiet_callbacks, quiet_console
+from embedlab.callbacks.last_checkpoint import LAST, LastCheckpoint
 from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.commands import TRAINER_COMMANDS
 from embedlab.commands.parsing import CompactHelpFormatter
-from embedlab.console import quiet_callbacks, quiet_console
 from embedlab.csv_logger import AtomicCSVLogger
 from embedlab.data import RetrievalDataModule
 from embedlab.errors import ConfigError, one_line, report_or_raise, reported_error
-from embedlab.last_checkpoint import LAST, LastCheckpoint
 from embedlab.metrics import PRIMARY_METRIC, scalar_metrics
-from embedlab.module import MetricLearningModule, NonFiniteLossError
-from embedlab.protocol import ValHistory, selected, tested_checkpoint
+from embedlab.module import MetricLearningModule
+from embedlab.protocol import selected, tested_checkpoint
 from embedlab.report import (
     BASELINE_ROW,
     baseline_metrics,
@@ -49,7 +50,7 @@ from embedlab.report import (
     print_summary,
     write_json,
 )
-from embedlab.runs import drop_if_empty, new_run_dir, resumed_run_dir
+from embedlab.runs import TRIAL_ENV, drop_if_empty, new_run_dir, resumed_run_dir
 
 
 class EmbedlabParser(LightningArgumentParser):
@@ -227,10 +228,10 @@ class EmbedlabCLI(LightningCLI):
             every = int(cfg.get("checkpoint", {}).get("every_n_train_steps") or 0)
             best.save_last = False
             trainer.callbacks.append(LastCheckpoint(best.dirpath, every))  # type: ignore[attr-defined]
-        from embedlab.sweep import OptunaTrialCallback  # optuna only when a trial runs
+        if os.environ.get(TRIAL_ENV):  # a trial of an offline `embedlab sweep`
+            from embedlab.sweep.trials import OptunaTrialCallback  # optuna only for a trial
 
-        trial = OptunaTrialCallback.from_env()  # a trial of an offline `embedlab sweep`
-        if trial is not None:
+            trial = OptunaTrialCallback.from_env()
             trainer.callbacks.append(trial)  # type: ignore[attr-defined]
         return trainer
 

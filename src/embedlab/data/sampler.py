@@ -22,7 +22,7 @@ plan of global batches (one list of ``P·K`` indices per rank each) and serves t
 next batch not yet drawn on; the P×K draws go on underneath (their random stream is not
 disturbed), so a step outside the plan gets the batch it would have had anyway. The plan is
 keyed by absolute step (``epoch · len + step``) and saved in :meth:`state_dict`, so resuming
-mid-plan serves the same batches. ``embedlab.mining.OfflineTripletMining`` uses it.
+mid-plan serves the same batches. ``embedlab.callbacks.OfflineTripletMining`` uses it.
 """
 
 from __future__ import annotations

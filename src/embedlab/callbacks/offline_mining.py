@@ -12,7 +12,7 @@ Add it to ``trainer.callbacks`` by ``class_path``::
 
     trainer:
       callbacks:
-        - class_path: embedlab.mining.OfflineTripletMining
+        - class_path: embedlab.callbacks.OfflineTripletMining
           init_args: {every_n_steps: 20, subset_size: 400, strategy: semi_hard}
 """
 

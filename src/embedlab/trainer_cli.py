@@ -36,6 +36,7 @@ from embedlab.callbacks.last_checkpoint import LAST, LastCheckpoint
 from embedlab.checkpoint_io import AtomicCheckpointIO
 from embedlab.commands import TRAINER_COMMANDS
 from embedlab.commands.parsing import CompactHelpFormatter
+from embedlab.compat import drop_wandb_init_key, wandb_run
 from embedlab.csv_logger import AtomicCSVLogger
 from embedlab.data import RetrievalDataModule
 from embedlab.errors import ConfigError, one_line, report_or_raise, reported_error
@@ -68,7 +69,7 @@ def finish_wandb(trainer: Trainer | None, failed: bool = False) -> None:
     """Close this process's wandb run now, not at interpreter exit, where wandb writes its
     closing lines with colour codes into logs."""
     for logger in trainer.loggers if trainer is not None else []:
-        run = getattr(logger, "_experiment", None) if isinstance(logger, WandbLogger) else None
+        run = wandb_run(logger) if isinstance(logger, WandbLogger) else None
         if run is not None and hasattr(run, "finish"):
             run.finish(exit_code=1 if failed else 0)
 
@@ -182,7 +183,7 @@ class EmbedlabCLI(LightningCLI):
                 settings={"quiet": True},  # the run folder says where its files are
             )
             # Lightning passes anonymous=None, which wandb answers with a deprecation warning
-            wandb_logger._wandb_init.pop("anonymous", None)
+            drop_wandb_init_key(wandb_logger, "anonymous")
             loggers.append(wandb_logger)
         return loggers
 

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 import embedlab.ddp  # noqa: F401  (registers ddp_spawn workers that tear down together)
+from embedlab.compat import disable_distributed_sampler
 from embedlab.constraints import NonNegativeInt, PositiveInt
 from embedlab.data.digits import Digits
 from embedlab.data.formats import SPLITS
@@ -440,7 +441,7 @@ class RetrievalDataModule(pl.LightningDataModule):
                 raise ConfigError("data.dataset: every member of a union needs a val split")
         if self.trainer is not None:
             # The P×K sampler shards by identity itself; Lightning must not replace it.
-            self.trainer._accelerator_connector.use_distributed_sampler = False
+            disable_distributed_sampler(self.trainer)
             trainer = self.trainer
             # trainer.log_dir broadcasts rank 0's folder: every rank must ask
             log_dir = trainer.log_dir if trainer.logger is not None else None

@@ -36,6 +36,9 @@ PRIVATE_NAMES = {
     ),
     "pytorch_lightning.strategies.launchers.multiprocessing:_MultiProcessingLauncher"
     "._wrapping_function": "ddp: the same barrier, after each worker's run (same)",
+    "pytorch_lightning.strategies.launchers.multiprocessing:_MultiProcessingLauncher"
+    "._start_method": "ddp: the launcher is replaced by one of the same start method (same)",
+    "pytorch_lightning.strategies:DDPStrategy._launcher": "ddp: the launcher replaced (same)",
     "pytorch_lightning.loggers.csv_logs:ExperimentWriter._rewrite_with_new_header": (
         "csv_logger: metrics.csv rewritten atomically when a column appears "
         "(public: an atomic writer option)"

@@ -15,7 +15,8 @@ from sklearn.metrics import average_precision_score
 
 from embedlab.cli import main
 from embedlab.data import CUHKSYSU
-from embedlab.data.formats import DatasetFormatError, DatasetLayoutError, prepare_cuhksysu
+from embedlab.data.formats import DatasetFormatError, DatasetLayoutError
+from embedlab.data.prepare import prepare_cuhksysu
 from embedlab.metrics.person_search import PersonSearchProtocol, person_search
 from fake_datasets import tiny_recipe
 

@@ -208,7 +208,7 @@ def test_every_recipe_states_its_protocol_and_selects_on_val(path: Path) -> None
 
 @pytest.mark.filterwarnings("ignore:.*single training class.*:UserWarning")
 def test_the_union_recipe_builds_on_miniature_members(tmp_path: Path) -> None:
-    from embedlab.data.formats import prepare_cuhksysu
+    from embedlab.data.prepare import prepare_cuhksysu
     from test_cuhksysu import make_release
 
     recipe = yaml.safe_load((EXPERIMENTS / "msml_union.yaml").read_text())

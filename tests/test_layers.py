@@ -24,6 +24,7 @@ LIBRARY = [
     "embedlab.data.transforms",
     "embedlab.data.splits",
     "embedlab.data.source",
+    "embedlab.data.prepare",
     *sorted(f"embedlab.data.formats.{p.stem}" for p in FORMATS.glob("*.py")),
 ]
 FORBIDDEN = ["pytorch_lightning", "lightning", "optuna", "wandb", "matplotlib"]

@@ -15,8 +15,9 @@ import yaml
 
 from embedlab.cli import main
 from embedlab.data import CUHKSYSU, Mars, PlainTransforms, RetrievalDataModule
-from embedlab.data.formats import Market1501, prepare_cuhksysu
+from embedlab.data.formats import Market1501
 from embedlab.data.image_dataset import load_image
+from embedlab.data.prepare import prepare_cuhksysu
 from embedlab.losses import TripletLoss
 from embedlab.metrics import Convention, person_search
 from embedlab.models import EmbeddingModel, SmallCNN

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from embedlab.errors import ConfigError
-
 
 def prepare(
     dataset: str,
@@ -27,11 +25,10 @@ def prepare(
         gallery_sizes: the protocols ``TestG<size>.mat`` to write, e.g. ``[50,100]`` (default: every
             one there; TestG4000 lists about 11.6 million gallery scenes and takes minutes).
     """
-    if dataset != "cuhksysu":
-        raise ConfigError(f"dataset: {dataset!r} has no prepare step (choose from: cuhksysu)")
-    from embedlab.data.formats.cuhksysu import prepare_cuhksysu
+    from embedlab.data.prepare import prepare as prepare_dataset
 
-    counts = prepare_cuhksysu(source, out, persons, test, gallery_sizes)
+    options = {"persons": persons, "test": test, "gallery_sizes": gallery_sizes}
+    counts = prepare_dataset(dataset, source, out, **options)
     print(", ".join(f"{k} {v}" for k, v in counts.items()) + f" -> {out}")
     if counts["unmatched"]:
         print(f"{counts['unmatched']} ground-truth boxes match no annotated box of their scene")

@@ -20,7 +20,7 @@ from ._common import COLUMNS, SPLITS, DatasetFormatError, DatasetLayoutError
 from .cars196 import Cars196, read_cars196
 from .cub200 import CUB200, read_cub200
 from .cuhk03np import CUHK03NP, read_cuhk03np
-from .cuhksysu import CUHKSYSU, prepare_cuhksysu, read_cuhksysu
+from .cuhksysu import CUHKSYSU, read_cuhksysu
 from .dukemtmc import DukeMTMC, read_dukemtmc
 from .imagefolder import ImageFolder, read_imagefolder
 from .inshop import InShop, read_inshop
@@ -54,7 +54,6 @@ __all__ = [
     "read_cub200",
     "read_cuhk03np",
     "read_cuhksysu",
-    "prepare_cuhksysu",
     "read_dukemtmc",
     "read_imagefolder",
     "read_inshop",

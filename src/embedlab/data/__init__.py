@@ -1,7 +1,7 @@
 """Data: datasets (``frame()`` tables) → torch datasets → P×K batches.
 
 The readers, sources, sampler and transforms import no Lightning; the Lightning data module
-(:class:`RetrievalDataModule`, with :class:`EvalDataset`) is loaded on first access of its name.
+(:class:`RetrievalDataModule`) is loaded on first access of its name.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from embedlab.data.digits import Digits, DigitsDataset, digits_frame
+from embedlab.data.eval_sets import EvalDataset
 from embedlab.data.formats import (
     CUB200,
     CUHK03NP,
@@ -55,14 +56,14 @@ from embedlab.data.transforms import (
 )
 
 if TYPE_CHECKING:
-    from embedlab.data.datamodule import EvalDataset, RetrievalDataModule
+    from embedlab.data.datamodule import RetrievalDataModule
 
 # Lightning only for the data module.
-_LAZY = {"EvalDataset", "RetrievalDataModule"}
+_LAZY = {"RetrievalDataModule"}
 
 
 def __getattr__(name: str) -> Any:
-    """``RetrievalDataModule`` and ``EvalDataset`` are imported on first access of their names."""
+    """``RetrievalDataModule`` is imported on first access of its name."""
     if name in _LAZY:
         from embedlab.data import datamodule
 

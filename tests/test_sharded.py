@@ -1,5 +1,6 @@
 """Sharded embedding (one Parquet file per rank, resumable per shard) and streamed index builds
-(bounded chunks, inverted lists on disk) from a folder of shards."""
+(bounded chunks, inverted lists and paths on disk, bounded memory, repeated paths left out) from
+a folder of shards."""
 
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ import pytest
 
 from embedlab.cli import main
 from embedlab.errors import ConfigError
-from embedlab.inference import Index, embed_to_parquet, image_files, load_embedder, read_embeddings
+from embedlab.inference import (
+    Index,
+    embed_to_parquet,
+    image_files,
+    load_embedder,
+    read_embeddings,
+    streamed,
+)
 from embedlab.inference.embed import META_KEY, EmbedStep, embedding_array, shard_from_env
 from embedlab.inference.streamed import parse_memory, stream_into
 from test_inference import photos, run  # noqa: F401 (run: the module's trained-run fixture)
@@ -219,3 +227,114 @@ def test_streaming_reads_bounded_chunks_and_refuses_mixed_models(
     assert "part-00003.parquet holds model m2" in capsys.readouterr().err
     assert main([*build, str(tmp_path)]) == 2
     assert "holds no part-*.parquet shards" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("collide", [False, True], ids=["hashes", "every_hash_colliding"])
+@pytest.mark.parametrize("on_disk", [True, False], ids=["on_disk", "in_memory_lists"])
+def test_repeated_paths_are_left_out_with_a_count_per_file(
+    on_disk: bool, collide: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if collide:  # one hash for every path: only the paths themselves tell them apart
+        monkeypatch.setattr(streamed, "_hashes", lambda paths: np.zeros(len(paths), np.uint64))
+    vectors = clustered(400, 8, 3)
+    # rows 300-399 hold other vectors of paths 0-299; chunks of 32 rows (--max_memory 4KB)
+    rows = [
+        [*range(0, 150), 307],  # 307: path 7 again, a later chunk
+        [*range(100, 250), 320, 399],  # 100-149 in shard 0; 320 and 399: paths 20 and 99
+        [250, 350, *range(251, 300), 305],  # 350: path 250 again, same chunk; 305: path 5
+    ]
+    paths = [f"img/{i % 300:04d}.png" for i in range(400)]
+    files = [tmp_path / "shards" / f"part-{k:05d}.parquet" for k in range(3)]
+    for file, picked in zip(files, rows, strict=True):
+        write_shard(file, [paths[i] for i in picked], vectors[picked])
+    out = tmp_path / "index"
+    argv = ["index", "build", "--embeddings", str(tmp_path / "shards"), "--out", str(out)]
+    argv += ["--factory", "IVF4,Flat", "--metric", "euclidean", "--max_memory", "4KB"]
+    with pytest.warns(RuntimeWarning) as caught:
+        assert main([*argv, *(["--on_disk"] if on_disk else [])]) == 0
+    left_out = [str(w.message) for w in caught if "left out" in str(w.message)]
+    assert left_out == [
+        f"1 path(s) of {files[0]} already in the index left out",
+        f"52 path(s) of {files[1]} already in the index left out",
+        f"2 path(s) of {files[2]} already in the index left out",
+    ]
+    built = Index.load(out)
+    assert built.paths == paths[:300]  # each path once, where it came first
+    hits = built.search(vectors, 1, nprobe=4)
+    first, again = hits.iloc[:300], hits.iloc[300:]
+    assert first["path"].tolist() == paths[:300] and first["distance"].max() < 1e-5
+    assert again["distance"].min() > 1e-3  # the vectors of the repeats are not indexed
+
+
+def test_adding_shards_to_a_streamed_index_and_refusing_on_disk_lists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vectors = clustered(350, 8, 4)
+    paths = [f"img/{i:04d}.png" for i in range(350)]
+    for folder, (lo, hi) in (("a", (0, 200)), ("b", (150, 350))):
+        for k, (start, stop) in enumerate([(lo, lo + 100), (lo + 100, hi)]):
+            write_shard(tmp_path / folder / f"part-{k:05d}.parquet", paths[start:stop],
+                        vectors[start:stop])  # fmt: skip
+    build = ["index", "build", "--factory", "IVF4,Flat", "--metric", "euclidean"]
+    build += ["--max_memory", "4KB", "--embeddings"]
+    assert main([*build, str(tmp_path / "a"), "--out", str(tmp_path / "i")]) == 0
+    with pytest.warns(RuntimeWarning) as caught:
+        assert main([*build, str(tmp_path / "b"), "--out", str(tmp_path / "i"), "--add"]) == 0
+    part = tmp_path / "b" / "part-00000.parquet"
+    assert [str(w.message) for w in caught if "left out" in str(w.message)] == [
+        f"50 path(s) of {part} already in the index left out"
+    ]
+    added = Index.load(tmp_path / "i")
+    assert added.paths == paths
+    assert json.loads((tmp_path / "i" / "meta.json").read_text())["count"] == 350
+    hits = added.search(vectors, 1, nprobe=4)
+    assert hits["path"].tolist() == paths and hits["distance"].max() < 1e-5
+    # inverted lists on disk take no additions: one line naming the index
+    capsys.readouterr()
+    assert main([*build, str(tmp_path / "a"), "--out", str(tmp_path / "d"), "--on_disk"]) == 0
+    for target, extra in ((tmp_path / "d", []), (tmp_path / "i", ["--on_disk"])):
+        assert main([*build, str(tmp_path / "b"), "--out", str(target), "--add", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"add: {target} keeps (or would keep) its inverted lists on disk" in err
+        assert len(err.splitlines()) == 1
+    assert len(Index.load(tmp_path / "d")) == 200
+
+
+def test_an_on_disk_build_writes_its_paths_file_once_and_reads_it_when_searched(
+    tmp_path: Path,
+) -> None:
+    vectors = clustered(300, 8, 5)
+    paths = [f"img/{i:04d}.png" for i in range(300)]
+    write_shard(tmp_path / "s" / "part-00000.parquet", paths, vectors)
+    index = Index.empty(8, "IVF4,Flat", "euclidean")
+    out = tmp_path / "index"
+    out.mkdir()
+    with pytest.warns(RuntimeWarning, match="training on 128 vectors"):
+        stats = stream_into(index, [tmp_path / "s" / "part-00000.parquet"], 4096, on_disk=out)
+    assert (stats.added, stats.left_out, len(index)) == (300, 0, 300)
+    written = (out / "paths.parquet").stat()
+    assert pq.read_table(out / "paths.parquet")["path"].to_pylist() == paths
+    index.save(out)  # the paths file is the index's already: not written again
+    assert (out / "paths.parquet").stat().st_mtime_ns == written.st_mtime_ns
+    assert index.search(vectors[:5], 1, nprobe=4)["path"].tolist() == paths[:5]
+    index.save(tmp_path / "copy")  # elsewhere: copied
+    assert (tmp_path / "copy" / "paths.parquet").read_bytes() == (
+        out / "paths.parquet"
+    ).read_bytes()
+    assert index.paths == paths
+
+
+@pytest.mark.slow  # two index builds in fresh interpreters, about 20 s on two cores
+def test_a_streamed_build_on_disk_holds_neither_the_vectors_nor_the_paths(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "index_memory.py"), "--modes", "streamed"]
+    command += ["--sizes", "100000", "500000", "--dim", "32", "--clusters", "20", "--shards", "2"]
+    command += ["--path_length", "120", "--factory", "IVF16,Flat", "--max_memory", "4MB"]
+    subprocess.run([*command, "--out", str(out)], check=True, capture_output=True, cwd=tmp_path)
+    small, large = json.loads(out.read_text())["rows"]
+    extra = large["rows"] - small["rows"]
+    growth = large["streamed peak MiB"] - small["streamed peak MiB"]
+    vectors = extra * 32 * 4 / 2**20  # 49 MiB more vectors
+    strings = extra * (49 + 120 + 8) / 2**20  # 68 MiB more paths as str objects in a list
+    # 16 bytes of path hashes per row (6 MiB) and some noise, a fraction of either
+    assert growth < 16 * extra / 2**20 + 8 < min(vectors, strings) / 3, (growth, vectors)

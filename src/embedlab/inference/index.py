@@ -7,6 +7,10 @@ searches by inner product, reporting the distance ``1 - cosine``; ``euclidean`` 
 (not squared) L2 distance. Either way an indexed vector finds itself at distance 0. An IVF
 index built on disk (:mod:`embedlab.inference.streamed`) keeps its inverted lists in
 ``index.ivfdata`` of the same folder, read through ``mmap``.
+
+The paths are kept as one Arrow string array (about ``len + 8`` bytes each, no Python objects)
+until :attr:`Index.paths` is asked for them as a list; a search takes the paths of its hits
+from that array.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +27,8 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from embedlab.atomic import atomic_write
 from embedlab.errors import ConfigError
@@ -68,7 +75,7 @@ class Index:
     def __init__(
         self,
         index: faiss.Index,
-        paths: Sequence[str],
+        paths: Sequence[str] | pa.Array | pa.ChunkedArray,
         metric: IndexMetric = "cosine",
         factory: str = "Flat",
         meta: dict[str, Any] | None = None,
@@ -76,10 +83,55 @@ class Index:
         if index.ntotal != len(paths):
             raise ConfigError(f"index: {index.ntotal} vectors but {len(paths)} paths")
         self.index = index
-        self.paths = [str(p) for p in paths]
+        # the paths: a list once asked for as one, else an Arrow array or a Parquet file
+        self._list: list[str] | None = None
+        self._array: pa.Array | None = None
+        self._file: Path | None = None
+        if isinstance(paths, pa.Array | pa.ChunkedArray):
+            self._set_paths(paths)
+        else:
+            self._list = [str(p) for p in paths]
         self.metric: IndexMetric = metric
         self.factory = factory
         self.meta = dict(meta or {})
+
+    @property
+    def paths(self) -> list[str]:
+        """The path of each indexed vector, in id order (a list, made on first use)."""
+        if self._list is None:
+            self._list = self.path_array().to_pylist()
+            self._array = self._file = None
+        return self._list
+
+    @paths.setter
+    def paths(self, paths: Sequence[str]) -> None:
+        self._list, self._array, self._file = [str(p) for p in paths], None, None
+
+    def path_array(self) -> pa.Array:
+        """The paths as one Arrow ``large_string`` array (read from the paths file if needed)."""
+        if self._list is not None:
+            return pa.array(self._list, pa.large_string())
+        if self._array is None:
+            assert self._file is not None
+            self._array = _path_column(self._file)
+        return self._array
+
+    def _set_paths(self, paths: pa.Array | pa.ChunkedArray | Path) -> None:
+        """Replace the paths by an Arrow array, or by a Parquet file of them (read when needed;
+        :meth:`save` into its folder keeps the file as it is)."""
+        self._list = None
+        if isinstance(paths, Path):
+            self._array, self._file = None, paths.resolve()
+        else:
+            self._array, self._file = _large_strings(paths), None
+
+    def _path_count(self) -> int:
+        if self._list is not None:
+            return len(self._list)
+        if self._array is not None:
+            return len(self._array)
+        assert self._file is not None
+        return int(pq.ParquetFile(self._file).metadata.num_rows)
 
     @property
     def dim(self) -> int:
@@ -89,15 +141,21 @@ class Index:
         return int(self.index.ntotal)
 
     # -- building ----------------------------------------------------------------------------
-    def _prepare(self, vectors: np.ndarray, what: str = "embeddings") -> np.ndarray:
+    def _prepare(
+        self, vectors: np.ndarray, what: str = "embeddings", inplace: bool = False
+    ) -> np.ndarray:
+        """``vectors`` as a contiguous float32 array, checked (shape, finite) and, for cosine,
+        L2-normalised: in a copy, or in place with ``inplace`` (an array the caller gives up)."""
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ConfigError(f"{what}: expected shape (n, {self.dim}), got {tuple(x.shape)}")
-        if not np.isfinite(x).all():
-            row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
-            raise ConfigError(f"{what}: row {row} is not finite")
+        # a row's float64 sum is finite exactly when its values are (8 bytes of check per row)
+        finite = np.isfinite(x.sum(axis=1, dtype=np.float64))
+        if not finite.all():
+            raise ConfigError(f"{what}: row {int(np.flatnonzero(~finite)[0])} is not finite")
         if self.metric == "cosine":
-            x = x.copy()
+            if x is vectors and not inplace:
+                x = x.copy()
             faiss.normalize_L2(x)
         return x
 
@@ -224,12 +282,16 @@ class Index:
         distance: np.ndarray = 1.0 - scores if cosine else np.sqrt(np.maximum(scores, 0.0))
         found = ids >= 0  # faiss pads with -1 when fewer than k are found
         rows, ranks = np.nonzero(found)
-        paths = np.asarray(self.paths, dtype=object)
+        hit_ids = ids[found]
+        if self._list is not None:
+            hit_paths = np.array([self._list[i] for i in hit_ids], dtype=object)
+        else:
+            hit_paths = self.path_array().take(pa.array(hit_ids)).to_numpy(zero_copy_only=False)
         return pd.DataFrame(
             {
                 "query": np.asarray(names, dtype=object)[rows],
                 "rank": ranks + 1,
-                "path": paths[ids[found]],
+                "path": hit_paths,
                 "distance": np.maximum(distance[found], 0.0).astype(np.float32),
             }
         )
@@ -237,13 +299,21 @@ class Index:
     # -- saving ------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         """Write ``index.faiss``, ``paths.parquet`` and ``meta.json`` into ``folder``."""
+        if self._path_count() != len(self):
+            raise ConfigError(f"index: {len(self)} vectors but {self._path_count()} paths")
         target = Path(folder)
         target.mkdir(parents=True, exist_ok=True)
         tmp = target / f".{INDEX_FILE}.tmp"
         faiss.write_index(self.index, str(tmp))
         os.replace(tmp, target / INDEX_FILE)
-        with atomic_write(target / PATHS_FILE, "wb") as handle:
-            pd.DataFrame({"path": self.paths}).to_parquet(handle, index=False)
+        kept = self._file if self._list is None else None  # the paths are this file's
+        if kept is None or kept != (target / PATHS_FILE).resolve():
+            with atomic_write(target / PATHS_FILE, "wb") as handle:
+                if kept is not None:  # copied, not read
+                    with open(kept, "rb") as source:
+                        shutil.copyfileobj(source, handle)
+                else:
+                    pq.write_table(pa.table({"path": self.path_array()}), handle)
         meta = {
             **self.meta,
             "metric": self.metric,
@@ -265,6 +335,24 @@ class Index:
         meta = json.loads((source / META_FILE).read_text())
         # an on-disk index finds its index.ivfdata next to index.faiss, wherever the folder is
         index = faiss.read_index(str(source / INDEX_FILE), faiss.IO_FLAG_ONDISK_SAME_DIR)
-        paths = pd.read_parquet(source / PATHS_FILE)["path"].astype(str).tolist()
+        paths = _path_column(source / PATHS_FILE)
         extra = {k: v for k, v in meta.items() if k not in ("metric", "factory", "dim", "count")}
         return cls(index, paths, meta.get("metric", "cosine"), meta.get("factory", "?"), extra)
+
+
+def _large_strings(paths: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``paths`` as one ``large_string`` array (a chunked array's chunks joined: a search's
+    ``take`` of one array copies nothing)."""
+    if isinstance(paths, pa.ChunkedArray):
+        paths = paths.combine_chunks() if paths.num_chunks != 1 else paths.chunk(0)
+    return paths if paths.type == pa.large_string() else paths.cast(pa.large_string())
+
+
+def _path_column(file: Path) -> pa.Array:
+    """The ``path`` column of an index's ``paths.parquet``."""
+    try:
+        column = pq.read_table(file, columns=["path"]).column("path")
+    except (pa.ArrowInvalid, OSError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"index: cannot read the paths of {file}: {reason}") from err
+    return _large_strings(column)

@@ -9,15 +9,7 @@
 * :func:`find_runs`, :class:`Run`, :func:`load_module`, :func:`run_embeddings` — reading runs.
 """
 
-from embedlab.analysis.compare import (
-    compare_runs,
-    plot_metric_curves,
-    plot_recall_at_k,
-    plot_training_loss,
-    summary_table,
-    to_markdown,
-    write_comparison,
-)
+from embedlab.analysis.compare import compare_runs, summary_table, to_markdown, write_comparison
 from embedlab.analysis.pictures import (
     RankedList,
     RetrievalPictures,
@@ -28,6 +20,7 @@ from embedlab.analysis.pictures import (
     run_pictures,
     save_figure,
 )
+from embedlab.analysis.plots import plot_metric_curves, plot_recall_at_k, plot_training_loss
 from embedlab.analysis.runs import Embeddings, Run, compute_embeddings, run_embeddings
 from embedlab.runs import find_runs, load_module
 

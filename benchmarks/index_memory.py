@@ -141,7 +141,7 @@ def worker(result: Path, argv: list[str]) -> None:
     import faiss  # noqa: F401  (imported before the baseline)
     import pyarrow.parquet  # noqa: F401
 
-    import embedlab.tools  # noqa: F401
+    import embedlab.inference.build  # noqa: F401
     from embedlab.cli import main as run_embedlab
 
     Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts from here

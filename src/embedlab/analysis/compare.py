@@ -21,28 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedlab.analysis.columns import logged_metrics, metric_title, trained_rows
 from embedlab.analysis.runs import Run, loss_label, short_class, training_history
 from embedlab.metrics import PRIMARY_METRIC
 from embedlab.report import BASELINE_ROW, NOT_METRICS, format_cell
 from embedlab.report import print_table as _print_table
 from embedlab.runs import find_runs
-
-METRIC_NAMES = {
-    "recall@1": "R@1",
-    "map": "mAP",
-    "map@r": "MAP@R",
-    "r_precision": "R-Prec",
-    "precision@1": "P@1",
-    "minp": "mINP",
-}
-
-
-def metric_title(name: str) -> str:
-    if name in METRIC_NAMES:
-        return METRIC_NAMES[name]
-    if name.startswith("recall@"):
-        return "R@" + name.removeprefix("recall@")
-    return name
 
 
 def _param_text(value: Any) -> str:
@@ -213,24 +197,6 @@ def compare_runs(
                 extra[f"test/{name}"] = value
             frame = pd.concat([pd.DataFrame([extra]), frame], ignore_index=True)
     return frame
-
-
-def recall_ks(frame: pd.DataFrame, stage: str = "final") -> list[int]:
-    prefix = f"{stage}/recall@"
-    return sorted(int(c.removeprefix(prefix)) for c in frame.columns if c.startswith(prefix))
-
-
-def logged_metrics(frame: pd.DataFrame, stage: str = "final") -> list[str]:
-    """Every metric with a ``<stage>/<metric>`` column in ``frame``, in column order."""
-    prefix = f"{stage}/"
-    return [c.removeprefix(prefix) for c in frame.columns if c.startswith(prefix)]
-
-
-def trained_rows(frame: pd.DataFrame) -> pd.Series:
-    """The rows of training runs (``True``), not the raw-pixel baseline."""
-    if "run" not in frame.columns:
-        return pd.Series(True, index=frame.index)
-    return frame["run"].fillna("").astype(str).astype(bool)
 
 
 def summary_table(

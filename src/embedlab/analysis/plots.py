@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from embedlab.analysis.compare import logged_metrics, metric_title, recall_ks, trained_rows
+from embedlab.analysis.columns import logged_metrics, metric_title, recall_ks, trained_rows
 from embedlab.analysis.runs import Run, training_history
 
 

@@ -32,10 +32,13 @@ def build(
         train_size: vectors sampled to train a factory that needs training.
         max_memory: stream the embeddings in chunks of at most this many bytes of vectors,
             e.g. ``512MB`` (default for a folder of shards: ``1GB``; a file without it is read
-            at once).
-        on_disk: IVF factories: keep the inverted lists in ``out/index.ivfdata`` instead of
-            memory (searches read them through mmap); streams the embeddings.
+            at once). What it bounds: the chunk being added, and the training sample drawn
+            first (at most as much again). On top: 16 bytes per embedding of path hashes
+            (repeated paths are left out) and, without ``on_disk``, the index and its paths.
+        on_disk: IVF factories: write the inverted lists to ``out/index.ivfdata`` and the
+            paths to ``out/paths.parquet`` chunk by chunk instead of keeping them in memory
+            (searches read the lists through mmap); streams the embeddings.
     """
-    from embedlab.tools import index_build
+    from embedlab.inference.build import index_build
 
     return index_build(embeddings, out, factory, metric, add, train_size, max_memory, on_disk)

@@ -11,7 +11,7 @@ Two scenarios on synthetic clustered embeddings (float32, cosine):
 
 The reference is ``evaluate`` on CPU tensors (its candidate-based CPU ranking). The candidate is the
 same call on CUDA tensors with ``--device cuda``; with ``--device cpu`` it is the CPU running the
-accelerator's code path (``embedlab.metrics.ranking.CPU_STRATEGY = "torch"``: every row sorted)
+accelerator's code path (``embedlab.metrics.positive_ranks.CPU_STRATEGY = "torch"``: every row sorted)
 with another chunk size. Every scalar metric must agree within 1e-6. Output:
 ``OUT/eval_scale.md`` and ``OUT/eval_scale.json``.
 """
@@ -99,7 +99,7 @@ def scalars(result: dict[str, Any]) -> dict[str, float]:
 
 
 def compare(scenario: str, data: dict[str, Tensor], device: str, tiny: bool) -> dict[str, Any]:
-    from embedlab.metrics import ranking
+    from embedlab.metrics import positive_ranks as ranking
 
     reference, cpu_s = timed(lambda: run(scenario, data, "cpu"), "cpu")
     if device == "cuda":

@@ -27,7 +27,7 @@ STRATEGIES = ["auto", "candidates", "sort", "alternate", "torch"]
 @pytest.fixture(params=STRATEGIES)
 def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test under every ranking strategy (they must agree exactly)."""
-    import embedlab.metrics.ranking as ranking
+    import embedlab.metrics.positive_ranks as ranking
 
     monkeypatch.setattr(ranking, "CPU_STRATEGY", request.param)
     return str(request.param)

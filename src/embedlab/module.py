@@ -108,7 +108,7 @@ class MetricLearningModule(pl.LightningModule):
             chosen by ``class_path``; ``None``: a constant learning rate.
         distance: ``cosine`` or ``euclidean``: how retrieval ranks the gallery.
         ks: the k of the reported ``recall@k`` (``RecallAtK(k)`` metrics, first in the list).
-        metrics: further retrieval metrics (:mod:`embedlab.metrics.rank_metrics`), each logged
+        metrics: further retrieval metrics (:mod:`embedlab.metrics.metrics_from_ranks`), each logged
             as ``val/<name>`` and ``test/<name>``; ``None``: the built-ins ``map``, ``map@r``,
             ``r_precision``, ``precision@1``, ``minp``. Chosen by ``class_path``;
             ``--model.metrics+=...`` appends one.

@@ -18,3 +18,7 @@ SetDistance = Literal["mean_pairwise", "mean_embedding"]
 
 #: The evaluation protocols of ``embedlab evaluate``.
 Protocol = Literal["retrieval", "cuhksysu", "verification"]
+
+#: The ImageNet statistics pretrained backbones expect (RGB, 0-1 scale).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)

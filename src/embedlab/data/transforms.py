@@ -26,8 +26,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from embedlab.options import IMAGENET_MEAN, IMAGENET_STD
 
 Transform = Callable[[Any], Any]
 

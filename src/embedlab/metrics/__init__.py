@@ -2,7 +2,7 @@
 
 * :func:`evaluate` - functional entry point (leave-one-out or query/gallery; ReID camera
   protocol; optional NMI) with :class:`EvalOptions`.
-* Metric objects (:mod:`embedlab.metrics.rank_metrics`): any object with a ``name`` and
+* Metric objects (:mod:`embedlab.metrics.metrics_from_ranks`): any object with a ``name`` and
   ``__call__(ranks, num_positives)``; built-ins :class:`RecallAtK`, :class:`MeanAveragePrecision`
   (``map``), :class:`MAPAtR`, :class:`RPrecision`, :class:`PrecisionAt1`, :class:`MINP`,
   :class:`CMC`; :class:`OfficialAveragePrecision`, the ``map`` of ``convention="official"``
@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from embedlab.metrics._inputs import DISTANCES, Distance
 from embedlab.metrics.knn import knn
-from embedlab.metrics.person_search import PersonSearchProtocol, person_search
-from embedlab.metrics.rank_metrics import (
+from embedlab.metrics.metrics_from_ranks import (
     CMC,
     CONVENTIONS,
     MINP,
@@ -40,6 +39,7 @@ from embedlab.metrics.rank_metrics import (
     for_convention,
     scalar_metrics,
 )
+from embedlab.metrics.person_search import PersonSearchProtocol, person_search
 from embedlab.metrics.rerank import (
     average_query_expansion,
     k_reciprocal_rerank,
@@ -49,7 +49,7 @@ from embedlab.metrics.retrieval import EvalOptions, MetricFn, evaluate
 from embedlab.metrics.verification import pair_distances, set_distances, verify, verify_distances
 
 if TYPE_CHECKING:
-    from embedlab.metrics.torchmetric import PersonSearchEvaluator, RetrievalEvaluator
+    from embedlab.metrics.evaluators import PersonSearchEvaluator, RetrievalEvaluator
 
 # torchmetrics (which imports matplotlib when it is installed) only for the evaluators.
 _LAZY = {"PersonSearchEvaluator", "RetrievalEvaluator"}
@@ -58,9 +58,9 @@ _LAZY = {"PersonSearchEvaluator", "RetrievalEvaluator"}
 def __getattr__(name: str) -> Any:
     """The torchmetrics evaluators are imported on first access of their names."""
     if name in _LAZY:
-        from embedlab.metrics import torchmetric
+        from embedlab.metrics import evaluators
 
-        value = getattr(torchmetric, name)
+        value = getattr(evaluators, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,7 @@ its own gallery by similarity (ties broken by gallery index, as everywhere in em
 
 Both are embedlab's metric objects (:class:`~embedlab.metrics.MeanAveragePrecision`,
 :class:`~embedlab.metrics.RecallAtK`) applied to ranks padded with ``inf`` up to ``num_gt``, and
-the ranks come from :func:`embedlab.metrics.ranking.rank_positives` over the union of the
+the ranks come from :func:`embedlab.metrics.positive_ranks.rank_positives` over the union of the
 galleries with every item outside a query's own gallery masked out; reported values are means over
 the queries (a query with ``num_gt = 0`` is skipped and counted in ``num_skipped_queries``).
 
@@ -45,11 +45,11 @@ import torch
 from torch import Tensor
 
 from embedlab.metrics._inputs import ArrayLike, Distance, as_embeddings, check_distance
-from embedlab.metrics.rank_metrics import MeanAveragePrecision, RecallAtK
-from embedlab.metrics.ranking import PositiveRanks, ScoreFn, rank_positives
-from embedlab.metrics.retrieval import MetricFn, _check_metrics, similarity_fn
+from embedlab.metrics.metrics_from_ranks import MeanAveragePrecision, RecallAtK
+from embedlab.metrics.positive_ranks import PositiveRanks, ScoreFn, rank_positives
+from embedlab.metrics.retrieval import MetricFn, check_metrics, similarity_fn
 
-# PersonSearchEvaluator, the torchmetrics wrapper, lives in embedlab.metrics.torchmetric.
+# PersonSearchEvaluator, the torchmetrics wrapper, lives in embedlab.metrics.evaluators.
 __all__ = [
     "PersonSearchProtocol",
     "person_search",
@@ -178,7 +178,7 @@ def person_search(
         and ``num_skipped_queries``.
     """
     metrics = list(person_search_metrics() if metrics is None else metrics)
-    _check_metrics(metrics)
+    check_metrics(metrics)
     check_distance(distance)
     q = as_embeddings(query, "query")
     g = as_embeddings(gallery, "gallery", q.device)

@@ -37,7 +37,7 @@ from embedlab.metrics.knn import knn
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
-from embedlab.metrics.ranking import DEFAULT_BLOCK_ELEMENTS, ScoreFn, _float_order_key
+from embedlab.metrics.positive_ranks import DEFAULT_BLOCK_ELEMENTS, ScoreFn, float_order_key
 
 #: Pairs of embeddings gathered at once when computing the weights of the k-reciprocal sets.
 _PAIR_BATCH = 8192
@@ -95,7 +95,7 @@ def _neighbours_and_max(x: Tensor, x_sq: Tensor, k: int, chunk: int) -> tuple[Te
         d = _sq_dist_block(x[start:stop], x, x_sq)
         row_max[start:stop] = d.max(1).values
         # (distance, index) packed in one int64: order key shifted to a signed 32-bit range.
-        key = ((_float_order_key(d) - (1 << 31)) << 32) | cols[None, :]
+        key = ((float_order_key(d) - (1 << 31)) << 32) | cols[None, :]
         del d
         top = torch.topk(key, k, dim=1, largest=False, sorted=True).values
         nn[start:stop] = top & 0xFFFFFFFF

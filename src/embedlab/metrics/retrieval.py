@@ -39,12 +39,12 @@ For MARS the official code also ranks every test tracklet, the queries included 
 itself is ignored as the same identity in the same camera): :func:`evaluate` ranks the gallery
 it is given, and the training pipeline builds that gallery for ``Mars`` under ``official``.
 
-Each is a metric object of :mod:`embedlab.metrics.rank_metrics` (any object with a ``name`` and
+Each is a metric object of :mod:`embedlab.metrics.metrics_from_ranks` (any object with a ``name`` and
 ``__call__(ranks, num_positives)`` can be added); each reported metric is the mean over the valid
 (non-skipped) queries.
 
 The algorithm (exact ranks of the positives from chunked similarity blocks) is described in
-:mod:`embedlab.metrics.ranking`.
+:mod:`embedlab.metrics.positive_ranks`.
 """
 
 from __future__ import annotations
@@ -68,14 +68,25 @@ from embedlab.metrics._inputs import (
     check_distance,
     check_ks,
 )
-from embedlab.metrics.rank_metrics import CONVENTIONS, Convention, default_metrics, for_convention
-from embedlab.metrics.ranking import PositiveRanks, ScoreFn, _empty, _padded_ranks, rank_positives
+from embedlab.metrics.metrics_from_ranks import (
+    CONVENTIONS,
+    Convention,
+    default_metrics,
+    for_convention,
+)
+from embedlab.metrics.positive_ranks import (
+    PositiveRanks,
+    ScoreFn,
+    _empty,
+    padded_ranks,
+    rank_positives,
+)
 
 __all__ = ["EvalOptions", "MetricFn", "evaluate", "excluded", "similarity_fn"]
 
 
 class MetricFn(Protocol):
-    """A retrieval metric: see :mod:`embedlab.metrics.rank_metrics`."""
+    """A retrieval metric: see :mod:`embedlab.metrics.metrics_from_ranks`."""
 
     name: str
 
@@ -100,7 +111,7 @@ class EvalOptions:
         device: where to compute; ``None``: the device of the query embeddings.
         convention: ``torchreid`` (default) or ``official``: how ``map`` is computed (see the
             module docstring); a :class:`MeanAveragePrecision` among the metrics becomes an
-            :class:`~embedlab.metrics.rank_metrics.OfficialAveragePrecision` under ``official``.
+            :class:`~embedlab.metrics.metrics_from_ranks.OfficialAveragePrecision` under ``official``.
     """
 
     distance: Distance = "cosine"
@@ -150,7 +161,7 @@ def excluded(
     return out
 
 
-def _check_metrics(metrics: Sequence[MetricFn]) -> None:
+def check_metrics(metrics: Sequence[MetricFn]) -> None:
     seen: set[str] = set()
     for m in metrics:
         name = getattr(m, "name", None)
@@ -274,7 +285,7 @@ def evaluate(
         query_cams, gallery_cams: camera ids; when given, the ReID protocol applies (gallery items
             with the query's label and camera are ignored). In leave-one-out mode only
             ``query_cams`` is given.
-        metrics: the metric objects to report (:mod:`embedlab.metrics.rank_metrics`); ``None``:
+        metrics: the metric objects to report (:mod:`embedlab.metrics.metrics_from_ranks`); ``None``:
             the built-ins, ``recall@k`` for each of ``ks`` and a ``cmc`` curve of ``max_rank``.
         query_ids, gallery_ids: optional sample ids; a gallery item with the id of the query is
             ignored (for query and gallery sets that share samples). Gallery ids must be unique.
@@ -296,7 +307,7 @@ def evaluate(
     opts = dataclasses.replace(options or EvalOptions(), **overrides)
     if metrics is None:
         metrics = default_metrics(check_ks(ks, max_rank), int(max_rank))
-    _check_metrics(metrics)
+    check_metrics(metrics)
     metrics = for_convention(metrics, opts.convention)
     distance, junk_label = opts.distance, opts.junk_label
     dev = torch.device(opts.device) if opts.device is not None else None
@@ -371,7 +382,7 @@ def evaluate(
             if qid is not None and q_kept is not None:
                 qid = qid[q_kept]
     if num_q == 0 or len(gl) == 0:
-        positives = _padded_ranks(num_q, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        positives = padded_ranks(num_q, np.zeros(0, np.int64), np.zeros(0, np.int64))
     else:
         positives = rank_positives(
             _score_fn(q, g, leave_one_out, opts), len(ql), ql, gl, qc, gc, qid, gid,

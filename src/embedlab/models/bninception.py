@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from embedlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from embedlab.options import IMAGENET_MEAN, IMAGENET_STD
 
 #: The mean (B, G, R order, 0–255 scale) the Caffe-converted checkpoint subtracts.
 CAFFE_MEAN_BGR: tuple[float, float, float] = (104.0, 117.0, 128.0)

@@ -2,7 +2,7 @@
 
 Algorithm
 ---------
-Every retrieval metric (:mod:`embedlab.metrics.rank_metrics`) is a function of the ranks of the
+Every retrieval metric (:mod:`embedlab.metrics.metrics_from_ranks`) is a function of the ranks of the
 positives only, so full rankings are never needed. :func:`embedlab.metrics.evaluate` drops junk
 gallery items and skips junk-labelled queries first. Queries are then processed in chunks: the
 chunk x gallery similarity block is computed with one matrix product, excluded items are set to ``-inf``, and the rank of each positive with similarity ``a``
@@ -109,14 +109,14 @@ def _equal_pairs(q_keys: Tensor, g_sorted: Tensor, g_order: Tensor) -> tuple[Ten
     return rows, g_order[pos]
 
 
-def _float_order_key(v: Tensor) -> Tensor:
+def float_order_key(v: Tensor) -> Tensor:
     """Map float32 values to int64 in [0, 2**32) with the same order (-0.0 treated as +0.0)."""
     bits = (v + 0.0).view(torch.int32).to(torch.int64)
     unsigned = bits & 0xFFFFFFFF
     return torch.where(bits < 0, (~unsigned) & 0xFFFFFFFF, unsigned | 0x80000000)
 
 
-def _padded_ranks(num_rows: int, rows: np.ndarray, ranks: np.ndarray) -> PositiveRanks:
+def padded_ranks(num_rows: int, rows: np.ndarray, ranks: np.ndarray) -> PositiveRanks:
     """The ``(num_rows, M)`` padded rank matrix from the ranks of all positives (``rows[i]`` owns
     ``ranks[i]``)."""
     order = np.lexsort((ranks, rows))
@@ -393,8 +393,8 @@ def rank_positives(
         with limit, ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(lambda t: ranker(*t), tasks))
     if not results:
-        return _padded_ranks(num_queries, np.zeros(0, np.int64), np.zeros(0, np.int64))
-    return _padded_ranks(
+        return padded_ranks(num_queries, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return padded_ranks(
         num_queries,
         np.concatenate([r for r, _ in results]),
         np.concatenate([k for _, k in results]),

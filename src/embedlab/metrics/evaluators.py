@@ -17,13 +17,13 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from embedlab.metrics.metrics_from_ranks import default_metrics
 from embedlab.metrics.person_search import (
     PersonSearchProtocol,
     _num_gallery,
     person_search,
     person_search_metrics,
 )
-from embedlab.metrics.rank_metrics import default_metrics
 from embedlab.metrics.retrieval import EvalOptions, MetricFn, evaluate
 
 __all__ = ["PersonSearchEvaluator", "RetrievalEvaluator"]

@@ -25,7 +25,7 @@ from typing import Literal
 import pandas as pd
 
 from .formats import SPLITS, DatasetFormatError, DatasetLayoutError
-from .image_dataset import BadImageError, load_image
+from .image_dataset import unreadable_reasons
 from .source import FrameSource, source_name, source_root
 
 Severity = Literal["error", "warning"]
@@ -96,17 +96,11 @@ def split_stats(frame: pd.DataFrame) -> dict[str, SplitStats]:
 
 
 def _image_problems(frame: pd.DataFrame, root: Path, verify_images: bool) -> list[Problem]:
-    missing: list[str] = []
-    unreadable: list[str] = []
-    for path in dict.fromkeys(frame["path"]):  # each file once, in order
-        file = root / path
-        if not file.is_file():
-            missing.append(str(path))
-        elif verify_images:
-            try:
-                load_image(file)
-            except BadImageError as exc:
-                unreadable.append(f"{path}: {exc.reason}")
+    files = list(dict.fromkeys(frame["path"]))  # each file once, in order
+    missing = [str(path) for path in files if not (root / path).is_file()]
+    present = [path for path in files if (root / path).is_file()] if verify_images else []
+    reasons = unreadable_reasons([root / path for path in present])
+    unreadable = [f"{p}: {r}" for p, r in zip(present, reasons, strict=True) if r is not None]
     problems = []
     if missing:
         problems.append(

@@ -8,7 +8,6 @@ selection never sees the test images.
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from embedlab.constraints import NonNegativeInt, PositiveInt
 from embedlab.data.digits import Digits
 from embedlab.data.eval_sets import EvalDataset, JoinedDataset, ResumableLoader, protocol_of
 from embedlab.data.formats import SPLITS
-from embedlab.data.image_dataset import BadImageError, load_image
+from embedlab.data.image_dataset import unreadable_reasons
 from embedlab.data.sampler import PKBatchSampler
 from embedlab.data.source import (
     DataSource,
@@ -276,20 +275,11 @@ class RetrievalDataModule(pl.LightningDataModule):
         """
         roots = [source_root(s) for s in self.sources]
         scanned = [bool(getattr(s, "on_disk", True)) for s in self.sources]
-
-        def problem(item: tuple[str, int]) -> str | None:
-            path, i = item
-            if not scanned[i]:
-                return None
-            try:
-                load_image(roots[i] / path)
-            except BadImageError as err:
-                return err.reason
-            return None
-
-        items = list(zip(frame["path"], frame["source"], strict=True))
-        with ThreadPoolExecutor(max_workers=max(1, self.num_workers or 4)) as pool:
-            reasons = list(pool.map(problem, items))
+        files = [
+            roots[i] / path if scanned[i] else None
+            for path, i in zip(frame["path"], frame["source"], strict=True)
+        ]
+        reasons = unreadable_reasons(files, workers=self.num_workers or 4)
         bad = np.array([r is not None for r in reasons], dtype=bool)
         self.skipped = [
             (p, r) for p, r in zip(frame["path"], reasons, strict=True) if r is not None

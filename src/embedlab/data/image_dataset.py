@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +69,24 @@ def load_image(path: str | Path) -> Image.Image:
             return to_rgb(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise BadImageError(file, f"{type(exc).__name__}: {exc}") from exc
+
+
+def unreadable_reasons(paths: Sequence[str | Path | None], workers: int = 4) -> list[str | None]:
+    """Decode each file once, ``workers`` at a time: why it cannot be read, or ``None`` when
+    it can (and for a ``None`` entry, which is not scanned). The one image scan of embedlab:
+    ``embedlab data check`` and the data module's ``bad_data: skip`` use it."""
+
+    def reason(path: str | Path | None) -> str | None:
+        if path is None:
+            return None
+        try:
+            load_image(path)
+        except BadImageError as err:
+            return err.reason
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(reason, paths))
 
 
 def _to_tensor(image: Image.Image) -> torch.Tensor:
